@@ -1,0 +1,1 @@
+"""HTTP (FastAPI) and CLI: parse, call a domain service, map the result. No domain rules here."""

@@ -1,0 +1,74 @@
+"""The FastAPI app factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from api import errors
+from api.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from api.routers import campaigns, compliance, consents, dnc, health
+from dialer.runtime import Runtime, build_runtime
+
+log = logging.getLogger("callgate")
+
+VERSION = "0.1.0"
+DESCRIPTION = """
+callgate lets an outbound healthcare call through only when the law and the
+organisation's policy allow it, and records why each call was made or refused.
+
+Authenticate with `Authorization: Bearer <api key>` (create one with
+`callgate keys create --role ROLE --name NAME`). Every error body is
+`{"error": {"code": "UPPER_SNAKE", "message": "...", "details": ...}}`.
+No message ever contains a phone number or a patient reference.
+"""
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(
+    runtime: Runtime | None = None, *, migrate: bool = True, scheduler: bool = False
+) -> FastAPI:
+    runtime = runtime or build_runtime()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        jobs = None
+        if scheduler:
+            from dialer.jobs import start_scheduler
+
+            jobs = start_scheduler(runtime)
+        try:
+            yield
+        finally:
+            if jobs is not None:
+                jobs.shutdown(wait=False)
+
+    if migrate:
+        from dialer.migrate import upgrade
+
+        upgrade(runtime.db.url)
+
+    app = FastAPI(
+        title="callgate",
+        version=VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+        responses=errors.ERROR_RESPONSES,
+    )
+    app.state.runtime = runtime
+    errors.install(app)
+    app.include_router(health.router)
+    for module in (consents, dnc, campaigns, compliance):
+        app.include_router(module.router, prefix="/v1")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
+    return app
+

@@ -1,0 +1,212 @@
+"""The ``callgate`` command line. Like the routers, it only translates to domain calls."""
+
+from __future__ import annotations
+
+import json
+import logging.config
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from api.logconfig import log_config
+from config.clock import SystemClock
+from config.policy import PolicyError, format_hhmm, load_policy
+from config.settings import get_settings
+
+app = typer.Typer(
+    help="callgate: outbound-call compliance engine for healthcare.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+policy_app = typer.Typer(help="Validate and show policy files.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+app.add_typer(policy_app, name="policy")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _database():  # type: ignore[no-untyped-def]
+    from dialer.db import Database
+    from dialer.migrate import upgrade
+
+    url = get_settings().database_url
+    upgrade(url)
+    return Database(url)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+) -> None:
+    """Run the HTTP API (migrates the database first)."""
+    import uvicorn
+
+    from dialer.db import Database
+    from dialer.migrate import upgrade
+
+    settings = get_settings()
+    try:
+        policy = load_policy(settings.policy_file)
+    except PolicyError as exc:
+        _fail(str(exc))
+        return
+    for warning in policy.warnings():
+        err.print(f"[bold red on yellow] POLICY WARNING [/] {warning}", highlight=False)
+    db = Database(settings.database_url)
+    err.print(f"callgate: database  {db.describe()}", highlight=False)
+    err.print(
+        f"callgate: policy    {settings.policy_file or 'config/policy.toml (shipped default)'}"
+        f"  version {policy.policy_version}",
+        highlight=False,
+    )
+    db.dispose()
+    upgrade(settings.database_url)
+    err.print(
+        "callgate: first key? callgate keys create --role admin --name me", highlight=False
+    )
+    err.print(f"callgate: listening on http://{host}:{port}", highlight=False)
+    uvicorn.run(
+        "api.asgi:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=log_config(settings.log_level),
+        access_log=False,
+        server_header=False,
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="admin | campaign_manager | dialer | compliance")],
+    name: Annotated[str, typer.Option(help="A unique name, e.g. acme-dialer-1")],
+) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    from dialer.keys import KeyError_, Role, create_key
+
+    try:
+        role_ = Role(role)
+    except ValueError:
+        _fail(f"unknown role {role!r}; one of: {', '.join(r.value for r in Role)}")
+        return
+    if not name.strip() or len(name) > 128:
+        _fail("--name must be 1-128 characters")
+    try:
+        row, plaintext = create_key(_database(), role_, name.strip(), SystemClock().now())
+    except KeyError_ as exc:
+        _fail(str(exc))
+        return
+    err.print(f"created key {row.name!r} (role {row.role}, id {row.id}); it is shown once:")
+    print(plaintext)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (names, roles, ids; never the keys)."""
+    from dialer.keys import list_keys
+
+    table = Table("name", "role", "id", "prefix", "created", "revoked")
+    for k in list_keys(_database()):
+        table.add_row(
+            k.name,
+            k.role,
+            k.id,
+            k.prefix + "...",
+            k.created_at.isoformat(timespec="seconds"),
+            k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name")]) -> None:
+    """Revoke a key by name (it stops working at once)."""
+    from dialer.keys import KeyError_, revoke_key
+
+    try:
+        revoke_key(_database(), name, SystemClock().now())
+    except KeyError_ as exc:
+        _fail(str(exc))
+    err.print(f"revoked key {name!r}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+) -> None:
+    """Apply Alembic migrations to CALLGATE_DATABASE_URL."""
+    from dialer.migrate import current_revision, upgrade
+
+    url = get_settings().database_url
+    upgrade(url, revision)
+    err.print(f"database at revision {current_revision(url)}")
+
+
+@policy_app.command("check")
+def policy_check(
+    file: Annotated[Path | None, typer.Argument(help="Policy TOML (default: the shipped one)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Validate a policy file and print the effective policy."""
+    try:
+        policy = load_policy(file)
+    except PolicyError as exc:
+        _fail(str(exc), 1)
+        return
+    for warning in policy.warnings():
+        err.print(f"[bold red on yellow] POLICY WARNING [/] {warning}", highlight=False)
+    data = policy.model_dump(mode="json")
+    data["policy_version"] = policy.policy_version
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    console.print(f"[bold]policy[/] {policy.policy_version}  (valid)")
+    ch = policy.calling_hours
+    console.print(f"calling hours {ch.start}-{ch.end}; caps {policy.caps.per_day}/day "
+                  f"{policy.caps.per_week}/week ({policy.caps.period})")
+    states = Table("state", *("mon", "tue", "wed", "thu", "fri", "sat", "sun"))
+    for code, level in sorted(ch.states.items()):
+        cells = []
+        for d in range(7):
+            w = level.for_weekday(d)
+            cells.append(f"{format_hhmm(w.start_min)}-{format_hhmm(w.end_min)}" if w else "-")
+        states.add_row(code, *cells)
+    console.print(states)
+    purposes = Table("purpose", "allowed", "channels", "rule")
+    for code, spec in sorted(policy.purposes.items()):
+        purposes.add_row(code, "yes" if spec.allowed else "NO", ",".join(spec.channels), spec.rule)
+    console.print(purposes)
+    console.print(
+        f"quiet days: holidays={policy.quiet_days.holidays or 'none'} "
+        f"rules={policy.quiet_days.rules}"
+    )
+
+
+def main() -> None:
+    logging.config.dictConfig(
+        log_config(get_settings().log_level)
+    )
+    try:
+        app()
+    except PolicyError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

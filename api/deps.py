@@ -1,0 +1,68 @@
+"""Annotated dependencies: the runtime, the caller's identity, role checks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.errors import ApiError
+from dialer.keys import Identity, Role, authenticate
+from dialer.runtime import Runtime
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api key>`")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def current_key(
+    request: Request,
+    runtime: RuntimeDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Identity:
+    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+        raise ApiError(
+            401,
+            "UNAUTHORIZED",
+            "an API key is required: Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    identity = authenticate(runtime.db, creds.credentials)
+    if identity is None:
+        raise ApiError(
+            401, "UNAUTHORIZED", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+        )
+    request.state.identity = identity
+    return identity
+
+
+CurrentKey = Annotated[Identity, Depends(current_key)]
+
+
+def require_role(*roles: Role):  # type: ignore[no-untyped-def]
+    """A dependency admitting ``roles`` (and ``admin``, who may do everything)."""
+    allowed = {Role.admin, *roles}
+
+    def _check(identity: CurrentKey) -> Identity:
+        if identity.role not in allowed:
+            names = ", ".join(sorted(r.value for r in allowed))
+            raise ApiError(403, "FORBIDDEN", f"this endpoint needs one of the roles: {names}")
+        return identity
+
+    return Depends(_check)
+
+
+Admin = Annotated[Identity, require_role()]
+Manager = Annotated[Identity, require_role(Role.campaign_manager)]
+ManagerOrCompliance = Annotated[Identity, require_role(Role.campaign_manager, Role.compliance)]
+Compliance = Annotated[Identity, require_role(Role.compliance)]
+DialerKey = Annotated[Identity, require_role(Role.dialer)]
+Checker = Annotated[Identity, require_role(Role.campaign_manager, Role.dialer)]
+CallReader = Annotated[Identity, require_role(Role.campaign_manager, Role.compliance)]

@@ -1,0 +1,124 @@
+"""The error envelope for every 4xx/5xx: ``{"error": {"code", "message", "details"}}``.
+
+Validation details name fields and never echo input values (they may be phone numbers)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from config.errors import DomainError
+
+log = logging.getLogger("callgate.api")
+
+STATUS_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "TOO_MANY_REQUESTS",
+    500: "INTERNAL_ERROR",
+    503: "UNAVAILABLE",
+}
+KIND_STATUS = {
+    "invalid": 422,
+    "not_found": 404,
+    "conflict": 409,
+    "forbidden": 403,
+    "too_large": 413,
+}
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, details: Any = None, headers: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+        self.headers = headers
+
+
+def envelope(status: int, code: str, message: str, details: Any = None, headers: Any = None):
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ())]
+        out.append({"field": ".".join(loc), "message": e.get("msg", ""), "type": e.get("type")})
+    return out
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError):
+        return envelope(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_: Request, exc: DomainError):
+        return envelope(KIND_STATUS.get(exc.kind, 422), exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError):
+        return envelope(
+            422, "VALIDATION_ERROR", "the request is not valid", _field_errors(list(exc.errors()))
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        code = STATUS_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
+        message = exc.detail if isinstance(exc.detail, str) else code.lower().replace("_", " ")
+        if exc.status_code == 404:
+            message = "no such resource"
+        elif exc.status_code == 405:
+            message = "method not allowed on this resource"
+        return envelope(exc.status_code, code, message, None, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception):
+        # The type only: no request data, no stack trace in the body or at INFO.
+        log.error(
+            "unhandled error on %s %s: %s",
+            request.method,
+            _route_template(request),
+            type(exc).__name__,
+        )
+        log.debug("unhandled error detail", exc_info=exc)
+        return envelope(500, "INTERNAL_ERROR", "an internal error occurred", None)
+
+
+def _route_template(request: Request) -> str:
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "(unmatched)"
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorEnvelope, "description": "Missing or unknown API key (`UNAUTHORIZED`)"},
+    403: {"model": ErrorEnvelope, "description": "The key's role may not do this (`FORBIDDEN`)"},
+    422: {"model": ErrorEnvelope, "description": "Invalid request (`VALIDATION_ERROR`, ...)"},
+}

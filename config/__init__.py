@@ -1,0 +1,1 @@
+"""Settings, the policy file and the few shared vocabularies (reason codes, clock)."""

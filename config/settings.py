@@ -1,0 +1,29 @@
+"""Environment settings (``CALLGATE_*``), read once per process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CALLGATE_", extra="ignore")
+
+    database_url: str = "sqlite:///./callgate.db"
+    policy_file: Path | None = None
+    # Request bodies above this are refused with 413 before they are parsed.
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # A call list with more rows than this is refused with 413.
+    max_list_rows: int = Field(default=200_000, ge=1)
+    # Scheduled-job intervals, seconds.
+    job_interval_seconds: float = Field(default=15.0, gt=0)
+    retention_days: int = Field(default=6 * 366, ge=1)
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

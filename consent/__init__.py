@@ -1,0 +1,1 @@
+"""Consent registry, revocations and the internal do-not-call list."""

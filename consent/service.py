@@ -1,0 +1,424 @@
+"""Consent registry and do-not-call operations: load, decide, write with the audit entry in
+one transaction. Revocations and do-not-call additions withdraw the number's pending calls
+in the same transaction (PRODUCT.md 2 and 6: honoured immediately)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from config.errors import Forbidden, Invalid, NotFound
+from config.reasons import Code
+from consent import phones
+from consent.models import Consent, DncEntry, Revocation
+from consent.rules import WRITTEN_METHODS, ConsentFact, RevocationFact
+from consent.schemas import (
+    ConsentHistory,
+    ConsentIn,
+    ConsentOut,
+    DncIn,
+    DncOut,
+    DncStatus,
+    RevocationIn,
+    RevocationOut,
+)
+from dialer import audit
+from dialer.keys import Identity, Role
+from dialer.runtime import Runtime
+from dialer.withdraw import withdraw_number
+
+
+def normalise_phone(rt: Runtime, raw: str, field: str = "phone") -> str:
+    try:
+        return phones.normalise(
+            raw, rt.policy.default_region, tuple(rt.policy.allowed_regions), field
+        )
+    except phones.InvalidPhone as exc:
+        raise Invalid(Code.INVALID_PHONE.value, exc.reason.message, {"field": field}) from None
+
+
+def _status(c: Consent, revs: list[Revocation], now: datetime) -> str:
+    if c.obtained_at > now:
+        return "not_yet_valid"
+    if any(c.obtained_at <= _effective(r) for r in revs if _effective(r) <= now):
+        return "revoked"
+    if c.expires_at is not None and c.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def _effective(r: Revocation) -> datetime:
+    # A revocation is effective from when it was received, and never later than when it
+    # was recorded: a future received_at must not delay it.
+    return min(r.received_at, r.recorded_at)
+
+
+def _consent_out(c: Consent, status: str) -> ConsentOut:
+    return ConsentOut(
+        id=c.id,
+        patient_ref=c.patient_ref,
+        phone=c.phone,
+        channels=list(c.channels),
+        purposes=list(c.purposes),
+        method=c.method,
+        obtained_at=c.obtained_at,
+        evidence_ref=c.evidence_ref,
+        expires_at=c.expires_at,
+        recorded_at=c.recorded_at,
+        recorded_by=c.recorded_by,
+        supersedes_id=c.supersedes_id,
+        status=status,
+    )
+
+
+def _revocation_out(r: Revocation, withdrawn: int = 0) -> RevocationOut:
+    return RevocationOut(
+        id=r.id,
+        phone=r.phone,
+        source=r.source,
+        received_at=r.received_at,
+        recorded_at=r.recorded_at,
+        recorded_by=r.recorded_by,
+        withdrawn_calls=withdrawn,
+    )
+
+
+def record_consent(rt: Runtime, who: Identity, data: ConsentIn) -> ConsentOut:
+    now = rt.clock.now()
+    phone = normalise_phone(rt, data.phone)
+    for p in data.purposes:
+        if p != "*" and p not in rt.policy.purposes:
+            raise Invalid(
+                Code.PURPOSE_UNKNOWN.value,
+                "purposes: a purpose code is not in the catalogue",
+                {"field": "purposes"},
+            )
+    if data.method in WRITTEN_METHODS and not data.evidence_ref.strip():
+        raise Invalid(
+            "VALIDATION_ERROR",
+            "evidence_ref is required for written or e-signed consent",
+            [{"field": "body.evidence_ref", "message": "required"}],
+        )
+    if data.expires_at is not None and data.expires_at <= data.obtained_at:
+        raise Invalid(
+            "VALIDATION_ERROR",
+            "expires_at must be later than obtained_at",
+            [{"field": "body.expires_at", "message": "must be later than obtained_at"}],
+        )
+    if data.obtained_at > now:
+        raise Invalid(
+            "VALIDATION_ERROR",
+            "obtained_at is in the future",
+            [{"field": "body.obtained_at", "message": "must not be in the future"}],
+        )
+    with rt.db.write() as s:
+        if data.supersedes_id is not None:
+            old = s.get(Consent, data.supersedes_id)
+            if old is None or old.phone != phone:
+                raise Invalid(
+                    "VALIDATION_ERROR",
+                    "supersedes_id does not name a consent for this number",
+                    [{"field": "body.supersedes_id", "message": "unknown consent"}],
+                )
+        prior_revocation = s.scalars(
+            select(Revocation.id).where(Revocation.phone == phone).limit(1)
+        ).first()
+        row = Consent(
+            id=str(uuid.uuid4()),
+            phone=phone,
+            patient_ref=data.patient_ref,
+            channels=list(data.channels),
+            purposes=list(data.purposes),
+            method=data.method,
+            obtained_at=data.obtained_at,
+            evidence_ref=data.evidence_ref,
+            expires_at=data.expires_at,
+            recorded_by=who.key_id,
+            recorded_at=now,
+            supersedes_id=data.supersedes_id,
+        )
+        s.add(row)
+        audit.record(
+            s,
+            at=now,
+            actor=who.actor,
+            kind="consent.recorded",
+            subject=f"consent:{row.id}",
+            policy_version=rt.policy_version,
+            payload={
+                "method": row.method,
+                "channels": row.channels,
+                "purposes": row.purposes,
+                "obtained_at": row.obtained_at.isoformat(),
+                "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+                "re_consent_after_revocation": prior_revocation is not None,
+                "supersedes": row.supersedes_id,
+            },
+        )
+        revs = list(s.scalars(select(Revocation).where(Revocation.phone == phone)))
+        return _consent_out(row, _status(row, revs, now))
+
+
+def revoke(
+    rt: Runtime,
+    who: Identity,
+    data: RevocationIn,
+    *,
+    call_id: str | None = None,
+    session: Session | None = None,
+) -> RevocationOut:
+    """Revoke every consent for the number, put it on do-not-call, withdraw its calls."""
+    phone = normalise_phone(rt, data.phone)
+    if session is not None:
+        return _revoke(rt, who, session, phone, data.source, data.received_at, call_id)
+    with rt.db.write() as s:
+        return _revoke(rt, who, s, phone, data.source, data.received_at, call_id)
+
+
+def _revoke(
+    rt: Runtime,
+    who: Identity,
+    s: Session,
+    phone: str,
+    source: str,
+    received_at: datetime | None,
+    call_id: str | None,
+) -> RevocationOut:
+    now = rt.clock.now()
+    row = Revocation(
+        id=str(uuid.uuid4()),
+        phone=phone,
+        source=source,
+        received_at=received_at or now,
+        recorded_at=now,
+        recorded_by=who.key_id,
+        call_id=call_id,
+    )
+    s.add(row)
+    audit.record(
+        s,
+        at=now,
+        actor=who.actor,
+        kind="consent.revoked",
+        subject=f"revocation:{row.id}",
+        policy_version=rt.policy_version,
+        payload={"source": source, "received_at": row.received_at.isoformat(), "call": call_id},
+    )
+    _add_dnc(rt, who, s, phone, f"consent revoked ({source})", source, now)
+    withdrawn = withdraw_number(
+        s, phone, now, Code.CONSENT_REVOKED, who.actor, rt.policy_version, except_call=None
+    )
+    return _revocation_out(row, withdrawn)
+
+
+def history(rt: Runtime, who: Identity, raw_phone: str) -> ConsentHistory:
+    """A number's consents and revocations (patient data: the read is audited)."""
+    phone = normalise_phone(rt, raw_phone)
+    now = rt.clock.now()
+    with rt.db.write() as s:
+        consents = list(
+            s.scalars(select(Consent).where(Consent.phone == phone).order_by(Consent.obtained_at))
+        )
+        revs = list(
+            s.scalars(
+                select(Revocation).where(Revocation.phone == phone).order_by(Revocation.received_at)
+            )
+        )
+        superseded = {c.supersedes_id for c in consents if c.supersedes_id}
+        out = ConsentHistory(
+            phone=phone,
+            consents=[
+                _consent_out(c, "superseded" if c.id in superseded else _status(c, revs, now))
+                for c in consents
+            ],
+            revocations=[_revocation_out(r) for r in revs],
+        )
+        audit.record(
+            s,
+            at=now,
+            actor=who.actor,
+            kind="patient_data.read",
+            subject="consents",
+            policy_version=rt.policy_version,
+            payload={
+                "consents": [c.id for c in consents],
+                "revocations": [r.id for r in revs],
+            },
+        )
+        return out
+
+
+def facts_for(
+    s: Session, phone_list: Iterable[str]
+) -> dict[str, tuple[list[ConsentFact], list[RevocationFact]]]:
+    """Consent history for many numbers in two queries (set-based, for intake and dispatch)."""
+    wanted = sorted(set(phone_list))
+    out: dict[str, tuple[list[ConsentFact], list[RevocationFact]]] = defaultdict(
+        lambda: ([], [])
+    )
+    chunk = 900
+    for i in range(0, len(wanted), chunk):
+        part = wanted[i : i + chunk]
+        superseded: set[str] = set()
+        rows = list(s.execute(
+            select(
+                Consent.id,
+                Consent.phone,
+                Consent.method,
+                Consent.channels,
+                Consent.purposes,
+                Consent.obtained_at,
+                Consent.expires_at,
+                Consent.supersedes_id,
+            ).where(Consent.phone.in_(part))
+        ))
+        for r in rows:
+            if r.supersedes_id:
+                superseded.add(r.supersedes_id)
+        for r in rows:
+            if r.id in superseded:
+                continue
+            out[r.phone][0].append(
+                ConsentFact(
+                    r.id,
+                    r.method,
+                    frozenset(r.channels),
+                    frozenset(r.purposes),
+                    r.obtained_at,
+                    r.expires_at,
+                )
+            )
+        for rv in s.execute(
+            select(Revocation.phone, Revocation.received_at, Revocation.recorded_at).where(
+                Revocation.phone.in_(part)
+            )
+        ):
+            out[rv.phone][1].append(RevocationFact(min(rv.received_at, rv.recorded_at)))
+    return out
+
+
+# --- do-not-call -------------------------------------------------------------------------
+
+
+def _dnc_out(e: DncEntry, withdrawn: int = 0) -> DncOut:
+    return DncOut(
+        id=e.id,
+        phone=e.phone,
+        reason=e.reason,
+        source=e.source,
+        added_by=e.added_by,
+        added_at=e.added_at,
+        lifted_at=e.lifted_at,
+        lifted_by=e.lifted_by,
+        lift_reason=e.lift_reason,
+        withdrawn_calls=withdrawn,
+    )
+
+
+def _add_dnc(
+    rt: Runtime, who: Identity, s: Session, phone: str, reason_: str, source: str, now: datetime
+) -> DncEntry:
+    entry = DncEntry(
+        id=str(uuid.uuid4()),
+        phone=phone,
+        reason=reason_,
+        source=source,
+        added_by=who.key_id,
+        added_at=now,
+    )
+    s.add(entry)
+    audit.record(
+        s,
+        at=now,
+        actor=who.actor,
+        kind="dnc.added",
+        subject=f"dnc:{entry.id}",
+        policy_version=rt.policy_version,
+        payload={"source": source},
+    )
+    return entry
+
+
+def add_dnc(rt: Runtime, who: Identity, data: DncIn) -> DncOut:
+    phone = normalise_phone(rt, data.phone)
+    now = rt.clock.now()
+    with rt.db.write() as s:
+        entry = _add_dnc(rt, who, s, phone, data.reason, "manual", now)
+        withdrawn = withdraw_number(
+            s, phone, now, Code.DO_NOT_CALL, who.actor, rt.policy_version, except_call=None
+        )
+        return _dnc_out(entry, withdrawn)
+
+
+def dnc_status(rt: Runtime, who: Identity, raw_phone: str) -> DncStatus:
+    phone = normalise_phone(rt, raw_phone)
+    now = rt.clock.now()
+    with rt.db.write() as s:
+        entries = list(
+            s.scalars(select(DncEntry).where(DncEntry.phone == phone).order_by(DncEntry.added_at))
+        )
+        if entries:
+            audit.record(
+                s,
+                at=now,
+                actor=who.actor,
+                kind="patient_data.read",
+                subject="dnc",
+                policy_version=rt.policy_version,
+                payload={"dnc": [e.id for e in entries]},
+            )
+        return DncStatus(
+            phone=phone,
+            on_list=any(e.lifted_at is None for e in entries),
+            entries=[_dnc_out(e) for e in entries],
+        )
+
+
+def lift_dnc(rt: Runtime, who: Identity, raw_phone: str, lift_reason: str) -> DncStatus:
+    """Lift every active entry for the number (admin only); the rows stay, audited."""
+    if who.role is not Role.admin:
+        raise Forbidden("FORBIDDEN", "only an admin may lift a do-not-call entry")
+    phone = normalise_phone(rt, raw_phone)
+    now = rt.clock.now()
+    with rt.db.write() as s:
+        active = list(
+            s.scalars(
+                select(DncEntry).where(DncEntry.phone == phone, DncEntry.lifted_at.is_(None))
+            )
+        )
+        if not active:
+            raise NotFound("NOT_FOUND", "the number is not on the do-not-call list")
+        for e in active:
+            e.lifted_at, e.lifted_by, e.lift_reason = now, who.key_id, lift_reason
+            audit.record(
+                s,
+                at=now,
+                actor=who.actor,
+                kind="dnc.lifted",
+                subject=f"dnc:{e.id}",
+                policy_version=rt.policy_version,
+                payload={"reason": lift_reason},
+            )
+        entries = list(
+            s.scalars(select(DncEntry).where(DncEntry.phone == phone).order_by(DncEntry.added_at))
+        )
+        return DncStatus(phone=phone, on_list=False, entries=[_dnc_out(e) for e in entries])
+
+
+def dnc_numbers(s: Session, phone_list: Iterable[str]) -> set[str]:
+    """Which of these numbers are on the do-not-call list now (set-based)."""
+    wanted = sorted(set(phone_list))
+    out: set[str] = set()
+    for i in range(0, len(wanted), 900):
+        part = wanted[i : i + 900]
+        out.update(
+            s.scalars(
+                select(DncEntry.phone).where(DncEntry.phone.in_(part), DncEntry.lifted_at.is_(None))
+            )
+        )
+    return out

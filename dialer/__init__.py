@@ -1,0 +1,1 @@
+"""Queue, dispatch, caps, calling windows, call log, audit, storage and scheduled jobs."""

@@ -1,0 +1,166 @@
+"""The tamper-evident audit log: an append-only hash chain.
+
+Each entry's hash is SHA-256 over the previous entry's hash and the entry's own canonical
+JSON. Services call :func:`record` anywhere in a unit of work; the entries are written when
+the unit commits, after the chain head is locked (``FOR UPDATE`` on PostgreSQL; on SQLite the
+write transaction already holds the database's write lock), so concurrent writers always
+extend one unbroken chain and the head is held only for the last moment of a transaction.
+No phone number, patient reference or clinical datum goes into a payload: subjects are ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from dialer.models import AuditEntry, AuditHead
+
+GENESIS = "0" * 64
+_PENDING = "callgate_audit_pending"
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def entry_hash(
+    prev_hash: str,
+    seq: int,
+    at: datetime,
+    actor: str,
+    kind: str,
+    subject: str,
+    payload: str,
+    policy_version: str,
+) -> str:
+    body = canonical_json(
+        {
+            "seq": seq,
+            "at": _iso(at),
+            "actor": actor,
+            "kind": kind,
+            "subject": subject,
+            "payload": payload,
+            "policy_version": policy_version,
+        }
+    )
+    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    at: datetime
+    actor: str
+    kind: str
+    subject: str
+    payload: str
+    policy_version: str
+
+
+def record(
+    session: Session,
+    *,
+    at: datetime,
+    actor: str,
+    kind: str,
+    subject: str,
+    policy_version: str,
+    payload: dict[str, Any] | None = None,
+) -> None:
+    """Queue an audit entry; it is chained and written when ``session`` commits."""
+    pending: list[_Pending] = session.info.setdefault(_PENDING, [])
+    pending.append(
+        _Pending(at, actor, kind, subject, canonical_json(payload or {}), policy_version)
+    )
+
+
+def flush_pending(session: Session) -> int:
+    """Chain and write the queued entries now (called on commit). Returns how many."""
+    pending: list[_Pending] = session.info.pop(_PENDING, [])
+    if not pending:
+        return 0
+    head = session.execute(
+        select(AuditHead).where(AuditHead.id == 1).with_for_update()
+    ).scalar_one_or_none()
+    if head is None:
+        head = AuditHead(id=1, seq=0, hash=GENESIS)
+        session.add(head)
+    seq, prev = head.seq, head.hash
+    for p in pending:
+        seq += 1
+        h = entry_hash(prev, seq, p.at, p.actor, p.kind, p.subject, p.payload, p.policy_version)
+        session.add(
+            AuditEntry(
+                seq=seq,
+                at=p.at,
+                actor=p.actor,
+                kind=p.kind,
+                subject=p.subject,
+                payload=p.payload,
+                policy_version=p.policy_version,
+                prev_hash=prev,
+                hash=h,
+            )
+        )
+        prev = h
+    head.seq, head.hash = seq, prev
+    session.flush()
+    return len(pending)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_pending(session: Session) -> None:
+    if session.info.get(_PENDING):
+        flush_pending(session)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    ok: bool
+    entries: int
+    broken_at: int | None = None
+    problem: str | None = None
+    last_hash: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ok": self.ok, "entries": self.entries}
+        if self.last_hash is not None:
+            out["last_hash"] = self.last_hash
+        if not self.ok:
+            out["broken_at"] = self.broken_at
+            out["problem"] = self.problem
+        return out
+
+
+def verify(session: Session) -> Verification:
+    """Recompute the chain from the start; report the first broken link."""
+    prev, expected_seq, count = GENESIS, 1, 0
+    rows = session.execute(select(AuditEntry).order_by(AuditEntry.seq)).yield_per(2000)
+    for (e,) in rows:
+        if e.seq != expected_seq:
+            return Verification(False, count, e.seq, f"sequence gap: expected {expected_seq}")
+        if e.prev_hash != prev:
+            return Verification(False, count, e.seq, "prev_hash does not match previous entry")
+        h = entry_hash(prev, e.seq, e.at, e.actor, e.kind, e.subject, e.payload, e.policy_version)
+        if h != e.hash:
+            return Verification(False, count, e.seq, "entry content does not match its hash")
+        prev, expected_seq, count = h, expected_seq + 1, count + 1
+    head = session.get(AuditHead, 1)
+    if head is not None and (head.seq != count or head.hash != prev):
+        return Verification(False, count, count + 1, "entries missing after the last one")
+    return Verification(True, count, last_hash=prev if count else None)

@@ -1,0 +1,72 @@
+"""Scheduled jobs (APScheduler 3.x): a ``MemoryJobStore`` per process with schedules defined
+here in code (a 3.x job store must never be shared between processes). Every job is
+idempotent; on PostgreSQL each run holds ``pg_try_advisory_lock`` for its job so that several
+API processes may all run schedulers and only one of them does a given job at a time."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import text
+
+from dialer.runtime import Runtime
+
+log = logging.getLogger("callgate.jobs")
+
+JobFn = Callable[[Runtime], int]
+
+
+def _jobs() -> dict[str, JobFn]:
+    from dialer import maintenance
+
+    return dict(maintenance.JOBS)
+
+
+def run_guarded(runtime: Runtime, name: str, fn: JobFn) -> int | None:
+    """Run ``fn`` unless another process holds this job's lock (PostgreSQL); None if skipped."""
+    db = runtime.db
+    if db.is_sqlite:
+        return fn(runtime)
+    key = zlib.crc32(f"callgate.job.{name}".encode())
+    with db.engine.connect() as conn:
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+        conn.commit()
+        if not got:
+            return None
+        try:
+            return fn(runtime)
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
+
+
+def _run(runtime: Runtime, name: str, fn: JobFn) -> None:
+    try:
+        n = run_guarded(runtime, name, fn)
+        if n:
+            log.info("job %s: %d rows", name, n)
+    except Exception as exc:  # a failed run is retried at the next tick
+        log.error("job %s failed: %s", name, type(exc).__name__)
+        log.debug("job failure detail", exc_info=exc)
+
+
+def start_scheduler(runtime: Runtime) -> Any:
+    interval = runtime.settings.job_interval_seconds
+    scheduler = BackgroundScheduler(
+        jobstores={"default": MemoryJobStore()},
+        executors={"default": ThreadPoolExecutor(2)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+        timezone="UTC",
+    )
+    for name, fn in _jobs().items():
+        scheduler.add_job(
+            _run, "interval", seconds=interval, args=(runtime, name, fn), id=name, name=name
+        )
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,90 @@
+"""API keys: random, shown once, stored only as a SHA-256 hash."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from dialer.db import Database
+from dialer.models import ApiKey
+
+KEY_PREFIX = "cg_"
+
+
+class Role(StrEnum):
+    admin = "admin"
+    campaign_manager = "campaign_manager"
+    dialer = "dialer"
+    compliance = "compliance"
+
+
+class KeyError_(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling: a key's unique id, its name and role. Audit entries name ``actor``."""
+
+    key_id: str
+    name: str
+    role: Role
+
+    @property
+    def actor(self) -> str:
+        return f"key:{self.key_id}"
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+
+
+def create_key(db: Database, role: Role, name: str, now: datetime) -> tuple[ApiKey, str]:
+    plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(
+        id=str(uuid.uuid4()),
+        name=name,
+        role=role.value,
+        key_hash=hash_key(plaintext),
+        prefix=plaintext[:10],
+        created_at=now,
+    )
+    try:
+        with db.write() as s:
+            s.add(row)
+    except IntegrityError:
+        raise KeyError_(f"a key named {name!r} already exists") from None
+    return row, plaintext
+
+
+def list_keys(db: Database) -> list[ApiKey]:
+    with db.read() as s:
+        return list(s.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def revoke_key(db: Database, name: str, now: datetime) -> ApiKey:
+    with db.write() as s:
+        row = s.scalars(select(ApiKey).where(ApiKey.name == name)).one_or_none()
+        if row is None:
+            raise KeyError_(f"no key named {name!r}")
+        if row.revoked_at is None:
+            row.revoked_at = now
+        return row
+
+
+def authenticate(db: Database, plaintext: str) -> Identity | None:
+    """The key's identity, or None for an unknown or revoked key."""
+    if not plaintext.startswith(KEY_PREFIX) or len(plaintext) > 200:
+        return None
+    with db.read() as s:
+        row = s.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(plaintext))).one_or_none()
+        if row is None or row.revoked_at is not None:
+            return None
+        return Identity(row.id, row.name, Role(row.role))

@@ -1,0 +1,208 @@
+"""Keys, campaigns, calls, attempts (the call log), refusals, the per-number ledger and
+the audit chain. Invariants live in the database too: one live lease per call, one
+accepted call per external_id per campaign, one pending call per number per campaign."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dialer.db import Base, UTCDateTime
+
+PENDING = ("queued", "leased")
+PENDING_SQL = "status IN ('queued', 'leased')"
+ACCEPTED_SQL = "status <> 'refused'"
+LIVE_SQL = "state = 'live'"
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    purpose: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(32))
+    provider_name: Mapped[str] = mapped_column(String(200))
+    callback_number: Mapped[str] = mapped_column(String(20))
+    window_start: Mapped[str | None] = mapped_column(String(5), nullable=True)
+    window_end: Mapped[str | None] = mapped_column(String(5), nullable=True)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    script_id: Mapped[str | None] = mapped_column(String(128), nullable=True, default=None)
+    created_by: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    policy_version: Mapped[str] = mapped_column(String(64))
+
+
+class Call(Base):
+    __tablename__ = "calls"
+    __table_args__ = (
+        Index(
+            "uq_calls_campaign_external_accepted",
+            "campaign_id",
+            "external_id",
+            unique=True,
+            sqlite_where=text(ACCEPTED_SQL),
+            postgresql_where=text(ACCEPTED_SQL),
+        ),
+        Index(
+            "uq_calls_campaign_phone_pending",
+            "campaign_id",
+            "phone",
+            unique=True,
+            sqlite_where=text(PENDING_SQL),
+            postgresql_where=text(PENDING_SQL),
+        ),
+        # The dispatch scan: queued calls by when they next become eligible.
+        Index("ix_calls_status_next_eligible", "status", "next_eligible_at"),
+        Index("ix_calls_phone_status", "phone", "status"),
+        Index("ix_calls_lease_expires", "lease_expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    external_id: Mapped[str] = mapped_column(String(128))
+    patient_ref: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    postal_code: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    priority: Mapped[int] = mapped_column(Integer, default=5)
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    not_after: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    next_eligible_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    candidate_zones: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
+    last_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lease_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(36))
+    policy_version: Mapped[str] = mapped_column(String(64))
+
+
+class Attempt(Base):
+    """One attempt at a number: a lease (live, then reported/released/expired) or a manual
+    reservation. Every counted attempt counts against the number's caps. This table is the
+    call log."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (
+        Index(
+            "uq_attempts_call_live",
+            "call_id",
+            unique=True,
+            sqlite_where=text(LIVE_SQL),
+            postgresql_where=text(LIVE_SQL),
+        ),
+        Index("ix_attempts_phone_at", "phone", "at"),
+        Index("ix_attempts_state_expires", "state", "expires_at"),
+        Index("ix_attempts_recorded", "recorded_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    call_id: Mapped[str | None] = mapped_column(ForeignKey("calls.id"), nullable=True)
+    campaign_id: Mapped[str | None] = mapped_column(ForeignKey("campaigns.id"), nullable=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(16))  # lease | manual
+    # live | reported | released | expired | withdrawn | manual
+    state: Mapped[str] = mapped_column(String(16))
+    counted: Mapped[bool] = mapped_column(default=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    dialer_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    key_id: Mapped[str] = mapped_column(String(36))
+    agent_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    agent_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    disclosed_callback_number: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    result: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    flags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class NumberLedger(Base):
+    """One row per phone number, locked ``FOR UPDATE`` on PostgreSQL so that cap checks
+    and attempt inserts for one number never interleave across processes."""
+
+    __tablename__ = "number_ledger"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    attempts_total: Mapped[int] = mapped_column(Integer, default=0)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Refusal(Base):
+    __tablename__ = "refusals"
+    __table_args__ = (
+        Index("ix_refusals_at_id", "at", "id"),
+        Index("ix_refusals_campaign_at_id", "campaign_id", "at", "id"),
+        Index("ix_refusals_code_at_id", "code", "at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    call_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    external_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    campaign_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    phone: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    stage: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # refused | invalid | expired | withdrawn
+    code: Mapped[str] = mapped_column(String(32))  # the first (deciding) reason
+    codes: Mapped[str] = mapped_column(String(400))  # every code, space separated
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    row: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    policy_version: Mapped[str] = mapped_column(String(64))
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(48), index=True)
+    subject: Mapped[str] = mapped_column(String(80), index=True)
+    payload: Mapped[str] = mapped_column(Text)  # canonical JSON
+    policy_version: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The chain's head, one row; appenders lock it so the chain stays one line."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    hash: Mapped[str] = mapped_column(String(64))

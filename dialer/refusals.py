@@ -1,0 +1,48 @@
+"""The refusal log: one row per refused/invalid intake row and per dispatch-time refusal,
+expiry or withdrawal, written in the same transaction as the decision."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from config.reasons import Reason
+from dialer.models import Refusal
+
+
+def refusal_row(
+    *,
+    at: datetime,
+    stage: str,
+    status: str,
+    reasons: Sequence[Reason],
+    policy_version: str,
+    call_id: str | None = None,
+    external_id: str | None = None,
+    campaign_id: str | None = None,
+    phone: str | None = None,
+    row: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "at": at,
+        "call_id": call_id,
+        "external_id": external_id,
+        "campaign_id": campaign_id,
+        "phone": phone,
+        "stage": stage,
+        "status": status,
+        "code": reasons[0].code.value,
+        "codes": " ".join(r.code.value for r in reasons),
+        "reasons": [r.as_dict() for r in reasons],
+        "row": row,
+        "policy_version": policy_version,
+    }
+
+
+def write(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(Refusal), list(rows))

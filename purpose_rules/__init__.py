@@ -1,0 +1,1 @@
+"""The purpose catalogue (from the policy file) and the purpose decision."""
