@@ -121,10 +121,20 @@ class Database:
         return self.dialect == "sqlite"
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """A transaction that holds the write lock from its first statement (SQLite)."""
-        with self._write() as session, session.begin():
-            yield session
+    def write(self, rollback: bool = False) -> Iterator[Session]:
+        """A transaction that holds the write lock from its first statement (SQLite).
+
+        ``rollback=True`` runs the same unit of work and discards it (dry runs)."""
+        if not rollback:
+            with self._write() as session, session.begin():
+                yield session
+            return
+        with self._write() as session:
+            session.begin()
+            try:
+                yield session
+            finally:
+                session.rollback()
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -74,3 +74,59 @@ class AuditVerifyOut(BaseModel):
     last_hash: str | None = None
     broken_at: int | None = None
     problem: str | None = None
+
+
+class IntakeRowIn(BaseModel):
+    """One row of a call list (JSON array element or CSV row with these column names)."""
+
+    external_id: str = Field(max_length=128, examples=["enc-778"])
+    patient_ref: str | None = Field(default=None, max_length=128, examples=["MRN-1001"])
+    phone: str = Field(max_length=40, examples=["3145550100"])
+    not_before: datetime | None = None
+    not_after: datetime | None = Field(default=None, examples=["2026-11-26T00:00:00Z"])
+    postal_code: str | None = Field(default=None, examples=["63110"])
+    state: str | None = Field(default=None, examples=["MO"])
+    priority: int = Field(default=5, ge=1, le=10)
+
+
+class RowResultOut(BaseModel):
+    row: int
+    external_id: str | None
+    status: Literal["queued", "refused", "invalid", "duplicate"]
+    call_id: str | None
+    reasons: list[ReasonOut]
+
+
+class IntakeOut(BaseModel):
+    accepted: int
+    refused: int
+    invalid: int
+    duplicates: int
+    dry_run: bool = False
+    ignored_columns: list[str] = Field(default_factory=list)
+    results: list[RowResultOut]
+
+
+class DecisionOut(BaseModel):
+    at: datetime
+    kind: str
+    actor: str
+    payload: dict[str, Any]
+
+
+class CallOut(BaseModel):
+    id: str
+    campaign_id: str
+    external_id: str
+    status: Literal["queued", "leased", "completed", "refused", "withdrawn", "expired"]
+    phone: str
+    priority: int
+    not_before: datetime | None
+    not_after: datetime | None
+    next_eligible_at: datetime | None
+    attempts: int
+    last_reason: str | None
+    candidate_zones: list[dict[str, str]]
+    created_at: datetime
+    decisions: list[DecisionOut]
+    refusals: list[dict[str, Any]]

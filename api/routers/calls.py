@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from starlette.datastructures import UploadFile
+
+from api.deps import CallReader, Manager, RuntimeDep
+from api.errors import ApiError
+from dialer import calls, intake
+from dialer.schemas import CallOut, IntakeOut, IntakeRowIn
+
+router = APIRouter(tags=["calls"])
+
+_EXAMPLE_ROWS = [
+    {"external_id": "enc-778", "patient_ref": "MRN-1001", "phone": "3145550100",
+     "not_before": None, "not_after": "2026-11-26T00:00:00Z", "postal_code": "63110",
+     "state": "MO", "priority": 5}
+]
+_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "array", "items": IntakeRowIn.model_json_schema()},
+                "example": _EXAMPLE_ROWS,
+            },
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": "external_id,patient_ref,phone,not_after,postal_code,state,priority\n"
+                "enc-778,MRN-1001,3145550100,2026-11-26T00:00:00Z,63110,MO,5\n",
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/campaigns/{campaign_id}/calls",
+    name="submit_calls",
+    response_model=IntakeOut,
+    summary="Submit a call list (JSON array, CSV, or a multipart CSV upload); one result per row",
+    openapi_extra=_BODY,
+    responses={
+        404: {"description": "No such campaign"},
+        413: {"description": "Body or row count over the limit"},
+        415: {"description": "Unsupported content type"},
+    },
+)
+async def submit_calls(
+    request: Request,
+    campaign_id: Annotated[str, Path(max_length=36)],
+    rt: RuntimeDep,
+    who: Manager,
+    dry_run: Annotated[bool, Query(description="Answer as a real submission, store nothing")] = False,
+) -> Response:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in ("application/json", ""):
+        body, kind = await request.body(), "json"
+    elif ctype in ("text/csv", "application/csv", "text/plain"):
+        body, kind = await request.body(), "csv"
+    elif ctype == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=10)
+        uploads = [v for v in form.values() if isinstance(v, UploadFile)]
+        if not uploads:
+            raise ApiError(422, "VALIDATION_ERROR", "the multipart body has no file part",
+                           [{"field": "body.file", "message": "required"}])
+        body, kind = await uploads[0].read(), "csv"
+        await form.close()
+    else:
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
+                       "send application/json, text/csv or multipart/form-data")
+    result = await run_in_threadpool(
+        intake.submit_body, rt, who, campaign_id, body, kind, dry_run=dry_run
+    )
+    del body
+    return Response(
+        json.dumps(result.as_dict(), separators=(",", ":")), media_type="application/json"
+    )
+
+
+@router.get(
+    "/calls/{call_id}",
+    name="get_call",
+    response_model=CallOut,
+    summary="A call's status, next_eligible_at, attempts and every decision about it",
+    responses={404: {"description": "No such call"}},
+)
+def get_call(
+    call_id: Annotated[str, Path(max_length=36)], rt: RuntimeDep, who: CallReader
+) -> CallOut:
+    return calls.get_call(rt, who, call_id)

@@ -1,0 +1,57 @@
+"""Reading one call with its decisions (a read of patient data: audited)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from config.errors import NotFound
+from dialer import audit
+from dialer.keys import Identity
+from dialer.models import AuditEntry, Call, Refusal
+from dialer.runtime import Runtime
+from dialer.schemas import CallOut, DecisionOut
+
+
+def get_call(rt: Runtime, who: Identity, call_id: str) -> CallOut:
+    import json
+
+    now = rt.clock.now()
+    with rt.db.write() as s:
+        c = s.get(Call, call_id)
+        if c is None:
+            raise NotFound("NOT_FOUND", "no such call")
+        entries = s.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.subject == f"call:{c.id}", AuditEntry.kind != "patient_data.read")
+            .order_by(AuditEntry.seq)
+        )
+        decisions = [
+            DecisionOut(at=e.at, kind=e.kind, actor=e.actor, payload=json.loads(e.payload))
+            for e in entries
+        ]
+        refs = [
+            {"at": r.at, "stage": r.stage, "status": r.status, "reasons": r.reasons,
+             "policy_version": r.policy_version}
+            for r in s.scalars(select(Refusal).where(Refusal.call_id == c.id).order_by(Refusal.id))
+        ]
+        audit.record(
+            s, at=now, actor=who.actor, kind="patient_data.read", subject=f"call:{c.id}",
+            policy_version=rt.policy_version, payload={"endpoint": "get_call"},
+        )
+        return CallOut(
+            id=c.id,
+            campaign_id=c.campaign_id,
+            external_id=c.external_id,
+            status=c.status,  # type: ignore[arg-type]
+            phone=c.phone,
+            priority=c.priority,
+            not_before=c.not_before,
+            not_after=c.not_after,
+            next_eligible_at=c.next_eligible_at,
+            attempts=c.attempts,
+            last_reason=c.last_reason,
+            candidate_zones=c.candidate_zones or [],
+            created_at=c.created_at,
+            decisions=decisions,
+            refusals=refs,
+        )

@@ -1,0 +1,535 @@
+"""Call-list intake: one answer per row, in input order; bad rows never fail good ones.
+
+Work is set-based per chunk of rows: one query each for existing external ids, numbers
+already pending in the campaign, consent history and do-not-call, then bulk inserts of the
+calls and the refusal log in the same transaction as the decisions. Phone parsing is cached
+per distinct number. A dry run takes exactly the same path and rolls back.
+
+Races: on SQLite each chunk's transaction holds the write lock from its first read; on
+PostgreSQL the partial unique indexes (one accepted call per external_id per campaign, one
+pending call per number per campaign) reject the loser of a race, whose chunk is then
+re-decided against the winner's rows (they come back as ``duplicate``).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from config.errors import Invalid, TooLarge
+from config.reasons import Code, Reason, reason
+from consent import phones
+from consent import rules as consent_rules
+from consent.service import dnc_numbers, facts_for
+from dialer import audit, refusals
+from dialer.keys import Identity
+from dialer.models import PENDING, Call, Campaign
+from dialer.runtime import Runtime
+from dialer.windows import STATE_ZONES, candidate_zones
+from purpose_rules import rules as purpose_rules
+
+COLUMNS = (
+    "external_id",
+    "patient_ref",
+    "phone",
+    "not_before",
+    "not_after",
+    "postal_code",
+    "state",
+    "priority",
+)
+REQUIRED = ("external_id", "phone")
+CHUNK_ROWS = 5000
+MAX_FIELD = 256
+
+
+@dataclass(slots=True)
+class Row:
+    row: int
+    external_id: str | None = None
+    patient_ref: str | None = None
+    phone_raw: str | None = None
+    phone: str | None = None
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    postal_code: str | None = None
+    state: str | None = None
+    priority: int = 5
+    invalid: list[Reason] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class RowResult:
+    row: int
+    external_id: str | None
+    status: str
+    call_id: str | None = None
+    reasons: list[Reason] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "row": self.row,
+            "external_id": self.external_id,
+            "status": self.status,
+            "call_id": self.call_id,
+            "reasons": [r.as_dict() for r in self.reasons],
+        }
+
+
+@dataclass(slots=True)
+class IntakeResult:
+    results: list[RowResult]
+    dry_run: bool
+    ignored_columns: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out = {"accepted": 0, "refused": 0, "invalid": 0, "duplicates": 0}
+        key = {"queued": "accepted", "refused": "refused", "invalid": "invalid",
+               "duplicate": "duplicates"}
+        for r in self.results:
+            out[key[r.status]] += 1
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.counts(),
+            "dry_run": self.dry_run,
+            "ignored_columns": self.ignored_columns,
+            "results": [r.as_dict() for r in self.results],
+        }
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+
+def _bad(field_: str, what: str) -> Reason:
+    return reason(Code.INVALID_FIELD, f"{field_}: {what}", details={"field": field_})
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    s = str(value).strip()
+    return s or None
+
+
+def _when(row: Row, field_: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        row.invalid.append(_bad(field_, "is not an ISO-8601 date-time"))
+        return None
+    if dt.tzinfo is None:
+        row.invalid.append(_bad(field_, "needs a UTC offset (e.g. 2026-11-26T00:00:00Z)"))
+        return None
+    return dt
+
+
+def parse_row(n: int, data: dict[str, Any], rt: Runtime) -> Row:
+    row = Row(n)
+    for name in REQUIRED:
+        if _text(data.get(name)) is None:
+            row.invalid.append(_bad(name, "is required"))
+    for name in COLUMNS:
+        v = data.get(name)
+        if isinstance(v, str) and (len(v) > MAX_FIELD or "\x00" in v):
+            row.invalid.append(_bad(name, "is too long or contains NUL"))
+            data[name] = None
+        elif isinstance(v, (dict, list)):
+            row.invalid.append(_bad(name, "must be a scalar value"))
+            data[name] = None
+    row.external_id = _text(data.get("external_id"))
+    if row.external_id is not None and len(row.external_id) > 128:
+        row.invalid.append(_bad("external_id", "is longer than 128 characters"))
+        row.external_id = row.external_id[:128]
+    row.patient_ref = _text(data.get("patient_ref"))
+    if row.patient_ref is not None and len(row.patient_ref) > 128:
+        row.invalid.append(_bad("patient_ref", "is longer than 128 characters"))
+        row.patient_ref = None
+    raw_phone = _text(data.get("phone"))
+    row.phone_raw = raw_phone
+    if raw_phone is not None:
+        e164, bad = phones.check(
+            raw_phone, rt.policy.default_region, tuple(rt.policy.allowed_regions)
+        )
+        if bad is not None:
+            row.invalid.append(bad)
+        row.phone = e164
+    row.not_before = _when(row, "not_before", _text(data.get("not_before")))
+    row.not_after = _when(row, "not_after", _text(data.get("not_after")))
+    if row.not_before and row.not_after and row.not_after <= row.not_before:
+        row.invalid.append(_bad("not_after", "must be later than not_before"))
+    state = _text(data.get("state"))
+    if state is not None:
+        state = state.upper()
+        if state not in STATE_ZONES:
+            row.invalid.append(_bad("state", "is not a US state or territory code"))
+            state = None
+    row.state = state
+    postal = _text(data.get("postal_code"))
+    if postal is not None:
+        digits = postal.replace("-", "")
+        if not (digits.isdigit() and len(digits) in (5, 9)):
+            row.invalid.append(_bad("postal_code", "is not a US ZIP code (12345 or 12345-6789)"))
+            postal = None
+        else:
+            postal = digits[:5]
+    row.postal_code = postal
+    prio = data.get("priority")
+    if _text(prio) is not None:
+        try:
+            p = int(str(prio).strip())
+            if not 1 <= p <= 10:
+                raise ValueError
+            row.priority = p
+        except ValueError:
+            row.invalid.append(_bad("priority", "must be a whole number from 1 to 10"))
+    return row
+
+
+def decode_text(body: bytes) -> str:
+    """UTF-8 (with or without BOM); otherwise Windows-1252/Latin-1, as spreadsheets export."""
+    try:
+        return codecs.decode(body, "utf-8-sig")
+    except UnicodeDecodeError:
+        return body.decode("cp1252", errors="replace")
+
+
+def csv_records(text: str) -> tuple[list[str], Iterator[dict[str, Any]]]:
+    """Header names (lower-cased) and a lazy iterator of row dicts."""
+    reader = csv.reader(io.StringIO(text.replace("\x00", ""), newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise Invalid("VALIDATION_ERROR", "the CSV body is empty (a header row is required)",
+                      [{"field": "body", "message": "empty"}]) from None
+    except csv.Error:
+        raise Invalid("VALIDATION_ERROR", "the CSV header row cannot be parsed",
+                      [{"field": "body", "message": "bad CSV"}]) from None
+    names = [h.strip().lower() for h in header]
+
+    def rows() -> Iterator[dict[str, Any]]:
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error:
+                yield {"__malformed__": "is not valid CSV"}
+                continue
+            if not any(v.strip() for v in values):
+                continue
+            yield dict(zip(names, values, strict=False))
+
+    return names, rows()
+
+
+def count_csv_rows(text: str) -> int:
+    reader = csv.reader(io.StringIO(text.replace("\x00", ""), newline=""))
+    n = -1
+    try:
+        for values in reader:
+            if n < 0 or any(v.strip() for v in values):
+                n += 1
+    except csv.Error:
+        n += 1
+    return max(n, 0)
+
+
+def check_header(names: Sequence[str]) -> list[str]:
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise Invalid(
+            "VALIDATION_ERROR",
+            "the header row lacks required columns: " + ", ".join(missing),
+            [{"field": f"header.{c}", "message": "required column"} for c in missing],
+        )
+    return sorted({n for n in names if n and n not in COLUMNS})
+
+
+def check_row_limit(rt: Runtime, n: int) -> None:
+    limit = rt.settings.max_list_rows
+    if n > limit:
+        raise TooLarge(
+            "LIST_TOO_LARGE",
+            f"the list has {n} rows; the limit is {limit} rows per submission: split it",
+            {"rows": n, "limit": limit},
+        )
+
+
+# --- deciding --------------------------------------------------------------------------
+
+
+@dataclass
+class _ListState:
+    """What the list itself has seen so far (duplicates within the list)."""
+
+    external_ids: set[str] = field(default_factory=set)
+    phones: set[str] = field(default_factory=set)
+
+
+def _existing(
+    s: Session, campaign_id: str, ext_ids: Sequence[str], phone_list: Sequence[str]
+) -> tuple[set[str], set[str]]:
+    ext: set[str] = set()
+    pend: set[str] = set()
+    step = 2000
+    for i in range(0, len(ext_ids), step):
+        ext.update(
+            s.scalars(
+                select(Call.external_id).where(
+                    Call.campaign_id == campaign_id,
+                    Call.status != "refused",
+                    Call.external_id.in_(ext_ids[i : i + step]),
+                )
+            )
+        )
+    for i in range(0, len(phone_list), step):
+        pend.update(
+            s.scalars(
+                select(Call.phone).where(
+                    Call.campaign_id == campaign_id,
+                    Call.status.in_(PENDING),
+                    Call.phone.in_(phone_list[i : i + step]),
+                )
+            )
+        )
+    return ext, pend
+
+
+def _decide_chunk(
+    rt: Runtime,
+    who: Identity,
+    s: Session,
+    campaign: Campaign,
+    rows: list[Row],
+    seen: _ListState,
+    now: datetime,
+) -> list[RowResult]:
+    pv = rt.policy_version
+    valid = [r for r in rows if not r.invalid]
+    ext_ids = sorted({r.external_id for r in valid if r.external_id})
+    phone_list = sorted({r.phone for r in valid if r.phone})
+    existing_ext, pending_phones = _existing(s, campaign.id, ext_ids, phone_list)
+    facts = facts_for(s, phone_list)
+    dnc = dnc_numbers(s, phone_list)
+    purpose = purpose_rules.decide(rt.policy, campaign.purpose, campaign.channel)
+    results: list[RowResult] = []
+    call_rows: list[dict[str, Any]] = []
+    refusal_rows: list[dict[str, Any]] = []
+    digest = hashlib.sha256()
+    empty: tuple[list[consent_rules.ConsentFact], list[consent_rules.RevocationFact]] = ([], [])
+    for r in rows:
+        if r.invalid:
+            res = RowResult(r.row, r.external_id, "invalid", None, r.invalid)
+            refusal_rows.append(
+                refusals.refusal_row(
+                    at=now, stage="intake", status="invalid", reasons=r.invalid,
+                    policy_version=pv, external_id=r.external_id, campaign_id=campaign.id,
+                    phone=r.phone, row=r.row,
+                )
+            )
+            results.append(res)
+            digest.update(f"{r.row}|invalid|{r.invalid[0].code}\n".encode())
+            continue
+        assert r.external_id is not None and r.phone is not None
+        if (
+            r.external_id in seen.external_ids
+            or r.external_id in existing_ext
+            or r.phone in seen.phones
+            or r.phone in pending_phones
+        ):
+            results.append(
+                RowResult(r.row, r.external_id, "duplicate", None,
+                          [reason(Code.DUPLICATE_REQUEST)])
+            )
+            digest.update(f"{r.row}|duplicate\n".encode())
+            continue
+        why: list[Reason] = []
+        if r.phone in dnc:
+            why.append(reason(Code.DO_NOT_CALL))
+        if not purpose.allowed:
+            why.extend(purpose.reasons)
+        c_hist = facts.get(r.phone, empty)
+        decision = consent_rules.decide(
+            c_hist[0], c_hist[1], campaign.channel, campaign.purpose, now
+        )
+        if not decision.allowed:
+            why.extend(decision.reasons)
+        if r.not_after is not None and r.not_after <= now:
+            why.append(reason(Code.DEADLINE_PASSED, "not_after is already in the past"))
+        call_id = str(uuid.uuid4())
+        status = "refused" if why else "queued"
+        zones = candidate_zones(r.phone, r.state, r.postal_code, rt.policy.default_region)
+        call_rows.append(
+            {
+                "id": call_id,
+                "campaign_id": campaign.id,
+                "external_id": r.external_id,
+                "patient_ref": r.patient_ref,
+                "phone": r.phone,
+                "state": r.state,
+                "postal_code": r.postal_code,
+                "priority": r.priority,
+                "not_before": r.not_before,
+                "not_after": r.not_after,
+                "status": status,
+                "next_eligible_at": (max(now, r.not_before) if r.not_before else now)
+                if status == "queued"
+                else None,
+                "attempts": 0,
+                "candidate_zones": [z.as_dict() for z in zones],
+                "last_reason": why[0].code.value if why else None,
+                "lease_id": None,
+                "lease_expires_at": None,
+                "created_at": now,
+                "updated_at": now,
+                "created_by": who.key_id,
+                "policy_version": pv,
+            }
+        )
+        if why:
+            refusal_rows.append(
+                refusals.refusal_row(
+                    at=now, stage="intake", status="refused", reasons=why, policy_version=pv,
+                    call_id=call_id, external_id=r.external_id, campaign_id=campaign.id,
+                    phone=r.phone, row=r.row,
+                )
+            )
+        else:
+            seen.external_ids.add(r.external_id)
+            seen.phones.add(r.phone)
+        results.append(RowResult(r.row, r.external_id, status, call_id, why))
+        digest.update(f"{r.row}|{call_id}|{status}|{' '.join(w.code for w in why)}\n".encode())
+    if call_rows:
+        s.execute(insert(Call), call_rows)
+    refusals.write(s, refusal_rows)
+    counts = {"queued": 0, "refused": 0, "invalid": 0, "duplicate": 0}
+    for res in results:
+        counts[res.status] += 1
+    audit.record(
+        s,
+        at=now,
+        actor=who.actor,
+        kind="intake.decided",
+        subject=f"campaign:{campaign.id}",
+        policy_version=pv,
+        payload={
+            "rows": [rows[0].row, rows[-1].row],
+            "counts": counts,
+            "decisions_sha256": digest.hexdigest(),
+        },
+    )
+    return results
+
+
+def submit(
+    rt: Runtime,
+    who: Identity,
+    campaign_id: str,
+    records: Iterable[dict[str, Any]],
+    *,
+    dry_run: bool = False,
+    ignored_columns: Sequence[str] = (),
+    progress: Callable[[int], None] | None = None,
+) -> IntakeResult:
+    """Decide every record and queue the good ones, chunk by chunk."""
+    from dialer.campaigns import load_campaign
+
+    campaign = load_campaign(rt, campaign_id)
+    now = rt.clock.now()
+    seen = _ListState()
+    results: list[RowResult] = []
+
+    def run_chunk(chunk: list[Row]) -> None:
+        for attempt in range(3):
+            snapshot = (set(seen.external_ids), set(seen.phones))
+            try:
+                with rt.db.write(rollback=dry_run) as s:
+                    out = _decide_chunk(rt, who, s, campaign, chunk, seen, now)
+                results.extend(out)
+                if progress:
+                    progress(len(chunk))
+                return
+            except IntegrityError:
+                # Lost a race with a concurrent identical submission (PostgreSQL):
+                # decide the chunk again, now seeing the winner's rows.
+                seen.external_ids, seen.phones = snapshot
+                if attempt == 2:
+                    raise
+
+    chunk: list[Row] = []
+    n = 0
+    for rec in records:
+        n += 1
+        if rec.get("__malformed__"):
+            chunk.append(Row(n, invalid=[_bad("row", str(rec["__malformed__"]))]))
+        else:
+            chunk.append(parse_row(n, rec, rt))
+        if len(chunk) >= CHUNK_ROWS:
+            run_chunk(chunk)
+            chunk = []
+    if chunk:
+        run_chunk(chunk)
+    return IntakeResult(results, dry_run, list(ignored_columns))
+
+
+def json_records(body: bytes) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid("VALIDATION_ERROR", "the body is not valid JSON",
+                      [{"field": "body", "message": "invalid JSON"}]) from None
+    if not isinstance(data, list):
+        raise Invalid("VALIDATION_ERROR", "the body must be a JSON array of rows",
+                      [{"field": "body", "message": "expected an array"}])
+    return [
+        {str(k).lower(): v for k, v in item.items()} if isinstance(item, dict)
+        else {"__malformed__": "is not a JSON object"}
+        for item in data
+    ]
+
+
+def submit_body(
+    rt: Runtime,
+    who: Identity,
+    campaign_id: str,
+    body: bytes,
+    kind: str,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> IntakeResult:
+    """``kind`` is ``json`` or ``csv``. Checks the row limit before deciding anything."""
+    from dialer.campaigns import load_campaign
+
+    load_campaign(rt, campaign_id)  # 404 before any parsing work
+    if kind == "json":
+        recs = json_records(body)
+        check_row_limit(rt, len(recs))
+        names = sorted({k for r in recs for k in r if not k.startswith("__")})
+        ignored = sorted({n for n in names if n not in COLUMNS})
+        return submit(rt, who, campaign_id, recs, dry_run=dry_run,
+                      ignored_columns=ignored, progress=progress)
+    text = decode_text(body)
+    check_row_limit(rt, count_csv_rows(text))
+    names, rows = csv_records(text)
+    ignored = check_header(names)
+    return submit(rt, who, campaign_id, rows, dry_run=dry_run, ignored_columns=ignored,
+                  progress=progress)

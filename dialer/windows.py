@@ -1,0 +1,594 @@
+"""Calling windows in the called party's local time (47 CFR 64.1200(c)(1); PRODUCT.md rule 5).
+
+Pure: plain data in, a decision with reasons out. No database, no I/O, no clock read --
+``now`` is always a parameter.
+
+The time zone comes from the phone number (area code) and from the patient's address; where
+they disagree, or a number or state spans zones, the call must be inside the window in *every*
+candidate zone, and no candidate zone may be on a quiet day.
+
+A zone's window on a local date is the UTC interval ``[open, close)`` between two local wall
+times. A wall time that does not exist (spring forward) or happens twice (fall back) is read
+the stricter way: a window opens at the *later* and closes at the *earlier* of the two possible
+instants. With the usual 08:00-21:00 windows no edge ever falls in a DST transition; the rule
+only matters for odd custom windows, and then it never lets a call out of its window.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from typing import Any, Final, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+import zipcodes
+from dateutil.rrule import rrule, rruleset, rrulestr
+from phonenumbers import geocoder
+from phonenumbers import timezone as pn_timezone
+
+from config.policy import DayWindows, Policy, Window, format_hhmm
+from config.reasons import Code, Reason, reason
+
+__all__ = [
+    "HORIZON",
+    "STATE_ZONES",
+    "CandidateZone",
+    "WindowDecision",
+    "applicable_states",
+    "candidate_zones",
+    "check_window",
+    "next_open",
+    "region_zones",
+    "state_for_area_code",
+]
+
+# How far ahead next_open looks before it gives up and answers None.
+HORIZON: Final = timedelta(days=400)
+# Quiet-day recurrence rules are anchored here (callee-local, naive).
+RRULE_DTSTART: Final = datetime(2000, 1, 1)
+
+_DAY = timedelta(days=1)
+_MIDNIGHT = 24 * 60
+
+# US states, DC and territories -> every IANA zone used in some part of it (primary zone
+# first). "All zones of the given state" is the conservative reading of rule 5: a state-only
+# address must be callable in each of them.
+STATE_ZONES: Final[dict[str, tuple[str, ...]]] = {
+    "AL": ("America/Chicago",),
+    "AK": ("America/Anchorage", "America/Adak"),
+    "AZ": ("America/Phoenix",),
+    "AR": ("America/Chicago",),
+    "CA": ("America/Los_Angeles",),
+    "CO": ("America/Denver",),
+    "CT": ("America/New_York",),
+    "DE": ("America/New_York",),
+    "DC": ("America/New_York",),
+    "FL": ("America/New_York", "America/Chicago"),
+    "GA": ("America/New_York",),
+    "HI": ("Pacific/Honolulu",),
+    "ID": ("America/Boise", "America/Los_Angeles"),
+    "IL": ("America/Chicago",),
+    "IN": ("America/Indiana/Indianapolis", "America/Chicago"),
+    "IA": ("America/Chicago",),
+    "KS": ("America/Chicago", "America/Denver"),
+    "KY": ("America/New_York", "America/Chicago"),
+    "LA": ("America/Chicago",),
+    "ME": ("America/New_York",),
+    "MD": ("America/New_York",),
+    "MA": ("America/New_York",),
+    "MI": ("America/Detroit", "America/Chicago"),
+    "MN": ("America/Chicago",),
+    "MS": ("America/Chicago",),
+    "MO": ("America/Chicago",),
+    "MT": ("America/Denver",),
+    "NE": ("America/Chicago", "America/Denver"),
+    "NV": ("America/Los_Angeles", "America/Denver"),
+    "NH": ("America/New_York",),
+    "NJ": ("America/New_York",),
+    "NM": ("America/Denver",),
+    "NY": ("America/New_York",),
+    "NC": ("America/New_York",),
+    "ND": ("America/Chicago", "America/Denver"),
+    "OH": ("America/New_York",),
+    "OK": ("America/Chicago",),
+    "OR": ("America/Los_Angeles", "America/Boise"),
+    "PA": ("America/New_York",),
+    "RI": ("America/New_York",),
+    "SC": ("America/New_York",),
+    "SD": ("America/Chicago", "America/Denver"),
+    "TN": ("America/Chicago", "America/New_York"),
+    "TX": ("America/Chicago", "America/Denver"),
+    "UT": ("America/Denver",),
+    "VT": ("America/New_York",),
+    "VA": ("America/New_York",),
+    "WA": ("America/Los_Angeles",),
+    "WV": ("America/New_York",),
+    "WI": ("America/Chicago",),
+    "WY": ("America/Denver",),
+    "PR": ("America/Puerto_Rico",),
+    "GU": ("Pacific/Guam",),
+    "VI": ("America/St_Thomas",),
+    "AS": ("Pacific/Pago_Pago",),
+    "MP": ("Pacific/Saipan",),
+}
+_TERRITORIES: Final = frozenset({"PR", "GU", "VI", "AS", "MP"})
+
+# Names the phonenumbers geocoder (and people) use for them, lower-case.
+_STATE_NAMES: Final[dict[str, str]] = {
+    "alabama": "AL", "alaska": "AK", "arizona": "AZ", "arkansas": "AR", "california": "CA",
+    "colorado": "CO", "connecticut": "CT", "delaware": "DE", "florida": "FL", "georgia": "GA",
+    "hawaii": "HI", "idaho": "ID", "illinois": "IL", "indiana": "IN", "iowa": "IA",
+    "kansas": "KS", "kentucky": "KY", "louisiana": "LA", "maine": "ME", "maryland": "MD",
+    "massachusetts": "MA", "michigan": "MI", "minnesota": "MN", "mississippi": "MS",
+    "missouri": "MO", "montana": "MT", "nebraska": "NE", "nevada": "NV",
+    "new hampshire": "NH", "new jersey": "NJ", "new mexico": "NM", "new york": "NY",
+    "north carolina": "NC", "north dakota": "ND", "ohio": "OH", "oklahoma": "OK",
+    "oregon": "OR", "pennsylvania": "PA", "rhode island": "RI", "south carolina": "SC",
+    "south dakota": "SD", "tennessee": "TN", "texas": "TX", "utah": "UT", "vermont": "VT",
+    "virginia": "VA", "washington": "WA", "washington state": "WA", "west virginia": "WV",
+    "wisconsin": "WI", "wyoming": "WY",
+    "district of columbia": "DC", "washington d.c.": "DC", "washington dc": "DC",
+    "puerto rico": "PR", "guam": "GU", "u.s. virgin islands": "VI", "us virgin islands": "VI",
+    "virgin islands": "VI", "american samoa": "AS", "northern mariana islands": "MP",
+}  # fmt: skip
+# zipcodes.matching is only partly annotated.
+_zip_matching = cast(Callable[[str], list[dict[str, Any]]], zipcodes.matching)
+_CITY_STATE = re.compile(r",\s*([A-Z]{2})$")
+_ZIP = re.compile(r"^\s*(\d{5})(?:[-\s]?\d{4})?\s*$")
+
+
+# --------------------------------------------------------------------------------------------
+# Candidate zones and applicable states
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateZone:
+    """One zone the callee may be in, and where that came from."""
+
+    zone: str  # IANA name, e.g. "America/Chicago"
+    source: str  # "area_code" | "postal_code" | "state" | "region"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"zone": self.zone, "source": self.source}
+
+
+@lru_cache(maxsize=512)
+def _tz(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+@lru_cache(maxsize=512)
+def _zone_usable(name: str) -> bool:
+    try:
+        _tz(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _parse(phone: str, region: str | None) -> Any:
+    try:
+        return phonenumbers.parse(phone, region)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+@lru_cache(maxsize=4096)
+def _postal(postal_code: str) -> tuple[tuple[str, str], ...]:
+    """``(state, zone)`` pairs for a US ZIP (ZIP+4 accepted); zone is "" when unusable."""
+    m = _ZIP.match(postal_code)
+    if m is None:
+        return ()
+    try:
+        rows = _zip_matching(m.group(1))
+    except (ValueError, TypeError):
+        return ()
+    out: list[tuple[str, str]] = []
+    for row in rows:
+        zone = str(row.get("timezone") or "")
+        # The zipcodes data has a few rows with "" or a town name as the zone.
+        out.append((str(row.get("state") or ""), zone if _zone_usable(zone) else ""))
+    return tuple(out)
+
+
+def _state_code(value: str | None) -> str | None:
+    """A 2-letter code from ``"mo"``, ``"MO"`` or ``"Missouri"``; None when unknown/empty."""
+    if value is None:
+        return None
+    text = value.strip()
+    if len(text) == 2 and text.isalpha():
+        return text.upper()
+    return _STATE_NAMES.get(text.lower())
+
+
+@lru_cache(maxsize=64)
+def region_zones(region: str) -> tuple[str, ...]:
+    """All zones of a region: the fallback when nothing else says where the callee is."""
+    if region == "US":
+        seen: dict[str, None] = {}
+        for code, zones in STATE_ZONES.items():
+            if code not in _TERRITORIES:
+                seen.update(dict.fromkeys(zones))
+        return tuple(seen)
+    if region in STATE_ZONES:  # PR, GU, VI, AS, MP are regions of their own in phonenumbers
+        return STATE_ZONES[region]
+    from phonenumbers.tzdata import TIMEZONE_DATA
+
+    cc = str(phonenumbers.country_code_for_region(region))
+    if cc == "0":
+        return ()
+    # Every zone of the country calling code; for shared codes (+1, +7) a superset, which
+    # is the stricter answer.
+    names = {z for prefix, zs in TIMEZONE_DATA.items() if prefix.startswith(cc) for z in zs}
+    return tuple(sorted(z for z in names if z != pn_timezone.UNKNOWN_TIMEZONE and _zone_usable(z)))
+
+
+@lru_cache(maxsize=65536)
+def _candidate_zones(
+    phone_e164: str, state: str | None, postal_code: str | None, default_region: str
+) -> tuple[CandidateZone, ...]:
+    found: dict[str, str] = {}  # zone -> first source, in order
+
+    def add(zones: Sequence[str], source: str) -> None:
+        for z in zones:
+            if z and z != pn_timezone.UNKNOWN_TIMEZONE and _zone_usable(z):
+                found.setdefault(z, source)
+
+    number = _parse(phone_e164, default_region)
+    if number is not None:
+        add([str(z) for z in pn_timezone.time_zones_for_number(number)], "area_code")
+    postal_zones = [z for _, z in _postal(postal_code)] if postal_code else []
+    if any(postal_zones):
+        add(postal_zones, "postal_code")
+    else:
+        code = _state_code(state)
+        if code is not None:
+            add(STATE_ZONES.get(code, ()), "state")
+    if not found:
+        add(region_zones(default_region), "region")
+    return tuple(CandidateZone(z, s) for z, s in found.items())
+
+
+def candidate_zones(
+    phone_e164: str,
+    state: str | None,
+    postal_code: str | None,
+    default_region: str = "US",
+) -> list[CandidateZone]:
+    """The zones the callee may be in (API.md, "the policy file").
+
+    The number's zones, plus the postal code's zone where given (else every zone of the
+    given state); with none of these usable, every zone of ``default_region``.
+    Deduplicated, first source kept; equivalent zones (Detroit, New_York) are kept apart.
+    """
+    return list(_candidate_zones(phone_e164, state, postal_code, default_region))
+
+
+@lru_cache(maxsize=4096)
+def state_for_area_code(phone_e164: str) -> str | None:
+    """The US state / territory a NANP number's area code belongs to, or None."""
+    number = _parse(phone_e164, "US")
+    if number is None or number.country_code != 1:
+        return None
+    region = phonenumbers.region_code_for_number(number)
+    if region in _TERRITORIES:
+        return str(region)
+    # Area-code level description; works for numbers that are not (yet) valid too.
+    text = str(geocoder.description_for_valid_number(number, "en")).strip()
+    if not text:
+        return None
+    m = _CITY_STATE.search(text)  # "St. Louis, MO"
+    code = m.group(1) if m else _STATE_NAMES.get(text.lower())  # "Missouri"
+    return code if code in STATE_ZONES else None
+
+
+@lru_cache(maxsize=65536)
+def _applicable_states(
+    phone_e164: str, state: str | None, postal_code: str | None
+) -> tuple[str, ...]:
+    codes: set[str] = set()
+    given = _state_code(state)
+    if given is not None:
+        codes.add(given)
+    if postal_code:
+        codes.update(s for s, _ in _postal(postal_code) if s)
+    by_area = state_for_area_code(phone_e164)
+    if by_area is not None:
+        codes.add(by_area)
+    return tuple(sorted(codes))
+
+
+def applicable_states(phone_e164: str, state: str | None, postal_code: str | None) -> list[str]:
+    """Every state whose calling-hour rules apply: the patient's state, the postal code's
+    state, and the area code's state (state laws presume an in-state area code is an
+    in-state resident). Sorted, deduplicated."""
+    return list(_applicable_states(phone_e164, state, postal_code))
+
+
+# --------------------------------------------------------------------------------------------
+# Effective windows and quiet days
+# --------------------------------------------------------------------------------------------
+
+_Span = tuple[int, int]  # minutes after local midnight, [start, end)
+_Table = tuple[_Span | None, ...]  # per weekday (0 = Monday); None = closed all day
+
+
+@lru_cache(maxsize=1024)
+def _span(window: Window) -> _Span:
+    return (window.start_min, window.end_min)
+
+
+@lru_cache(maxsize=1024)
+def _level_table(level: DayWindows) -> tuple[_Span | None, ...]:
+    out: list[_Span | None] = []
+    for wd in range(7):
+        w = level.for_weekday(wd)
+        out.append(None if w is None else _span(w))
+    return tuple(out)
+
+
+def _default_key(policy: Policy) -> DayWindows:
+    """The policy-wide level as a hashable DayWindows (CallingHours holds a dict)."""
+    ch = policy.calling_hours
+    return _default_level(ch.start, ch.end, ch.mon, ch.tue, ch.wed, ch.thu, ch.fri, ch.sat, ch.sun)
+
+
+@lru_cache(maxsize=64)
+def _default_level(start: str | None, end: str | None, *days: Window | None) -> DayWindows:
+    mon, tue, wed, thu, fri, sat, sun = days
+    return DayWindows(
+        start=start, end=end, mon=mon, tue=tue, wed=wed, thu=thu, fri=fri, sat=sat, sun=sun
+    )
+
+
+@lru_cache(maxsize=4096)
+def _effective_table(
+    default: DayWindows,
+    state_levels: tuple[DayWindows, ...],
+    campaign: Window | None,
+    purpose: Window | None,
+) -> _Table:
+    """Intersection of every level, per weekday."""
+    levels = [_level_table(default), *(_level_table(s) for s in state_levels)]
+    fixed = [_span(w) for w in (campaign, purpose) if w is not None]
+    out: list[_Span | None] = []
+    for wd in range(7):
+        start, end = 0, _MIDNIGHT
+        for table in levels:
+            s = table[wd]
+            if s is not None:
+                start, end = max(start, s[0]), min(end, s[1])
+        for s in fixed:
+            start, end = max(start, s[0]), min(end, s[1])
+        out.append((start, end) if start < end else None)
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _Calendar:
+    """A holidays calendar, hashed by its country so quiet-day answers can be cached."""
+
+    country: str
+    calendar: Any = field(compare=False, hash=False)
+
+
+@lru_cache(maxsize=256)
+def _rule(text: str) -> rrule | rruleset:
+    # ignoretz: quiet days are callee-local calendar dates, compared naive.
+    return rrulestr(text, dtstart=RRULE_DTSTART, cache=True, ignoretz=True)
+
+
+@lru_cache(maxsize=65536)
+def _is_quiet(calendar: _Calendar | None, rules: tuple[str, ...], day: date) -> bool:
+    if calendar is not None and day in calendar.calendar:
+        return True
+    start = datetime.combine(day, time())
+    for text in rules:
+        hit = _rule(text).after(start, inc=True)
+        if hit is not None and hit < start + _DAY:
+            return True
+    return False
+
+
+def _local_instant(tz: ZoneInfo, day: date, minutes: int, *, later: bool) -> datetime:
+    """UTC instant of local wall time ``minutes`` on ``day`` (1440 = next midnight).
+
+    Nonexistent or repeated wall times have two readings (fold 0/1); take the later one
+    for a window's opening and the earlier one for its closing.
+    """
+    if minutes >= _MIDNIGHT:
+        day, minutes = day + _DAY, minutes - _MIDNIGHT
+    naive = datetime.combine(day, time(minutes // 60, minutes % 60))
+    a = naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    b = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    return max(a, b) if later else min(a, b)
+
+
+@lru_cache(maxsize=65536)
+def _interval(zone: str, day: date, span: _Span) -> tuple[datetime, datetime] | None:
+    tz = _tz(zone)
+    opens = _local_instant(tz, day, span[0], later=True)
+    closes = _local_instant(tz, day, span[1], later=False)
+    return (opens, closes) if opens < closes else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """Everything a decision needs, resolved once per call (all lookups cached)."""
+
+    zones: tuple[str, ...]
+    table: _Table
+    calendar: _Calendar | None
+    quiet_rules: tuple[str, ...]
+
+    @classmethod
+    def build(
+        cls,
+        zones: Sequence[CandidateZone],
+        states: Sequence[str],
+        policy: Policy,
+        campaign_window: Window | None,
+        purpose_window: Window | None,
+    ) -> _Rules:
+        if not zones:
+            raise ValueError("at least one candidate zone is needed (see candidate_zones)")
+        by_state = policy.calling_hours.states
+        state_levels = tuple(
+            by_state[s] for s in sorted({s.upper() for s in states}) if s.upper() in by_state
+        )
+        table = _effective_table(
+            _default_key(policy), state_levels, campaign_window, purpose_window
+        )
+        country = policy.quiet_days.holidays
+        calendar = _Calendar(country, policy.holiday_calendar) if country else None
+        return cls(
+            zones=tuple(dict.fromkeys(z.zone for z in zones)),
+            table=table,
+            calendar=calendar,
+            quiet_rules=tuple(policy.quiet_days.rules),
+        )
+
+    def quiet(self, day: date) -> bool:
+        if self.calendar is None and not self.quiet_rules:
+            return False
+        return _is_quiet(self.calendar, self.quiet_rules, day)
+
+    def interval(self, zone: str, day: date) -> tuple[datetime, datetime] | None:
+        span = self.table[day.weekday()]
+        return None if span is None else _interval(zone, day, span)
+
+    def open_interval(self, zone: str, day: date) -> tuple[datetime, datetime] | None:
+        """The zone's calling interval on local ``day``; None when closed or quiet."""
+        return None if self.quiet(day) else self.interval(zone, day)
+
+    def inside(self, zone: str, t: datetime) -> tuple[datetime, datetime] | None:
+        """The interval containing ``t`` in ``zone``, or None when the zone is closed at t."""
+        iv = self.open_interval(zone, t.astimezone(_tz(zone)).date())
+        return iv if iv is not None and iv[0] <= t < iv[1] else None
+
+    def zone_next_open(self, zone: str, t: datetime, limit: datetime) -> datetime | None:
+        """Earliest instant >= t inside the zone's window (not quiet); None past ``limit``."""
+        day = t.astimezone(_tz(zone)).date()
+        while True:
+            iv = self.open_interval(zone, day)
+            if iv is not None and iv[1] > t:
+                opens = max(iv[0], t)
+                return opens if opens <= limit else None
+            if datetime.combine(day, time(), tzinfo=UTC) > limit + 2 * _DAY:
+                return None
+            day += _DAY
+
+    def next_open(self, start: datetime) -> datetime | None:
+        """Leapfrog: jump to the latest of the zones' next openings until all agree."""
+        limit = start + HORIZON
+        t = start
+        while True:
+            latest = t
+            for zone in self.zones:
+                opens = self.zone_next_open(zone, t, limit)
+                if opens is None:
+                    return None
+                latest = max(latest, opens)
+            if latest == t:
+                return t
+            t = latest
+
+    def closes_at(self, t: datetime) -> datetime | None:
+        """When the window (open now) next closes in any zone; None beyond the horizon."""
+        limit = t + HORIZON
+        while t <= limit:
+            ends: list[datetime] = []
+            for zone in self.zones:
+                iv = self.inside(zone, t)
+                if iv is None:
+                    return t
+                ends.append(iv[1])
+            # Back-to-back windows (e.g. 00:00-24:00 every day) are one open stretch.
+            t = min(ends)
+        return None
+
+
+def _utc(now: datetime) -> datetime:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
+    return now.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------------------------
+# Decisions
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WindowDecision:
+    allowed: bool
+    reasons: list[Reason]
+    # Earliest instant >= now inside the window in every zone, no zone on a quiet day
+    # (None: none within HORIZON).
+    next_open: datetime | None
+    # When allowed: the earliest instant after now at which the window closes in any zone;
+    # a lease must not outlive it.
+    closes_at: datetime | None
+
+
+def check_window(
+    now: datetime,
+    zones: Sequence[CandidateZone],
+    states: Sequence[str],
+    policy: Policy,
+    campaign_window: Window | None = None,
+    purpose_window: Window | None = None,
+) -> WindowDecision:
+    """May a call be placed at ``now``? 47 CFR 64.1200(c)(1), narrowed by state law, the
+    purpose and the campaign; quiet days from the policy. All instants returned are UTC."""
+    rules = _Rules.build(zones, states, policy, campaign_window, purpose_window)
+    t = _utc(now)
+    quiet: list[dict[str, str]] = []
+    closed: list[dict[str, str | None]] = []
+    for zone in rules.zones:
+        local = t.astimezone(_tz(zone))
+        day = local.date()
+        if rules.quiet(day):
+            quiet.append({"zone": zone, "local_date": day.isoformat()})
+        iv = rules.interval(zone, day)
+        if iv is None or not iv[0] <= t < iv[1]:
+            span = rules.table[day.weekday()]
+            closed.append(
+                {
+                    "zone": zone,
+                    "local_time": local.strftime("%H:%M"),
+                    "window": None
+                    if span is None
+                    else f"{format_hhmm(span[0])}-{format_hhmm(span[1])}",
+                }
+            )
+    if not quiet and not closed:
+        return WindowDecision(True, [], t, rules.closes_at(t))
+    opens = rules.next_open(t)
+    when = opens.isoformat() if opens is not None else None
+    reasons: list[Reason] = []
+    if quiet:
+        reasons.append(reason(Code.QUIET_DAY, details={"zones": quiet, "next_open": when}))
+    if closed:
+        reasons.append(
+            reason(Code.OUTSIDE_CALLING_WINDOW, details={"zones": closed, "next_open": when})
+        )
+    return WindowDecision(False, reasons, opens, None)
+
+
+def next_open(
+    now: datetime,
+    zones: Sequence[CandidateZone],
+    states: Sequence[str],
+    policy: Policy,
+    campaign_window: Window | None = None,
+    purpose_window: Window | None = None,
+) -> datetime | None:
+    """The earliest instant >= ``now`` (UTC) at which ``check_window`` allows the call."""
+    rules = _Rules.build(zones, states, policy, campaign_window, purpose_window)
+    return rules.next_open(_utc(now))

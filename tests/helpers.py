@@ -1,0 +1,77 @@
+"""Small builders shared by the integration tests (plain functions, no fixtures)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from dialer.keys import Identity, Role
+from dialer.models import ApiKey, AuditEntry
+from dialer.runtime import Runtime
+
+PHONE = "+13145550100"
+PHONE_RAW = "+1 314 555 0100"
+# The digits that must never appear in a message (any grouping of them would contain these).
+PHONE_DIGITS = "5550100"
+CALLBACK = "+13145550199"
+
+
+def consent_body(
+    obtained_at: datetime,
+    phone: str = PHONE_RAW,
+    *,
+    method: str = "written",
+    channels: list[str] | None = None,
+    purposes: list[str] | None = None,
+    expires_at: datetime | None = None,
+) -> dict[str, Any]:
+    return {
+        "patient_ref": "MRN-1001",
+        "phone": phone,
+        "channels": channels or ["autodialed_voice", "prerecorded_voice", "sms"],
+        "purposes": purposes or ["*"],
+        "method": method,
+        "obtained_at": obtained_at.isoformat(),
+        "evidence_ref": "scan://consents/1001.pdf#sha256=ab12",
+        "expires_at": expires_at.isoformat() if expires_at else None,
+    }
+
+
+def campaign_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": "Cardiology discharge follow-up",
+        "purpose": "discharge_followup",
+        "channel": "autodialed_voice",
+        "provider_name": "Mercy Heart Clinic",
+        "callback_number": "+1 314 555 0199",
+        "calling_window": {"start": "09:00", "end": "18:00"},
+        "max_attempts": 3,
+    }
+    body.update(overrides)
+    return body
+
+
+def identity(rt: Runtime, role: Role) -> Identity:
+    """The Identity of the test key of ``role`` (created by the ``keys`` fixture)."""
+    with rt.db.read() as s:
+        row = s.scalars(select(ApiKey).where(ApiKey.name == f"test-{role.value}")).one()
+        return Identity(row.id, row.name, Role(row.role))
+
+
+def audit_entries(rt: Runtime, kind: str | None = None) -> list[AuditEntry]:
+    with rt.db.read() as s:
+        q = select(AuditEntry).order_by(AuditEntry.seq)
+        if kind is not None:
+            q = q.where(AuditEntry.kind == kind)
+        return list(s.scalars(q))
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def days(n: float) -> timedelta:
+    return timedelta(days=n)
