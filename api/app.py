@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 
 from api import errors
 from api.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
-from api.routers import calls, campaigns, compliance, consents, dnc, health
+from api.routers import calls, campaigns, compliance, consents, dnc, health, review
 from dialer.runtime import Runtime, build_runtime
 
 log = logging.getLogger("callgate")
@@ -66,7 +66,7 @@ def create_app(
     app.state.runtime = runtime
     errors.install(app)
     app.include_router(health.router)
-    for module in (consents, dnc, campaigns, calls, compliance):
+    for module in (consents, dnc, campaigns, calls, compliance, review):
         app.include_router(module.router, prefix="/v1")
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
