@@ -10,8 +10,12 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from api import errors
-from api.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
-from api.routers import calls, campaigns, compliance, consents, dnc, health, review
+from api.middleware import (
+    BodyLimitMiddleware,
+    InternalErrorMiddleware,
+    SecurityHeadersMiddleware,
+)
+from api.routers import calls, campaigns, compliance, consents, dnc, health, queue, review
 from dialer.runtime import Runtime, build_runtime
 
 log = logging.getLogger("callgate")
@@ -66,8 +70,10 @@ def create_app(
     app.state.runtime = runtime
     errors.install(app)
     app.include_router(health.router)
-    for module in (consents, dnc, campaigns, calls, compliance, review):
+    for module in (consents, dnc, campaigns, calls, queue, compliance, review):
         app.include_router(module.router, prefix="/v1")
+    # Added first = innermost: errors are answered inside the body limit and the headers.
+    app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     return app

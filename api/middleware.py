@@ -5,6 +5,7 @@ query string, which may carry a phone number."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("callgate.access")
+error_log = logging.getLogger("callgate.api")
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -64,22 +66,14 @@ class BodyLimitMiddleware:
         await self.app(scope, limited, send)
 
 
-async def _send_413(send: Send, limit: int) -> None:
-    import json
-
-    body = json.dumps(
-        {
-            "error": {
-                "code": "PAYLOAD_TOO_LARGE",
-                "message": f"the request body is larger than the limit of {limit} bytes",
-                "details": {"limit_bytes": limit},
-            }
-        }
-    ).encode()
+async def _send_error(
+    send: Send, status: int, code: str, message: str, details: Any = None
+) -> None:
+    body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -89,6 +83,53 @@ async def _send_413(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _send_413(send: Send, limit: int) -> None:
+    await _send_error(
+        send,
+        413,
+        "PAYLOAD_TOO_LARGE",
+        f"the request body is larger than the limit of {limit} bytes",
+        {"limit_bytes": limit},
+    )
+
+
+class InternalErrorMiddleware:
+    """Answers an unhandled exception with the 500 envelope and does not re-raise it.
+
+    Starlette's outermost error middleware would answer too, but outside the security
+    headers, and then re-raise to the server, which logs the traceback *with the exception's
+    message* -- a database driver's message can carry the bound parameters, phone numbers
+    included. Here the type and route template are logged at ERROR, the detail at DEBUG only.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def wrapped(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, wrapped)
+        except Exception as exc:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "(unmatched)"
+            error_log.error(
+                "unhandled error on %s %s: %s", scope.get("method"), template, type(exc).__name__
+            )
+            error_log.debug("unhandled error detail", exc_info=exc)
+            if not started:
+                await _send_error(send, 500, "INTERNAL_ERROR", "an internal error occurred")
 
 
 class SecurityHeadersMiddleware:

@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -221,6 +222,16 @@ class Policy(_Strict):
                 raise ValueError(f"{region!r} is not a region phonenumbers knows")
         return v
 
+    @field_validator("allowed_regions")
+    @classmethod
+    def _includes_default(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        # Numbers written without a country code are read in default_region; if that region
+        # were not allowed, every such number would be refused.
+        default = info.data.get("default_region")
+        if default is not None and default not in v:
+            raise ValueError(f"must include default_region {default!r}")
+        return v
+
     @field_validator("purposes")
     @classmethod
     def _purpose_codes(cls, v: dict[str, PurposeSpec]) -> dict[str, PurposeSpec]:
@@ -256,6 +267,14 @@ class Policy(_Strict):
                         "at unlawful hours"
                     )
                     break
+        for code, spec in self.purposes.items():
+            w = spec.calling_window
+            if w is not None and (w.start_min < FEDERAL_START or w.end_min > FEDERAL_END):
+                out.append(
+                    f"purposes.{code}: calling_window {w.start}-{w.end} is wider than the "
+                    "federal 08:00-21:00 (47 CFR 64.1200(c)(1)); calls may be placed "
+                    "at unlawful hours"
+                )
         return out
 
 

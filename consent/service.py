@@ -188,6 +188,7 @@ def _revoke(
     source: str,
     received_at: datetime | None,
     call_id: str | None,
+    except_call: str | None = None,
 ) -> RevocationOut:
     now = rt.clock.now()
     row = Revocation(
@@ -211,9 +212,24 @@ def _revoke(
     )
     _add_dnc(rt, who, s, phone, f"consent revoked ({source})", source, now)
     withdrawn = withdraw_number(
-        s, phone, now, Code.CONSENT_REVOKED, who.actor, rt.policy_version, except_call=None
+        s, phone, now, Code.CONSENT_REVOKED, who.actor, rt.policy_version,
+        except_call=except_call,
     )
     return _revocation_out(row, withdrawn)
+
+
+def revoke_in_session(
+    rt: Runtime,
+    who: Identity,
+    s: Session,
+    phone: str,
+    source: str,
+    received_at: datetime,
+    call_id: str | None = None,
+) -> RevocationOut:
+    """A revocation taken on a call (opt-out, wrong number), inside the outcome's unit of
+    work; the call itself is left to the outcome, every other pending call is withdrawn."""
+    return _revoke(rt, who, s, phone, source, received_at, call_id, except_call=call_id)
 
 
 def history(rt: Runtime, who: Identity, raw_phone: str) -> ConsentHistory:

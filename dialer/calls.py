@@ -42,7 +42,7 @@ def get_call(rt: Runtime, who: Identity, call_id: str) -> CallOut:
             id=c.id,
             campaign_id=c.campaign_id,
             external_id=c.external_id,
-            status=c.status,  # type: ignore[arg-type]
+            status=c.status,  # type: ignore[arg-type,unused-ignore]
             phone=c.phone,
             priority=c.priority,
             not_before=c.not_before,

@@ -130,3 +130,131 @@ class CallOut(BaseModel):
     created_at: datetime
     decisions: list[DecisionOut]
     refusals: list[dict[str, Any]]
+
+
+class LeaseIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"dialer_id": "acme-1", "limit": 10, "lease_seconds": 120}]
+        },
+    )
+
+    dialer_id: str = Field(min_length=1, max_length=128)
+    limit: int = Field(default=10, ge=1, le=100)
+    lease_seconds: int = Field(default=120, ge=15, le=900)
+
+
+class TaskOut(BaseModel):
+    call_id: str
+    lease_id: str
+    lease_expires_at: datetime
+    phone: str
+    purpose: str
+    channel: str
+    campaign_id: str
+    provider_name: str
+    callback_number: str
+    script_id: str | None = None
+    max_duration_seconds: int | None
+    sms_max_chars: int | None = None
+    disclosures: list[str]
+    attempt: int
+    max_attempts: int
+
+
+class LeaseOut(BaseModel):
+    tasks: list[TaskOut]
+
+
+class OutcomeIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "lease_id": "4b6f0c1e-...",
+                    "agent_id": "A-17",
+                    "agent_name": "Dana",
+                    "disclosed_callback_number": "+13145550199",
+                    "started_at": "2026-11-24T17:01:00Z",
+                    "ended_at": "2026-11-24T17:03:10Z",
+                    "result": "connected",
+                }
+            ]
+        },
+    )
+
+    lease_id: str = Field(min_length=1, max_length=36)
+    agent_id: str | None = Field(default=None, max_length=128)
+    agent_name: str | None = Field(default=None, max_length=200)
+    disclosed_callback_number: str | None = Field(default=None, max_length=40)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    result: Literal[
+        "connected", "voicemail", "no_answer", "busy", "failed", "wrong_number", "opted_out"
+    ]
+
+
+class OutcomeOut(BaseModel):
+    call_id: str
+    status: str
+    attempts: int
+    flags: list[str]
+
+
+class LeaseRefIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lease_id: str = Field(min_length=1, max_length=36)
+
+
+class DialIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lease_id: str | None = Field(default=None, max_length=36)
+
+
+class GoOut(BaseModel):
+    go: bool
+
+
+class ReleasedOut(BaseModel):
+    released: bool
+
+
+class CheckIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"phone": "+1 314 555 0100", "purpose": "appointment_reminder",
+                 "channel": "autodialed_voice", "state": "MO", "postal_code": "63110",
+                 "at": None, "reserve": False}
+            ]
+        },
+    )
+
+    phone: str = Field(min_length=1, max_length=40)
+    purpose: str = Field(min_length=1, max_length=64)
+    channel: Channel = "autodialed_voice"
+    state: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")
+    postal_code: str | None = Field(default=None, pattern=r"^\d{5}(-?\d{4})?$")
+    at: datetime | None = None
+    reserve: bool = False
+    agent_id: str | None = Field(default=None, max_length=128)
+    agent_name: str | None = Field(default=None, max_length=200)
+    campaign_id: str | None = Field(default=None, max_length=36)
+
+
+class ZoneOut(BaseModel):
+    zone: str
+    source: str
+
+
+class CheckOut(BaseModel):
+    allowed: bool
+    reasons: list[ReasonOut]
+    next_eligible_at: datetime | None
+    candidate_zones: list[ZoneOut]
+    reservation_id: str | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,12 @@ from dialer.db import Database
 from dialer.keys import Role, create_key
 from dialer.migrate import upgrade
 from dialer.runtime import Runtime
+
+# Starlette 1.x warns (as an error here) when its TestClient runs on httpx rather than httpx2.
+# The warning concerns the test tool, not callgate: import it once with that warning silenced.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    import starlette.testclient  # noqa: F401
 
 PG_URL = os.environ.get("CALLGATE_TEST_POSTGRES_URL", "").strip()
 BACKENDS = ["sqlite", *(["postgresql"] if PG_URL else [])]
@@ -132,3 +139,17 @@ def keys(runtime: Runtime) -> dict[str, dict[str, str]]:
         _, plaintext = create_key(runtime.db, role, f"test-{role.value}", runtime.clock.now())
         out[role.value] = {"Authorization": f"Bearer {plaintext}"}
     return out
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, *unmigrated*, empty database URL on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    name = f"cg_e_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield _pg_url_for(name)
+    with _pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -62,7 +62,9 @@ async def submit_calls(
     campaign_id: Annotated[str, Path(max_length=36)],
     rt: RuntimeDep,
     who: Manager,
-    dry_run: Annotated[bool, Query(description="Answer as a real submission, store nothing")] = False,
+    dry_run: Annotated[
+        bool, Query(description="Answer as a real submission, store nothing")
+    ] = False,
 ) -> Response:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in ("application/json", ""):

@@ -105,7 +105,7 @@ BAD = [
     ),
     pytest.param(
         b'version = "x"\n[calling_hours.states.FL]\nstart = "08:00"\nend = "25:00"\n',
-        "calling_hours.states.FL",
+        "calling_hours.states.FL.end",
         "HH:MM",
         id="bad-hhmm-state",
     ),
@@ -177,8 +177,8 @@ BAD = [
     ),
     pytest.param(
         b'version = "x"\ndefault_region = "CA"\nallowed_regions = ["US"]\n',
-        "default_region",
         "allowed_regions",
+        "must include default_region",
         id="default-region-not-allowed",
     ),
     pytest.param(

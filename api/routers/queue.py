@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path
+
+from api.deps import Checker, DialerKey, RuntimeDep
+from api.errors import ApiError
+from dialer import queue
+from dialer.schemas import (
+    CheckIn,
+    CheckOut,
+    DialIn,
+    GoOut,
+    LeaseIn,
+    LeaseOut,
+    LeaseRefIn,
+    OutcomeIn,
+    OutcomeOut,
+    ReleasedOut,
+    TaskOut,
+)
+
+router = APIRouter(tags=["queue"])
+CallId = Annotated[str, Path(max_length=36)]
+_409: dict[int | str, dict[str, Any]] = {409: {"description": "`LEASE_NOT_HELD`, or the reason the call may not be dialled"}}
+
+
+@router.post(
+    "/queue/lease",
+    name="lease_calls",
+    response_model=LeaseOut,
+    summary="Lease up to `limit` calls that are legal to place right now",
+)
+def lease_calls(body: LeaseIn, rt: RuntimeDep, who: DialerKey) -> LeaseOut:
+    tasks = queue.lease(rt, who, queue.LeaseRequest(body.dialer_id, body.limit,
+                                                     body.lease_seconds))
+    return LeaseOut(tasks=[TaskOut(**t) for t in tasks])
+
+
+@router.post(
+    "/queue/{call_id}/dial",
+    name="dial_check",
+    response_model=GoOut,
+    summary="Ask once more, the moment before dialling a leased call",
+    responses=_409,
+)
+def dial_check(
+    call_id: CallId, rt: RuntimeDep, who: DialerKey,
+    body: Annotated[DialIn | None, Body()] = None,
+) -> GoOut:
+    queue.dial_check(rt, who, call_id, body.lease_id if body else None)
+    return GoOut(go=True)
+
+
+@router.post(
+    "/queue/{call_id}/outcome",
+    name="report_outcome",
+    response_model=OutcomeOut,
+    summary="Report a leased call's outcome, with the agent's identification",
+    responses={**_409, 422: {"description": "`AGENT_ID_MISSING`, `CALLBACK_MISMATCH`, ..."}},
+)
+def report_outcome(call_id: CallId, body: OutcomeIn, rt: RuntimeDep, who: DialerKey) -> OutcomeOut:
+    if body.started_at and body.ended_at and body.ended_at < body.started_at:
+        raise ApiError(422, "VALIDATION_ERROR", "ended_at is before started_at",
+                       [{"field": "body.ended_at", "message": "before started_at"}])
+    out = queue.report_outcome(
+        rt, who, call_id,
+        queue.Outcome(body.lease_id, body.result, body.agent_id, body.agent_name,
+                      body.disclosed_callback_number, body.started_at, body.ended_at),
+    )
+    return OutcomeOut(**out)
+
+
+@router.post(
+    "/queue/{call_id}/release",
+    name="release_lease",
+    response_model=ReleasedOut,
+    summary="Return a leased call undialled (the attempt does not count)",
+    responses=_409,
+)
+def release_lease(call_id: CallId, body: LeaseRefIn, rt: RuntimeDep, who: DialerKey) -> ReleasedOut:
+    queue.release(rt, who, call_id, body.lease_id)
+    return ReleasedOut(released=True)
+
+
+@router.post(
+    "/check",
+    name="preflight_check",
+    response_model=CheckOut,
+    summary="Preflight for manual dials and callbacks; `reserve` counts the attempt at once",
+)
+def preflight_check(body: CheckIn, rt: RuntimeDep, who: Checker) -> CheckOut:
+    out = queue.check(
+        rt, who,
+        queue.CheckRequest(body.phone, body.purpose, body.channel, body.state,
+                           body.postal_code, body.at, body.reserve, body.agent_id,
+                           body.agent_name, body.campaign_id),
+    )
+    return CheckOut(**out)

@@ -1,0 +1,145 @@
+"""The dispatch decision for one call at one instant: pure, everything as parameters.
+
+Consent, do-not-call, purpose, deadline, quiet day, calling window and caps, checked in
+that order of finality: a call whose consent is gone or whose purpose was withdrawn leaves
+the queue (refused); one that is only blocked for now (window, quiet day, caps, not_before)
+is deferred to the earliest instant it could become eligible; one that cannot become
+eligible before ``not_after`` expires with DEADLINE_PASSED and the last blocking reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from config.policy import Policy, Window
+from config.reasons import Code, Reason, reason
+from consent import rules as consent_rules
+from dialer.caps import check_caps
+from dialer.windows import CandidateZone, check_window
+from purpose_rules import rules as purpose_rules
+
+# A lease shorter than this is not worth handing out: defer to the next window instead.
+MIN_LEASE = timedelta(seconds=15)
+_MAX_SETTLE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class CallFacts:
+    phone: str
+    purpose: str
+    channel: str
+    zones: Sequence[CandidateZone]
+    states: Sequence[str]
+    campaign_window: Window | None
+    not_before: datetime | None
+    not_after: datetime | None
+    consents: Sequence[consent_rules.ConsentFact]
+    revocations: Sequence[consent_rules.RevocationFact]
+    on_dnc: bool
+    attempt_times: Sequence[datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchDecision:
+    outcome: str  # go | defer | refuse | expire
+    reasons: list[Reason] = field(default_factory=list)
+    next_eligible_at: datetime | None = None
+    window_closes_at: datetime | None = None
+
+
+def permanent_reasons(f: CallFacts, policy: Policy, now: datetime) -> list[Reason]:
+    """Reasons that no amount of waiting cures: consent, do-not-call, purpose."""
+    out: list[Reason] = []
+    if f.on_dnc:
+        out.append(reason(Code.DO_NOT_CALL))
+    p = purpose_rules.decide(policy, f.purpose, f.channel)
+    if not p.allowed:
+        out.extend(p.reasons)
+    c = consent_rules.decide(f.consents, f.revocations, f.channel, f.purpose, now)
+    if not c.allowed:
+        out.extend(c.reasons)
+    return out
+
+
+def _purpose_window(policy: Policy, purpose: str) -> Window | None:
+    spec = policy.purposes.get(purpose)
+    return spec.calling_window if spec is not None else None
+
+
+def earliest_clear(f: CallFacts, policy: Policy, start: datetime) -> datetime | None:
+    """The earliest instant >= ``start`` at which not_before, caps and the window all clear
+    (and the window stays open at least MIN_LEASE); None if never within the horizon."""
+    pw = _purpose_window(policy, f.purpose)
+    t = start
+    for _ in range(_MAX_SETTLE):
+        moved = False
+        if f.not_before is not None and f.not_before > t:
+            t, moved = f.not_before, True
+        cd = check_caps(f.attempt_times, t, policy.caps, f.zones)
+        if not cd.allowed:
+            if cd.next_free_at is None:
+                return None
+            if cd.next_free_at > t:
+                t, moved = cd.next_free_at, True
+        wd = check_window(t, f.zones, f.states, policy, f.campaign_window, pw)
+        if not wd.allowed:
+            if wd.next_open is None:
+                return None
+            if wd.next_open > t:
+                t, moved = wd.next_open, True
+        elif wd.closes_at is not None and wd.closes_at - t < MIN_LEASE:
+            t, moved = wd.closes_at, True
+        if not moved:
+            return t
+    return t
+
+
+def blocks_now(
+    f: CallFacts, policy: Policy, now: datetime
+) -> tuple[list[Reason], datetime | None]:
+    """Temporary blocks at ``now`` and, when there are none, when the window closes."""
+    pw = _purpose_window(policy, f.purpose)
+    reasons: list[Reason] = []
+    if f.not_before is not None and f.not_before > now:
+        reasons.append(
+            reason(Code.OUTSIDE_CALLING_WINDOW, "not_before has not been reached yet",
+                   details={"field": "not_before"})
+        )
+    w = check_window(now, f.zones, f.states, policy, f.campaign_window, pw)
+    if not w.allowed:
+        reasons.extend(w.reasons)
+    elif w.closes_at is not None and w.closes_at - now < MIN_LEASE:
+        reasons.append(
+            reason(Code.OUTSIDE_CALLING_WINDOW, "the calling window closes too soon for a lease")
+        )
+    caps = check_caps(f.attempt_times, now, policy.caps, f.zones)
+    if not caps.allowed:
+        reasons.extend(caps.reasons)
+    return reasons, w.closes_at if not reasons else None
+
+
+def decide(f: CallFacts, policy: Policy, now: datetime) -> DispatchDecision:
+    permanent = permanent_reasons(f, policy, now)
+    if permanent:
+        return DispatchDecision("refuse", permanent)
+    if f.not_after is not None and f.not_after <= now:
+        return DispatchDecision("expire", [reason(Code.DEADLINE_PASSED)])
+    blocks, closes_at = blocks_now(f, policy, now)
+    if not blocks:
+        return DispatchDecision("go", [], now, closes_at)
+    eligible_at = earliest_clear(f, policy, now)
+    if eligible_at is None or (f.not_after is not None and eligible_at >= f.not_after):
+        return DispatchDecision(
+            "expire",
+            [
+                reason(
+                    Code.DEADLINE_PASSED,
+                    f"the call cannot be made before not_after (blocked by {blocks[0].code.value})",
+                    details={"blocked_by": [b.code.value for b in blocks]},
+                ),
+                *blocks,
+            ],
+        )
+    return DispatchDecision("defer", blocks, eligible_at)

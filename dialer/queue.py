@@ -1,0 +1,703 @@
+"""The dialer queue: lease, dial check, outcome, release, preflight/reserve, lease expiry.
+
+Concurrency (PRODUCT.md 4; API.md "Queue"): the caps and "one live lease per call" hold
+whatever the number of pollers and API processes.
+
+* SQLite: every unit of work here runs in ``db.write()``, i.e. ``BEGIN IMMEDIATE``: the
+  whole check-and-lease holds the database's single write lock, so no two can interleave.
+* PostgreSQL: candidate calls are locked ``FOR UPDATE SKIP LOCKED`` (two pollers never take
+  the same call), and each number is serialised through its ``number_ledger`` row, locked
+  ``FOR UPDATE`` (``SKIP LOCKED`` while leasing: a number being leased elsewhere is simply
+  left for the next poll) *before* its attempts are counted, so two processes can never both
+  see "2 attempts this week" and both add a third. Revocations lock the number's calls
+  ``FOR UPDATE`` and so wait for, then withdraw, any lease committed before them.
+* In both: a partial unique index allows one live attempt per call.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
+
+from config.errors import Conflict, Invalid, NotFound
+from config.reasons import Code, Reason, reason
+from consent import phones
+from consent import rules as consent_rules
+from consent.service import dnc_numbers, facts_for
+from dialer import audit, refusals
+from dialer.campaigns import campaign_window
+from dialer.dispatch_rules import CallFacts, DispatchDecision, decide
+from dialer.keys import Identity
+from dialer.models import Attempt, Call, Campaign, NumberLedger
+from dialer.runtime import Runtime
+from dialer.windows import CandidateZone, applicable_states, candidate_zones
+
+HISTORY = timedelta(days=8)  # enough attempts for rolling 7 x 24 h and calendar ISO weeks
+SMALL_ELIGIBLE = 2000  # below this many eligible calls, sort them in memory (exact order)
+DISCLOSURES_AGENT = ["provider_name", "callback_number", "agent_name"]
+DISCLOSURES_IVR = ["provider_name", "callback_number"]
+COMPLETE = {"connected", "voicemail", "opted_out", "wrong_number"}
+RETRY = {"no_answer", "busy", "failed"}
+RESULTS = COMPLETE | RETRY
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    dialer_id: str
+    limit: int = 10
+    lease_seconds: int = 120
+
+
+# --- shared loading -----------------------------------------------------------------------
+
+
+def _zones(c: Call, rt: Runtime) -> list[CandidateZone]:
+    if c.candidate_zones:
+        return [CandidateZone(z["zone"], z["source"]) for z in c.candidate_zones]
+    return candidate_zones(c.phone, c.state, c.postal_code, rt.policy.default_region)
+
+
+def attempt_times(
+    s: Session, phone_list: Iterable[str], now: datetime
+) -> dict[str, list[datetime]]:
+    """Counted attempts of the last 8 days per number (set-based)."""
+    wanted = sorted(set(phone_list))
+    out: dict[str, list[datetime]] = defaultdict(list)
+    since = now - HISTORY
+    for i in range(0, len(wanted), 900):
+        for phone, at in s.execute(
+            select(Attempt.phone, Attempt.at).where(
+                Attempt.phone.in_(wanted[i : i + 900]), Attempt.counted.is_(True),
+                Attempt.at > since,
+            )
+        ):
+            out[phone].append(at)
+    return out
+
+
+def _lock_numbers(s: Session, phone_list: Sequence[str], skip_locked: bool) -> set[str]:
+    """PostgreSQL: lock the numbers' ledger rows (creating them); returns the locked ones.
+    SQLite: the write transaction already serialises everything; all are 'locked'."""
+    wanted = sorted(set(phone_list))
+    if not wanted:
+        return set()
+    bind = s.get_bind()
+    if bind.dialect.name != "postgresql":
+        return set(wanted)
+    s.execute(
+        postgresql.insert(NumberLedger)
+        .values([{"phone": p, "attempts_total": 0} for p in wanted])
+        .on_conflict_do_nothing(index_elements=["phone"])
+    )
+    q = (
+        select(NumberLedger.phone)
+        .where(NumberLedger.phone.in_(wanted))
+        .order_by(NumberLedger.phone)
+        .with_for_update(skip_locked=skip_locked)
+    )
+    return set(s.scalars(q))
+
+
+def _facts(
+    rt: Runtime,
+    c: Call,
+    campaign: Campaign,
+    hist: dict[str, tuple[list[consent_rules.ConsentFact], list[consent_rules.RevocationFact]]],
+    dnc: set[str],
+    times: dict[str, list[datetime]],
+) -> CallFacts:
+    consents, revs = hist.get(c.phone, ([], []))
+    return CallFacts(
+        phone=c.phone,
+        purpose=campaign.purpose,
+        channel=campaign.channel,
+        zones=_zones(c, rt),
+        states=applicable_states(c.phone, c.state, c.postal_code),
+        campaign_window=campaign_window(campaign),
+        not_before=c.not_before,
+        not_after=c.not_after,
+        consents=consents,
+        revocations=revs,
+        on_dnc=c.phone in dnc,
+        attempt_times=times.get(c.phone, []),
+    )
+
+
+def _log_refusal(
+    rt: Runtime, s: Session, c: Call, status: str, why: Sequence[Reason], now: datetime,
+    actor: str,
+) -> None:
+    c.status = status
+    c.next_eligible_at = None
+    c.lease_id = None
+    c.lease_expires_at = None
+    c.last_reason = why[0].code.value
+    c.updated_at = now
+    refusals.write(
+        s,
+        [
+            refusals.refusal_row(
+                at=now, stage="dispatch", status=status, reasons=why,
+                policy_version=rt.policy_version, call_id=c.id, external_id=c.external_id,
+                campaign_id=c.campaign_id, phone=c.phone,
+            )
+        ],
+    )
+    audit.record(
+        s, at=now, actor=actor, kind=f"call.{status}", subject=f"call:{c.id}",
+        policy_version=rt.policy_version, payload={"codes": [r.code.value for r in why]},
+    )
+
+
+# --- lease --------------------------------------------------------------------------------
+
+
+def _candidate_ids(s: Session, now: datetime, n: int) -> list[str]:
+    """Queued calls eligible now, highest priority then oldest first.
+
+    Two plans, one meaning. Few eligible calls (the steady state, and a fully capped queue,
+    which costs one index probe): read them all through ``ix_calls_status_next_eligible``
+    and order in memory. Many (a fresh list): walk ``ix_calls_queue_order`` in priority
+    order. The statement is the same on SQLite and PostgreSQL; PostgreSQL then locks the
+    chosen rows with SKIP LOCKED in :func:`_lock_calls`."""
+    eligible = (Call.status == "queued", Call.next_eligible_at <= now)
+    rows = list(s.execute(
+        select(Call.id, Call.priority, Call.created_at)
+        .where(*eligible)
+        .order_by(Call.next_eligible_at)
+        .limit(SMALL_ELIGIBLE + 1)
+    ))
+    if len(rows) <= SMALL_ELIGIBLE:
+        rows.sort(key=lambda r: (-r.priority, r.created_at, r.id))
+        return [r.id for r in rows[:n]]
+    return list(
+        s.scalars(
+            select(Call.id)
+            .where(*eligible)
+            .order_by(Call.priority.desc(), Call.created_at, Call.id)
+            .limit(n)
+        )
+    )
+
+
+def _lock_calls(s: Session, ids: Sequence[str], now: datetime) -> list[Call]:
+    if not ids:
+        return []
+    q = select(Call).where(
+        Call.id.in_(ids), Call.status == "queued", Call.next_eligible_at <= now
+    )
+    if s.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    by_id = {c.id: c for c in s.scalars(q)}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def lease(rt: Runtime, who: Identity, req: LeaseRequest) -> list[dict[str, Any]]:
+    now = rt.clock.now()
+    tasks: list[dict[str, Any]] = []
+    with rt.db.write() as s:
+        _sweep_expired(rt, s, now, who.actor)
+        pg = s.get_bind().dialect.name == "postgresql"
+        seen: set[str] = set()
+        for _round in range(6):
+            want = req.limit - len(tasks)
+            if want <= 0:
+                break
+            ids = [i for i in _candidate_ids(s, now, want * (3 if pg else 2) + len(seen))
+                   if i not in seen]
+            if not ids:
+                break
+            seen.update(ids)
+            calls = _lock_calls(s, ids, now)
+            if not calls:
+                continue
+            tasks.extend(_lease_batch(rt, who, s, req, calls, want, now))
+    return tasks
+
+
+def _lease_batch(
+    rt: Runtime, who: Identity, s: Session, req: LeaseRequest, calls: list[Call], want: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    locked = _lock_numbers(s, [c.phone for c in calls], skip_locked=True)
+    calls = [c for c in calls if c.phone in locked]
+    phone_list = [c.phone for c in calls]
+    hist = facts_for(s, phone_list)
+    dnc = dnc_numbers(s, phone_list)
+    times = attempt_times(s, phone_list, now)
+    camp_ids = {c.campaign_id for c in calls}
+    campaigns = {
+        c.id: c for c in s.scalars(select(Campaign).where(Campaign.id.in_(camp_ids)))
+    }
+    out: list[dict[str, Any]] = []
+    attempt_rows: list[dict[str, Any]] = []
+    for c in calls:
+        if len(out) >= want:
+            break
+        campaign = campaigns[c.campaign_id]
+        facts = _facts(rt, c, campaign, hist, dnc, times)
+        d = decide(facts, rt.policy, now)
+        if d.outcome != "go":
+            _apply_not_go(rt, s, c, d, now, who.actor)
+            continue
+        attempt_id = str(uuid.uuid4())
+        expires = now + timedelta(seconds=req.lease_seconds)
+        if d.window_closes_at is not None and d.window_closes_at < expires:
+            expires = d.window_closes_at  # a lease never outlives the calling window
+        times[c.phone].append(now)  # counts at once for the rest of this batch
+        c.status = "leased"
+        c.lease_id = attempt_id
+        c.lease_expires_at = expires
+        c.next_eligible_at = None
+        c.attempts += 1
+        c.last_reason = None
+        c.updated_at = now
+        attempt_rows.append(
+            {
+                "id": attempt_id, "call_id": c.id, "campaign_id": c.campaign_id,
+                "phone": c.phone, "kind": "lease", "state": "live", "counted": True,
+                "at": now, "expires_at": expires, "dialer_id": req.dialer_id,
+                "key_id": who.key_id, "flags": [],
+            }
+        )
+        audit.record(
+            s, at=now, actor=who.actor, kind="call.leased", subject=f"call:{c.id}",
+            policy_version=rt.policy_version,
+            payload={"lease": attempt_id, "dialer_id": req.dialer_id,
+                     "expires_at": expires.isoformat(), "attempt": c.attempts},
+        )
+        spec = rt.policy.purposes.get(campaign.purpose)
+        prerecorded = campaign.channel == "prerecorded_voice"
+        out.append(
+            {
+                "call_id": c.id,
+                "lease_id": attempt_id,
+                "lease_expires_at": expires,
+                "phone": c.phone,
+                "purpose": campaign.purpose,
+                "channel": campaign.channel,
+                "campaign_id": campaign.id,
+                "provider_name": campaign.provider_name,
+                "callback_number": campaign.callback_number,
+                "script_id": campaign.script_id,
+                "max_duration_seconds": spec.max_duration_seconds
+                if (prerecorded and spec is not None) else None,
+                "sms_max_chars": spec.sms_max_chars
+                if (campaign.channel == "sms" and spec is not None) else None,
+                "disclosures": DISCLOSURES_IVR if prerecorded else DISCLOSURES_AGENT,
+                "attempt": c.attempts,
+                "max_attempts": campaign.max_attempts,
+            }
+        )
+    if attempt_rows:
+        s.flush()  # the calls' new state first: the live-lease index checks against it
+        s.execute(insert(Attempt), attempt_rows)
+    return out
+
+
+def _apply_not_go(
+    rt: Runtime, s: Session, c: Call, d: DispatchDecision, now: datetime, actor: str
+) -> None:
+    if d.outcome == "refuse":
+        _log_refusal(rt, s, c, "refused", d.reasons, now, actor)
+    elif d.outcome == "expire":
+        _log_refusal(rt, s, c, "expired", d.reasons, now, actor)
+    else:
+        c.next_eligible_at = d.next_eligible_at
+        c.last_reason = d.reasons[0].code.value
+        c.updated_at = now
+        audit.record(
+            s, at=now, actor=actor, kind="call.deferred", subject=f"call:{c.id}",
+            policy_version=rt.policy_version,
+            payload={
+                "codes": [r.code.value for r in d.reasons],
+                "next_eligible_at": d.next_eligible_at.isoformat()
+                if d.next_eligible_at else None,
+            },
+        )
+
+
+# --- expiry -------------------------------------------------------------------------------
+
+
+def _sweep_expired(rt: Runtime, s: Session, now: datetime, actor: str) -> int:
+    """Leases past their expiry go back to the queue; the attempt counts (it may have been
+    dialled). A call out of attempts leaves the queue with MAX_ATTEMPTS."""
+    q = select(Call).where(Call.status == "leased", Call.lease_expires_at <= now)
+    if s.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    expired = list(s.scalars(q.limit(500)))
+    if not expired:
+        return 0
+    ids = [c.lease_id for c in expired if c.lease_id]
+    s.execute(
+        update(Attempt).where(Attempt.id.in_(ids), Attempt.state == "live")
+        .values(state="expired", recorded_at=now)
+    )
+    camp = {
+        c.id: c for c in s.scalars(
+            select(Campaign).where(Campaign.id.in_({c.campaign_id for c in expired}))
+        )
+    }
+    for c in expired:
+        audit.record(
+            s, at=now, actor="system:lease-expiry", kind="lease.expired", subject=f"call:{c.id}",
+            policy_version=rt.policy_version, payload={"lease": c.lease_id},
+        )
+        _requeue(rt, s, c, camp[c.campaign_id], now, actor)
+    return len(expired)
+
+
+def _requeue(
+    rt: Runtime, s: Session, c: Call, campaign: Campaign, now: datetime, actor: str
+) -> None:
+    c.lease_id = None
+    c.lease_expires_at = None
+    c.updated_at = now
+    if c.attempts >= campaign.max_attempts:
+        _log_refusal(rt, s, c, "expired", [reason(Code.MAX_ATTEMPTS)], now, actor)
+        return
+    c.status = "queued"
+    c.next_eligible_at = now
+
+
+def expire_leases(rt: Runtime) -> int:
+    """Scheduled job: return expired leases to the queue."""
+    now = rt.clock.now()
+    total = 0
+    while True:
+        with rt.db.write() as s:
+            n = _sweep_expired(rt, s, now, "system:jobs")
+        total += n
+        if n < 500:
+            return total
+
+
+def expire_deadlines(rt: Runtime) -> int:
+    """Scheduled job: queued calls past not_after leave the queue with DEADLINE_PASSED."""
+    now = rt.clock.now()
+    total = 0
+    while True:
+        with rt.db.write() as s:
+            q = select(Call).where(
+                Call.status == "queued", Call.not_after.is_not(None), Call.not_after <= now
+            ).limit(500)
+            if s.get_bind().dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            rows = list(s.scalars(q))
+            for c in rows:
+                why = [reason(Code.DEADLINE_PASSED)]
+                if c.last_reason:
+                    why[0] = reason(
+                        Code.DEADLINE_PASSED,
+                        f"the call could not be made before not_after (last blocked by "
+                        f"{c.last_reason})",
+                        details={"blocked_by": [c.last_reason]},
+                    )
+                _log_refusal(rt, s, c, "expired", why, now, "system:jobs")
+        total += len(rows)
+        if len(rows) < 500:
+            return total
+
+
+# --- held leases: dial check, release, outcome ----------------------------------------------
+
+
+def _held(s: Session, call_id: str, lease_id: str | None, now: datetime) -> tuple[Call, Attempt]:
+    q = select(Call).where(Call.id == call_id)
+    if s.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    c = s.scalars(q).one_or_none()
+    if c is None:
+        raise NotFound("NOT_FOUND", "no such call")
+    if (
+        c.status != "leased"
+        or c.lease_id is None
+        or (lease_id is not None and c.lease_id != lease_id)
+        or c.lease_expires_at is None
+        or c.lease_expires_at <= now
+    ):
+        raise Conflict(
+            "LEASE_NOT_HELD", "the lease is unknown, expired, released or withdrawn",
+            {"call_status": c.status},
+        )
+    a = s.get(Attempt, c.lease_id)
+    assert a is not None
+    return c, a
+
+
+def dial_check(rt: Runtime, who: Identity, call_id: str, lease_id: str | None) -> None:
+    """The moment before dialling: consent, do-not-call, purpose and window again, now.
+    Raises Conflict with the blocking reason."""
+    now = rt.clock.now()
+    with rt.db.read() as s:
+        c = s.get(Call, call_id)
+        if c is None:
+            raise NotFound("NOT_FOUND", "no such call")
+        if c.status == "withdrawn" and c.last_reason:
+            why = reason(Code(c.last_reason))
+            raise Conflict(why.code.value, why.message, {"rule": why.rule, "go": False})
+        _, _ = _held(s, call_id, lease_id, now)
+        campaign = s.get(Campaign, c.campaign_id)
+        assert campaign is not None
+        hist = facts_for(s, [c.phone])
+        dnc = dnc_numbers(s, [c.phone])
+        facts = _facts(rt, c, campaign, hist, dnc, {})
+        from dialer.dispatch_rules import blocks_now, permanent_reasons
+
+        why_list = permanent_reasons(facts, rt.policy, now)
+        if not why_list:
+            blocks, _ = blocks_now(facts, rt.policy, now)
+            why_list = [b for b in blocks if b.code is not Code.OUTSIDE_CALLING_WINDOW
+                        or b.message != "the calling window closes too soon for a lease"]
+        if why_list:
+            raise Conflict(
+                why_list[0].code.value, why_list[0].message,
+                {"rule": why_list[0].rule, "go": False,
+                 "reasons": [r.as_dict() for r in why_list]},
+            )
+
+
+def release(rt: Runtime, who: Identity, call_id: str, lease_id: str) -> None:
+    """Returned undialled: the attempt does not count."""
+    now = rt.clock.now()
+    with rt.db.write() as s:
+        c, a = _held(s, call_id, lease_id, now)
+        a.state, a.counted, a.recorded_at = "released", False, now
+        c.status, c.lease_id, c.lease_expires_at = "queued", None, None
+        c.next_eligible_at = now
+        c.attempts = max(0, c.attempts - 1)
+        c.updated_at = now
+        audit.record(
+            s, at=now, actor=who.actor, kind="lease.released", subject=f"call:{c.id}",
+            policy_version=rt.policy_version, payload={"lease": a.id},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    lease_id: str
+    result: str
+    agent_id: str | None
+    agent_name: str | None
+    disclosed_callback_number: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+def report_outcome(rt: Runtime, who: Identity, call_id: str, o: Outcome) -> dict[str, Any]:
+    now = rt.clock.now()
+    problem: tuple[str, str, list[str]] | None = None
+    with rt.db.write() as s:
+        c, a = _held(s, call_id, o.lease_id, now)
+        campaign = s.get(Campaign, c.campaign_id)
+        assert campaign is not None
+        prerecorded = campaign.channel == "prerecorded_voice"
+        missing = [
+            f for f, v in (("agent_id", o.agent_id), ("agent_name", o.agent_name),
+                           ("disclosed_callback_number", o.disclosed_callback_number))
+            if v is None or not str(v).strip()
+        ]
+        if o.agent_id is not None and o.agent_id.strip().lower() == "ivr" and not prerecorded:
+            missing.append("agent_id")
+        flags = list(a.flags or [])
+        if missing:
+            problem = ("AGENT_ID_MISSING",
+                       "agent identification is required: " + ", ".join(missing), missing)
+        else:
+            assert o.disclosed_callback_number is not None
+            disclosed, _bad = phones.check(
+                o.disclosed_callback_number, rt.policy.default_region,
+                tuple(rt.policy.allowed_regions), "disclosed_callback_number",
+            )
+            if disclosed != campaign.callback_number:
+                problem = ("CALLBACK_MISMATCH",
+                           "disclosed_callback_number is not the campaign's callback number",
+                           ["disclosed_callback_number"])
+        if problem is not None:
+            code, _message, fields = problem
+            if code not in flags:
+                flags.append(code)
+            a.flags = flags
+            audit.record(
+                s, at=now, actor=who.actor, kind="outcome.rejected", subject=f"call:{c.id}",
+                policy_version=rt.policy_version,
+                payload={"lease": a.id, "flag": code, "fields": fields},
+            )
+        else:
+            _apply_outcome(rt, who, s, c, a, campaign, o, flags, now)
+    if problem is not None:
+        # Committed above: the flag and the audit entry stay; the lease stays held.
+        raise Invalid(problem[0], problem[1], {"fields": problem[2], "lease_held": True})
+    return {"call_id": call_id, "status": c.status, "attempts": c.attempts, "flags": flags}
+
+
+def _apply_outcome(
+    rt: Runtime, who: Identity, s: Session, c: Call, a: Attempt, campaign: Campaign,
+    o: Outcome, flags: list[str], now: datetime,
+) -> None:
+    if o.result not in RESULTS:
+        raise Invalid("VALIDATION_ERROR", "result is not a known outcome",
+                      [{"field": "body.result", "message": "unknown"}])
+    spec = rt.policy.purposes.get(campaign.purpose)
+    if (
+        campaign.channel == "prerecorded_voice" and spec is not None
+        and o.started_at is not None and o.ended_at is not None
+        and (o.ended_at - o.started_at).total_seconds() > spec.max_duration_seconds
+    ):
+        flags.append("OVER_DURATION")
+    a.state = "reported"
+    a.agent_id, a.agent_name = o.agent_id, o.agent_name
+    a.disclosed_callback_number = campaign.callback_number
+    a.started_at, a.ended_at = o.started_at, o.ended_at
+    a.result, a.flags, a.recorded_at = o.result, flags, now
+    audit.record(
+        s, at=now, actor=who.actor, kind="call.outcome", subject=f"call:{c.id}",
+        policy_version=rt.policy_version,
+        payload={"lease": a.id, "result": o.result, "agent_id": o.agent_id, "flags": flags},
+    )
+    if o.result in COMPLETE:
+        c.status, c.lease_id, c.lease_expires_at, c.updated_at = "completed", None, None, now
+        c.next_eligible_at = None
+    else:
+        _requeue(rt, s, c, campaign, now, who.actor)
+    if o.result in ("opted_out", "wrong_number"):
+        from consent.service import revoke_in_session
+
+        revoke_in_session(
+            rt, who, s, c.phone,
+            "ivr_keypress" if (o.result == "opted_out" and campaign.channel ==
+                               "prerecorded_voice") else
+            ("agent" if o.result == "opted_out" else "wrong_number"),
+            now, call_id=c.id,
+        )
+
+
+# --- preflight ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest:
+    phone: str
+    purpose: str
+    channel: str
+    state: str | None = None
+    postal_code: str | None = None
+    at: datetime | None = None
+    reserve: bool = False
+    agent_id: str | None = None
+    agent_name: str | None = None
+    campaign_id: str | None = None
+
+
+def check(rt: Runtime, who: Identity, req: CheckRequest) -> dict[str, Any]:
+    now = rt.clock.now()
+    at = req.at or now
+    if req.reserve:
+        missing = [f for f, v in (("agent_id", req.agent_id), ("agent_name", req.agent_name),
+                                  ("campaign_id", req.campaign_id)) if not v]
+        if missing:
+            raise Invalid("AGENT_ID_MISSING" if "campaign_id" not in missing or len(missing) > 1
+                          else "VALIDATION_ERROR",
+                          "a reservation needs " + ", ".join(missing),
+                          [{"field": f"body.{f}", "message": "required"} for f in missing])
+        if req.at is not None and abs((req.at - now).total_seconds()) > 60:
+            raise Invalid("VALIDATION_ERROR", "a reservation is for now: leave at empty",
+                          [{"field": "body.at", "message": "must be empty with reserve"}])
+        at = now
+    e164, bad = phones.check(req.phone, rt.policy.default_region, tuple(rt.policy.allowed_regions))
+    if e164 is None:
+        assert bad is not None
+        return {"allowed": False, "reasons": [bad.as_dict()], "next_eligible_at": None,
+                "candidate_zones": [], "reservation_id": None}
+    state = req.state.upper() if req.state else None
+    zones = candidate_zones(e164, state, req.postal_code, rt.policy.default_region)
+    with (rt.db.write() if req.reserve else rt.db.read()) as s:
+        campaign: Campaign | None = None
+        if req.campaign_id:
+            campaign = s.get(Campaign, req.campaign_id)
+            if campaign is None:
+                raise NotFound("NOT_FOUND", "no such campaign")
+        if req.reserve and s.get_bind().dialect.name == "postgresql":
+            _lock_numbers(s, [e164], skip_locked=False)
+        hist = facts_for(s, [e164])
+        consents, revs = hist.get(e164, ([], []))
+        facts = CallFacts(
+            phone=e164, purpose=req.purpose, channel=req.channel, zones=zones,
+            states=applicable_states(e164, state, req.postal_code),
+            campaign_window=campaign_window(campaign) if campaign else None,
+            not_before=None, not_after=None, consents=consents, revocations=revs,
+            on_dnc=bool(dnc_numbers(s, [e164])),
+            attempt_times=attempt_times(s, [e164], at).get(e164, []),
+        )
+        d = decide(facts, rt.policy, at)
+        allowed = d.outcome == "go"
+        out: dict[str, Any] = {
+            "allowed": allowed,
+            "reasons": [r.as_dict() for r in d.reasons],
+            "next_eligible_at": at if allowed else d.next_eligible_at,
+            "candidate_zones": [z.as_dict() for z in zones],
+            "reservation_id": None,
+        }
+        if req.reserve and allowed:
+            assert campaign is not None
+            rid = str(uuid.uuid4())
+            s.add(Attempt(
+                id=rid, call_id=None, campaign_id=campaign.id, phone=e164, kind="manual",
+                state="manual", counted=True, at=now, expires_at=None, dialer_id=None,
+                key_id=who.key_id, agent_id=req.agent_id, agent_name=req.agent_name,
+                disclosed_callback_number=campaign.callback_number, result=None, flags=[],
+                recorded_at=now,
+            ))
+            audit.record(
+                s, at=now, actor=who.actor, kind="attempt.reserved", subject=f"attempt:{rid}",
+                policy_version=rt.policy_version,
+                payload={"campaign": campaign.id, "agent_id": req.agent_id,
+                         "purpose": req.purpose, "channel": req.channel},
+            )
+            out["reservation_id"] = rid
+        return out
+
+
+# --- stats for tests and benches ----------------------------------------------------------
+
+
+def cap_violations(s: Session, per_day: int, per_week: int) -> int:
+    """Numbers whose counted attempts exceed the rolling caps anywhere (for stress tests)."""
+    rows = s.execute(
+        select(Attempt.phone, Attempt.at).where(Attempt.counted.is_(True)).order_by(
+            Attempt.phone, Attempt.at
+        )
+    ).all()
+    bad = 0
+    by_phone: dict[str, list[datetime]] = defaultdict(list)
+    for phone, at in rows:
+        by_phone[phone].append(at)
+    for times in by_phone.values():
+        for i, t in enumerate(times):
+            day = sum(1 for u in times[: i + 1] if t - u < timedelta(hours=24))
+            week = sum(1 for u in times[: i + 1] if t - u < timedelta(days=7))
+            if day > per_day or week > per_week:
+                bad += 1
+                break
+    return bad
+
+
+def live_lease_doubles(s: Session) -> int:
+    return int(
+        s.execute(
+            select(func.count()).select_from(
+                select(Attempt.call_id).where(Attempt.state == "live")
+                .group_by(Attempt.call_id).having(func.count() > 1).subquery()
+            )
+        ).scalar_one()
+    )
+

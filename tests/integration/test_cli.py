@@ -1,0 +1,154 @@
+"""The command line: policy check, keys create/list/revoke, db upgrade (in-process, with the
+environment a shell would give it)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from api.cli import app
+from config.settings import get_settings
+from dialer.db import Database
+from dialer.migrate import current_revision, head_revision
+
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Invoke]:
+    """Run ``callgate ARGS`` with CALLGATE_* set (settings are cached per process: cleared)."""
+    runner = CliRunner()
+
+    def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+        get_settings.cache_clear()
+        try:
+            return runner.invoke(
+                app, list(args), env={"COLUMNS": "200", **(env or {})}, catch_exceptions=False
+            )
+        finally:
+            get_settings.cache_clear()
+
+    yield invoke
+    get_settings.cache_clear()
+
+
+# --- policy check ---------------------------------------------------------------------------
+
+
+def test_policy_check_default(cli: Invoke) -> None:
+    r = cli("policy", "check")
+    assert r.exit_code == 0, r.output
+    assert "(valid)" in r.stdout
+    assert "2026-11-01+" in r.stdout
+
+
+def test_policy_check_good_file_json(cli: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('version = "v7"\n[caps]\nper_week = 2\n')
+    r = cli("policy", "check", str(path), "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["version"] == "v7"
+    assert data["policy_version"].startswith("v7+")
+    assert data["caps"]["per_week"] == 2
+    assert len(data["purposes"]) == 14
+
+
+@pytest.mark.parametrize(
+    ("content", "key"),
+    [
+        ('version = "x"\n[caps]\nperiod = "fortnightly"\n', "caps.period"),
+        ('version = "x"\n[calling_hours.states.TX]\nstart = "9"\nend = "21:00"\n',
+         "calling_hours.states.TX.start"),
+        ('[caps]\nper_day = 1\n', "version"),
+        ('version = "x"\n[purposes.survey]\nallowed = false\n', "purposes.survey"),
+    ],
+)
+def test_policy_check_bad_file(cli: Invoke, tmp_path: Path, content: str, key: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    r = cli("policy", "check", str(path))
+    assert r.exit_code != 0
+    assert key in r.stderr
+    assert "bad.toml" in r.stderr
+    assert "(valid)" not in r.stdout
+
+
+def test_policy_check_warns_on_wide_window(cli: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "wide.toml"
+    path.write_text('version = "x"\n[calling_hours]\nstart = "07:00"\nend = "21:00"\n')
+    r = cli("policy", "check", str(path))
+    assert r.exit_code == 0
+    assert "POLICY WARNING" in r.stderr
+    assert "wider than the federal" in r.stderr
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+def _cells(url: str) -> list[str]:
+    db = Database(url)
+    try:
+        with db.engine.connect() as conn:
+            return [str(v) for row in conn.execute(text("SELECT * FROM api_keys")) for v in row]
+    finally:
+        db.dispose()
+
+
+def test_keys_create_list_revoke(cli: Invoke, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    env = {"CALLGATE_DATABASE_URL": url}
+
+    r = cli("keys", "create", "--role", "dialer", "--name", "acme-dialer-1", env=env)
+    assert r.exit_code == 0, r.output
+    plaintext = r.stdout.strip()
+    assert plaintext.startswith("cg_") and "\n" not in plaintext
+    assert "shown once" in r.stderr
+    assert plaintext not in r.stderr
+    assert all(plaintext not in cell for cell in _cells(url))
+
+    r = cli("keys", "create", "--role", "admin", "--name", "acme-dialer-1", env=env)
+    assert r.exit_code != 0
+    assert "already exists" in r.stderr
+
+    r = cli("keys", "create", "--role", "superuser", "--name", "x", env=env)
+    assert r.exit_code != 0
+    assert "unknown role" in r.stderr
+
+    r = cli("keys", "list", env=env)
+    assert r.exit_code == 0, r.output
+    assert "acme-dialer-1" in r.stdout and "dialer" in r.stdout
+    assert plaintext not in r.stdout
+
+    from dialer.keys import authenticate
+
+    db = Database(url)
+    try:
+        assert authenticate(db, plaintext) is not None
+        r = cli("keys", "revoke", "acme-dialer-1", env=env)
+        assert r.exit_code == 0, r.output
+        assert authenticate(db, plaintext) is None
+    finally:
+        db.dispose()
+
+    r = cli("keys", "revoke", "no-such-key", env=env)
+    assert r.exit_code != 0
+    assert "no key named" in r.stderr
+
+
+# --- db upgrade -----------------------------------------------------------------------------
+
+
+def test_db_upgrade_twice(cli: Invoke, empty_db_url: str) -> None:
+    env = {"CALLGATE_DATABASE_URL": empty_db_url}
+    for _ in range(2):
+        r = cli("db", "upgrade", env=env)
+        assert r.exit_code == 0, r.output
+        assert f"at revision {head_revision(empty_db_url)}" in r.stderr
+    assert current_revision(empty_db_url) == head_revision(empty_db_url)

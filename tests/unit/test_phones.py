@@ -1,0 +1,67 @@
+"""consent.phones: E.164 normalisation; messages say what failed, never the digits."""
+
+from __future__ import annotations
+
+import pytest
+
+from config.reasons import Code
+from consent import phones
+
+US = ("US",)
+
+
+@pytest.mark.parametrize(
+    ("raw", "e164"),
+    [
+        ("+1 314 555 0100", "+13145550100"),
+        ("3145550100", "+13145550100"),
+        ("(314) 555-0199", "+13145550199"),
+        ("  314.555.0100 ", "+13145550100"),
+        ("+1 800 555 0100", "+18005550100"),  # toll-free: a callback line may be one
+    ],
+)
+def test_valid_numbers_normalise_to_e164(raw: str, e164: str) -> None:
+    assert phones.normalise(raw, "US", US) == e164
+    assert phones.check(raw, "US", US) == (e164, None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "failed"),
+    [
+        ("", "is empty"),
+        ("   ", "is empty"),
+        ("call me maybe", "is not a phone number"),
+        ("+1 314 555 01", "is not a valid number"),
+        ("+1 555 555 5555", "is not a valid number"),
+        ("3" * 41, "is too long"),
+        ("+1 900 200 1234", "premium-rate"),
+        ("+44 20 7946 0958", "is not in an allowed region"),
+        ("+1 416 555 0100", "is not in an allowed region"),  # Canada shares +1
+    ],
+)
+def test_invalid_numbers_say_what_failed_without_the_digits(raw: str, failed: str) -> None:
+    e164, why = phones.check(raw, "US", US, "callback_number")
+    assert e164 is None and why is not None
+    assert why.code is Code.INVALID_PHONE
+    assert why.message.startswith("callback_number: ")
+    assert failed in why.message
+    assert why.details is not None and why.details["field"] == "callback_number"
+    digits = "".join(ch for ch in raw if ch.isdigit())
+    for text in (why.message, str(why.details), why.rule):
+        if len(digits) >= 4:
+            assert digits[-4:] not in text
+    with pytest.raises(phones.InvalidPhone) as info:
+        phones.normalise(raw, "US", US, "callback_number")
+    assert info.value.reason == why
+    if len(digits) >= 4:
+        assert digits[-4:] not in str(info.value)
+
+
+def test_other_region_allowed_when_policy_allows_it() -> None:
+    assert phones.normalise("+44 20 7946 0958", "US", ("US", "GB")) == "+442079460958"
+    assert phones.normalise("020 7946 0958", "GB", ("GB",)) == "+442079460958"
+
+
+def test_mask_hides_the_last_four_digits() -> None:
+    assert phones.mask("+13145550100") == "+1314555****"
+    assert phones.mask("+1") == "**"
