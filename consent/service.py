@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from config.errors import Forbidden, Invalid, NotFound
@@ -125,8 +125,18 @@ def record_consent(rt: Runtime, who: Identity, data: ConsentIn) -> ConsentOut:
                     "supersedes_id does not name a consent for this number",
                     [{"field": "body.supersedes_id", "message": "unknown consent"}],
                 )
+        # A re-consent is one obtained after a revocation took effect; a consent back-dated
+        # to before every revocation is not one (it is revoked from the start).
         prior_revocation = s.scalars(
-            select(Revocation.id).where(Revocation.phone == phone).limit(1)
+            select(Revocation.id)
+            .where(
+                Revocation.phone == phone,
+                or_(
+                    Revocation.received_at <= data.obtained_at,
+                    Revocation.recorded_at <= data.obtained_at,
+                ),
+            )
+            .limit(1)
         ).first()
         row = Consent(
             id=str(uuid.uuid4()),
