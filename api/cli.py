@@ -28,6 +28,8 @@ policy_app = typer.Typer(help="Validate and show policy files.", no_args_is_help
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(policy_app, name="policy")
+calls_app = typer.Typer(help="Submit call lists from the shell.", no_args_is_help=True)
+app.add_typer(calls_app, name="calls")
 
 console = Console()
 err = Console(stderr=True)
@@ -195,6 +197,59 @@ def policy_check(
         f"quiet days: holidays={policy.quiet_days.holidays or 'none'} "
         f"rules={policy.quiet_days.rules}"
     )
+
+
+@calls_app.command("submit")
+def calls_submit(
+    campaign_id: Annotated[str, typer.Argument(help="The campaign's id")],
+    file: Annotated[Path, typer.Argument(help="CSV with a header row (external_id, phone, ...)",
+                                         exists=True, dir_okay=False, readable=True)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide every row, store nothing")]
+    = False,
+) -> None:
+    """Submit a CSV call list; prints a summary; exits 1 when any row was invalid."""
+    import getpass
+    from collections import Counter
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from config.errors import DomainError
+    from dialer import intake
+    from dialer.keys import Identity, Role
+    from dialer.runtime import build_runtime
+
+    db = _database()
+    db.dispose()
+    rt = build_runtime()
+    who = Identity("cli", f"cli:{getpass.getuser()}", Role.admin)
+    body = file.read_bytes()
+    total = intake.count_csv_rows(intake.decode_text(body))
+    try:
+        with Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=err,
+        ) as bar:
+            task = bar.add_task("deciding rows", total=total)
+            result = intake.submit_body(
+                rt, who, campaign_id, body, "csv", dry_run=dry_run,
+                progress=lambda n: bar.advance(task, n),
+            )
+    except DomainError as exc:
+        _fail(f"{exc.code}: {exc.message}")
+        return
+    counts = result.counts()
+    table = Table("status", "rows", title="dry run: nothing stored" if dry_run else "submitted")
+    for key in ("accepted", "refused", "invalid", "duplicates"):
+        table.add_row(key, str(counts[key]))
+    console.print(table)
+    reasons = Counter(r.code.value for res in result.results for r in res.reasons)
+    if reasons:
+        rt_table = Table("reason", "rows")
+        for code, n in reasons.most_common():
+            rt_table.add_row(code, str(n))
+        console.print(rt_table)
+    if counts["invalid"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

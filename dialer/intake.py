@@ -21,7 +21,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -138,7 +138,13 @@ def _when(row: Row, field_: str, value: str | None) -> datetime | None:
     if dt.tzinfo is None:
         row.invalid.append(_bad(field_, "needs a UTC offset (e.g. 2026-11-26T00:00:00Z)"))
         return None
-    return dt
+    try:
+        # Stored in UTC: an instant that has no UTC date (year 1 at +01:00, year 9999 at
+        # -01:00) would otherwise fail the whole submission at insert.
+        return dt.astimezone(UTC)
+    except OverflowError:
+        row.invalid.append(_bad(field_, "is out of range"))
+        return None
 
 
 def parse_row(n: int, data: dict[str, Any], rt: Runtime) -> Row:
@@ -185,7 +191,8 @@ def parse_row(n: int, data: dict[str, Any], rt: Runtime) -> Row:
     postal = _text(data.get("postal_code"))
     if postal is not None:
         digits = postal.replace("-", "")
-        if not (digits.isdigit() and len(digits) in (5, 9)):
+        # ASCII only: str.isdigit() admits other scripts' digits, which zipcodes cannot read.
+        if not (digits.isascii() and digits.isdigit() and len(digits) in (5, 9)):
             row.invalid.append(_bad("postal_code", "is not a US ZIP code (12345 or 12345-6789)"))
             postal = None
         else:
@@ -243,12 +250,18 @@ def csv_records(text: str) -> tuple[list[str], Iterator[dict[str, Any]]]:
 def count_csv_rows(text: str) -> int:
     reader = csv.reader(io.StringIO(text.replace("\x00", ""), newline=""))
     n = -1
-    try:
-        for values in reader:
-            if n < 0 or any(v.strip() for v in values):
-                n += 1
-    except csv.Error:
-        n += 1
+    while True:
+        # The same walk as csv_records: a malformed record counts as one row, and reading
+        # goes on after it.
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            n += 1
+            continue
+        if n < 0 or any(v.strip() for v in values):
+            n += 1
     return max(n, 0)
 
 
@@ -493,7 +506,7 @@ def submit(
 def json_records(body: bytes) -> list[dict[str, Any]]:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
         raise Invalid("VALIDATION_ERROR", "the body is not valid JSON",
                       [{"field": "body", "message": "invalid JSON"}]) from None
     if not isinstance(data, list):

@@ -1,13 +1,81 @@
-"""Idempotent housekeeping jobs, run by the scheduler (dialer.jobs)."""
+"""Idempotent housekeeping jobs, run by the scheduler (dialer.jobs). Each may run any number
+of times, in any process, and leaves the same state."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
+from sqlalchemy import delete, exists, literal, select
+
+from consent.models import Consent
+from dialer import audit
+from dialer.models import Attempt, AuditEntry, Call
 from dialer.queue import expire_deadlines, expire_leases
 from dialer.runtime import Runtime
+
+BATCH = 500
+TERMINAL = ("completed", "refused", "withdrawn", "expired")
+
+
+def note_expired_consents(rt: Runtime) -> int:
+    """Write a ``consent.expired`` audit entry once for every consent past its expiry.
+    (Decisions never need it: expiry is derived from ``expires_at`` at every check.)"""
+    now = rt.clock.now()
+    total = 0
+    while True:
+        with rt.db.write() as s:
+            noted = exists().where(
+                AuditEntry.kind == "consent.expired",
+                AuditEntry.subject == literal("consent:") + Consent.id,
+            )
+            ids = list(
+                s.scalars(
+                    select(Consent.id)
+                    .where(Consent.expires_at.is_not(None), Consent.expires_at <= now, ~noted)
+                    .limit(BATCH)
+                )
+            )
+            for cid in ids:
+                audit.record(
+                    s, at=now, actor="system:jobs", kind="consent.expired",
+                    subject=f"consent:{cid}", policy_version=rt.policy_version,
+                )
+        total += len(ids)
+        if len(ids) < BATCH:
+            return total
+
+
+def purge_past_retention(rt: Runtime) -> int:
+    """Delete finished calls (and their attempts) older than the retention period. The audit
+    log and the refusal log are kept."""
+    cutoff = rt.clock.now() - timedelta(days=rt.settings.retention_days)
+    total = 0
+    while True:
+        with rt.db.write() as s:
+            ids = list(
+                s.scalars(
+                    select(Call.id)
+                    .where(Call.status.in_(TERMINAL), Call.updated_at < cutoff)
+                    .limit(BATCH)
+                )
+            )
+            if ids:
+                s.execute(delete(Attempt).where(Attempt.call_id.in_(ids)))
+                s.execute(delete(Call).where(Call.id.in_(ids)))
+                audit.record(
+                    s, at=rt.clock.now(), actor="system:jobs", kind="retention.purged",
+                    subject="calls", policy_version=rt.policy_version,
+                    payload={"calls": len(ids), "cutoff": cutoff.isoformat()},
+                )
+        total += len(ids)
+        if len(ids) < BATCH:
+            return total
+
 
 JOBS: dict[str, Callable[[Runtime], int]] = {
     "expire_leases": expire_leases,
     "expire_deadlines": expire_deadlines,
+    "note_expired_consents": note_expired_consents,
+    "purge_past_retention": purge_past_retention,
 }

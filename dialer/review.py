@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from config.errors import Invalid
@@ -359,7 +359,7 @@ _REFUSAL_COLUMNS = (
 def _refusal_page(
     s: Session, f: RefusalFilter, after: Cursor | None, limit: int
 ) -> list[Any]:
-    q: Select[Any] = select(*_REFUSAL_COLUMNS).where(*_refusal_where(f))
+    q = select(*_REFUSAL_COLUMNS).where(*_refusal_where(f))
     if after is not None:
         q = q.where(_older_than(Refusal.at, Refusal.id, after))
     q = q.order_by(Refusal.at.desc(), Refusal.id.desc()).limit(limit)
@@ -501,7 +501,7 @@ _ATTEMPT_COLUMNS = (
 def _attempt_page(
     s: Session, f: CallLogFilter, after: Cursor | None, limit: int
 ) -> list[Any]:
-    q: Select[Any] = select(*_ATTEMPT_COLUMNS).where(*_call_log_where(f))
+    q = select(*_ATTEMPT_COLUMNS).where(*_call_log_where(f))
     if after is not None:
         q = q.where(_older_than(Attempt.at, Attempt.id, after))
     q = q.order_by(Attempt.at.desc(), Attempt.id.desc()).limit(limit)

@@ -1,8 +1,8 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
-Create Date: 2026-11-23 04:09:12.199568
+Revises:
+Create Date: 2026-11-23 04:17:55.466312
 """
 
 from __future__ import annotations
@@ -146,6 +146,19 @@ def upgrade() -> None:
     with op.batch_alter_table('revocations', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_revocations_phone'), ['phone'], unique=False)
 
+    op.create_table('ui_sessions',
+    sa.Column('id_hash', sa.String(length=64), nullable=False),
+    sa.Column('key_id', sa.String(length=36), nullable=False),
+    sa.Column('csrf_token', sa.String(length=64), nullable=False),
+    sa.Column('created_at', dialer.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_seen_at', dialer.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('ended_at', dialer.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('end_reason', sa.String(length=32), nullable=True),
+    sa.PrimaryKeyConstraint('id_hash', name=op.f('pk_ui_sessions'))
+    )
+    with op.batch_alter_table('ui_sessions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_ui_sessions_key_id'), ['key_id'], unique=False)
+
     op.create_table('calls',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('campaign_id', sa.String(length=36), nullable=False),
@@ -230,6 +243,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_calls_campaign_id'))
 
     op.drop_table('calls')
+    with op.batch_alter_table('ui_sessions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_ui_sessions_key_id'))
+
+    op.drop_table('ui_sessions')
     with op.batch_alter_table('revocations', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_revocations_phone'))
 

@@ -14,7 +14,7 @@ from config.reasons import Code
 from consent.rules import decide
 from consent.service import facts_for
 from dialer.keys import Role
-from dialer.models import Attempt, Call, Campaign, Refusal
+from dialer.models import Attempt, Call, Refusal
 from dialer.runtime import Runtime
 from tests.helpers import (
     PHONE,
@@ -324,8 +324,3 @@ def test_revocation_input_checks(client: TestClient, keys: Keys) -> None:
     assert client.post("/v1/consents/revocations", json={"phone": PHONE, "source": "web"},
                        headers=keys["dialer"]).status_code == 403
 
-
-def test_campaign_rows_exist(runtime: Runtime, client: TestClient, keys: Keys) -> None:
-    cid = _campaign(client, keys)
-    with runtime.db.read() as s:
-        assert s.get(Campaign, cid) is not None
