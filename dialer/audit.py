@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from dialer.models import AuditEntry, AuditHead
@@ -89,12 +91,15 @@ def flush_pending(session: Session) -> int:
     pending: list[_Pending] = session.info.pop(_PENDING, [])
     if not pending:
         return 0
-    head = session.execute(
-        select(AuditHead).where(AuditHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
+    head = _lock_head(session)
     if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
-        session.add(head)
+        # First entry ever. Two first writers may race here: create the head row with
+        # INSERT .. ON CONFLICT DO NOTHING (the loser waits for the winner's commit and
+        # inserts nothing), then lock whichever row exists. A plain INSERT would make the
+        # loser fail with a duplicate key.
+        session.execute(_insert_head(session))
+        head = _lock_head(session)
+        assert head is not None
     seq, prev = head.seq, head.hash
     for p in pending:
         seq += 1
@@ -116,6 +121,20 @@ def flush_pending(session: Session) -> int:
     head.seq, head.hash = seq, prev
     session.flush()
     return len(pending)
+
+
+def _lock_head(session: Session) -> AuditHead | None:
+    return session.execute(
+        select(AuditHead).where(AuditHead.id == 1).with_for_update()
+    ).scalar_one_or_none()
+
+
+def _insert_head(session: Session) -> Any:
+    values = {"id": 1, "seq": 0, "hash": GENESIS}
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        return pg_insert(AuditHead).values(values).on_conflict_do_nothing(index_elements=["id"])
+    return sqlite_insert(AuditHead).values(values).on_conflict_do_nothing(index_elements=["id"])
 
 
 @event.listens_for(Session, "before_commit")

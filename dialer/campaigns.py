@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from config.errors import Invalid, NotFound
@@ -64,11 +65,17 @@ def create_campaign(rt: Runtime, who: Identity, data: CampaignIn) -> CampaignOut
     if data.calling_window is not None:
         try:
             window = Window(start=data.calling_window.start, end=data.calling_window.end)
-        except ValueError as exc:
+        except ValidationError as exc:
             raise Invalid(
                 "VALIDATION_ERROR",
                 "calling_window is not a valid window",
-                [{"field": "body.calling_window", "message": str(exc).splitlines()[0]}],
+                [
+                    {
+                        "field": ".".join(["body", "calling_window", *map(str, e["loc"])]),
+                        "message": e["msg"].removeprefix("Value error, "),
+                    }
+                    for e in exc.errors()
+                ],
             ) from None
         base = rt.policy.calling_hours.base()
         assert base is not None

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -92,11 +92,19 @@ def _lock_numbers(s: Session, phone_list: Sequence[str], skip_locked: bool) -> s
     bind = s.get_bind()
     if bind.dialect.name != "postgresql":
         return set(wanted)
-    s.execute(
-        postgresql.insert(NumberLedger)
-        .values([{"phone": p, "attempts_total": 0} for p in wanted])
-        .on_conflict_do_nothing(index_elements=["phone"])
-    )
+    have = set(s.scalars(select(NumberLedger.phone).where(NumberLedger.phone.in_(wanted))))
+    missing = [p for p in wanted if p not in have]
+    if missing:
+        # Created in a short transaction of their own, committed at once: inserting them
+        # inside this (possibly long, multi-round) unit of work could deadlock with another
+        # poller inserting an overlapping set in the opposite round order.
+        engine = bind if isinstance(bind, Engine) else bind.engine
+        with engine.connect() as conn, conn.begin():
+            conn.execute(
+                postgresql.insert(NumberLedger)
+                .values([{"phone": p, "attempts_total": 0} for p in missing])
+                .on_conflict_do_nothing(index_elements=["phone"])
+            )
     q = (
         select(NumberLedger.phone)
         .where(NumberLedger.phone.in_(wanted))

@@ -1,0 +1,438 @@
+"""Call-list intake over HTTP and through the service, on SQLite and PostgreSQL.
+
+Every reason code reachable at intake, input order, bad rows beside good ones, encodings,
+multipart, dry runs, resubmission, a real duplicate race, and the size limits."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+import uuid
+from datetime import timedelta
+from importlib import resources
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, insert, select
+
+from config.policy import parse_policy
+from config.reasons import Code
+from consent.models import Consent
+from dialer import intake
+from dialer.keys import Role
+from dialer.models import AuditEntry, Call, Refusal
+from dialer.runtime import Runtime
+from tests.conftest import T0
+from tests.helpers import campaign_body, consent_body, days, identity
+
+H = dict[str, dict[str, str]]
+
+
+def num(i: int, area: int = 314) -> str:
+    """A distinct, valid US number in the 555-01xx block."""
+    assert 0 <= i < 100
+    return f"+1{area}555{100 + i:04d}"
+
+
+def digits(e164: str) -> str:
+    return e164[-7:]
+
+
+def new_campaign(client: TestClient, keys: H, **kw: Any) -> str:
+    r = client.post("/v1/campaigns", json=campaign_body(**kw), headers=keys["campaign_manager"])
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def add_consent(client: TestClient, keys: H, phone: str, **kw: Any) -> None:
+    obtained = kw.pop("obtained_at", T0 - days(30))
+    r = client.post("/v1/consents", json=consent_body(obtained, phone, **kw),
+                    headers=keys["campaign_manager"])
+    assert r.status_code == 201, r.text
+
+
+def submit(client: TestClient, keys: H, cid: str, rows: Any, **params: Any) -> Any:
+    return client.post(f"/v1/campaigns/{cid}/calls", json=rows, params=params,
+                       headers=keys["campaign_manager"])
+
+
+def row(ext: str, phone: str, **kw: Any) -> dict[str, Any]:
+    return {"external_id": ext, "patient_ref": f"MRN-{ext}", "phone": phone, **kw}
+
+
+def to_csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    columns = columns or ["external_id", "patient_ref", "phone", "not_before", "not_after",
+                          "postal_code", "state", "priority"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def counts(rt: Runtime) -> tuple[int, int, int]:
+    with rt.db.read() as s:
+        return (
+            s.scalar(select(func.count()).select_from(Call)) or 0,
+            s.scalar(select(func.count()).select_from(Refusal)) or 0,
+            s.scalar(select(func.count()).select_from(AuditEntry)) or 0,
+        )
+
+
+def codes_of(result: dict[str, Any]) -> list[str]:
+    return [r["code"] for r in result["reasons"]]
+
+
+def assert_no_phone(text: str, phones: list[str]) -> None:
+    for p in phones:
+        assert digits(p) not in text
+
+
+def bulk_consents(rt: Runtime, phones: list[str]) -> None:
+    """Written consents inserted directly (fast set-up for big lists)."""
+    with rt.db.write() as s:
+        s.execute(insert(Consent), [
+            {"id": str(uuid.uuid4()), "phone": p, "patient_ref": "MRN-x",
+             "channels": ["autodialed_voice"], "purposes": ["*"], "method": "written",
+             "obtained_at": T0 - days(10), "evidence_ref": "scan://x", "expires_at": None,
+             "recorded_by": "test", "recorded_at": T0 - days(10)}
+            for p in phones
+        ])
+
+
+# --- every reason code -------------------------------------------------------------------
+
+
+def test_mixed_list_reaches_every_intake_code_in_input_order(
+    client: TestClient, keys: H, runtime: Runtime
+) -> None:
+    cid = new_campaign(client, keys)
+    ok, oral, revoked, expired, sms_only, reminder_only, dnc, late = (num(i) for i in range(8))
+    add_consent(client, keys, ok)
+    add_consent(client, keys, oral, method="oral")
+    add_consent(client, keys, revoked)
+    add_consent(client, keys, expired, obtained_at=T0 - days(60), expires_at=T0 - days(1))
+    add_consent(client, keys, sms_only, channels=["sms"])
+    add_consent(client, keys, reminder_only, purposes=["appointment_reminder"])
+    add_consent(client, keys, dnc)
+    add_consent(client, keys, late)
+    r = client.post("/v1/consents/revocations", json={"phone": revoked, "source": "letter"},
+                    headers=keys["campaign_manager"])
+    assert r.status_code == 201
+    r = client.post("/v1/dnc", json={"phone": dnc, "reason": "asked"},
+                    headers=keys["campaign_manager"])
+    assert r.status_code == 201
+    no_consent = num(8)
+    rows = [
+        row("r1", ok, not_after=(T0 + days(2)).isoformat(), postal_code="63110", state="MO"),
+        row("r2", "12345"),
+        row("r3", num(9), priority="eleven"),
+        row("r4", no_consent),
+        row("r5", oral),
+        row("r6", revoked),
+        row("r7", expired),
+        row("r8", sms_only),
+        row("r9", reminder_only),
+        row("r10", dnc),
+        row("r11", late, not_after=(T0 - timedelta(minutes=1)).isoformat()),
+        row("r1", num(10)),  # same external_id as row 1
+        row("r13", ok),  # same number as row 1, already pending
+    ]
+    res = submit(client, keys, cid, rows)
+    assert res.status_code == 200, res.text
+    body = res.json()
+    results = body["results"]
+    assert [r["row"] for r in results] == list(range(1, 14))
+    assert [r["external_id"] for r in results] == [r["external_id"] for r in rows]
+    statuses = [r["status"] for r in results]
+    assert statuses == [
+        "queued", "invalid", "invalid", "refused", "refused", "refused", "refused",
+        "refused", "refused", "refused", "refused", "duplicate", "duplicate",
+    ]
+    assert (body["accepted"], body["refused"], body["invalid"], body["duplicates"]) == (1, 8, 2, 2)
+    expected = {
+        2: Code.INVALID_PHONE, 3: Code.INVALID_FIELD, 4: Code.NO_CONSENT,
+        5: Code.CONSENT_NOT_WRITTEN, 6: Code.CONSENT_REVOKED, 7: Code.CONSENT_EXPIRED,
+        8: Code.CONSENT_CHANNEL_MISMATCH, 9: Code.CONSENT_PURPOSE_MISMATCH,
+        10: Code.DO_NOT_CALL, 11: Code.DEADLINE_PASSED, 12: Code.DUPLICATE_REQUEST,
+        13: Code.DUPLICATE_REQUEST,
+    }
+    for n, code in expected.items():
+        assert code in codes_of(results[n - 1]), (n, results[n - 1])
+    assert results[0]["reasons"] == [] and results[0]["call_id"]
+    # a revoked number is also on do-not-call; both reasons are given
+    assert set(codes_of(results[5])) == {"DO_NOT_CALL", "CONSENT_REVOKED"}
+    # INVALID_FIELD names the field, not the value
+    bad = results[2]["reasons"][0]
+    assert bad["details"]["field"] == "priority" and "eleven" not in bad["message"]
+    for r in results:
+        for reason in r["reasons"]:
+            assert {"code", "message", "rule"} <= set(reason)
+    assert_no_phone(res.text, [ok, oral, revoked, expired, sms_only, reminder_only, dnc, late,
+                               no_consent, num(9), num(10)])
+    # stored: one queued call, refused calls with their refusal rows, invalid rows logged
+    with runtime.db.read() as s:
+        stored = {c.external_id: c.status for c in s.scalars(select(Call))}
+        refusal_rows = {r.row: r for r in s.scalars(select(Refusal))}
+    assert stored["r1"] == "queued" and stored["r4"] == "refused"
+    assert "r2" not in stored and "r13" not in stored
+    assert sorted(refusal_rows) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+    assert refusal_rows[2].status == "invalid" and refusal_rows[2].phone is None
+    assert refusal_rows[10].code == "DO_NOT_CALL"
+    assert all(r.stage == "intake" for r in refusal_rows.values())
+
+
+def test_purpose_no_longer_allowed_by_policy_refuses_rows(
+    client: TestClient, keys: H, runtime: Runtime
+) -> None:
+    cid = new_campaign(client, keys)
+    add_consent(client, keys, num(0))
+    text = resources.files("config").joinpath("policy.toml").read_text()
+    before = "[purposes.discharge_followup]\nallowed = true"
+    assert before in text
+    runtime.policy = parse_policy(
+        text.replace(before, "[purposes.discharge_followup]\nallowed = false").encode()
+    )
+    res = submit(client, keys, cid, [row("a", num(0))])
+    assert res.status_code == 200
+    r = res.json()["results"][0]
+    assert r["status"] == "refused" and codes_of(r) == ["PURPOSE_NOT_ALLOWED"]
+    with runtime.db.read() as s:
+        ref = s.scalars(select(Refusal)).one()
+    assert ref.policy_version == runtime.policy_version and ref.code == "PURPOSE_NOT_ALLOWED"
+
+
+# --- CSV ---------------------------------------------------------------------------------
+
+
+def test_csv_bad_rows_never_fail_good_ones(client: TestClient, keys: H) -> None:
+    cid = new_campaign(client, keys)
+    phones = [num(i) for i in range(7)]
+    for p in phones:
+        add_consent(client, keys, p)
+    rows = [
+        row("good-1", phones[0], state="MO", postal_code="63110-1234", priority="3"),
+        row("bad-date", phones[1], not_after="next tuesday"),
+        row("", phones[2]),  # missing external_id
+        row("naive", phones[3], not_before="2026-11-25T09:00:00"),
+        row("bad-prio", phones[4], priority="0"),
+        row("bad-state", phones[5], state="ZZ"),
+        row("good-2", phones[6], not_before=(T0 + days(1)).isoformat()),
+    ]
+    res = client.post(f"/v1/campaigns/{cid}/calls", content=to_csv(rows),
+                      headers={**keys["campaign_manager"], "Content-Type": "text/csv"})
+    assert res.status_code == 200, res.text
+    results = res.json()["results"]
+    assert [r["status"] for r in results] == [
+        "queued", "invalid", "invalid", "invalid", "invalid", "invalid", "queued"]
+    fields = [r["reasons"][0]["details"]["field"] for r in results[1:6]]
+    assert fields == ["not_after", "external_id", "not_before", "priority", "state"]
+    assert "UTC offset" in results[3]["reasons"][0]["message"]
+    assert_no_phone(res.text, phones)
+
+
+def test_csv_with_bom_and_latin1(client: TestClient, keys: H, runtime: Runtime) -> None:
+    cid = new_campaign(client, keys)
+    add_consent(client, keys, num(0))
+    add_consent(client, keys, num(1))
+    header = "external_id,patient_ref,phone\n"
+    utf8 = ("\ufeff" + header + f"enc-é1,MRN-Zoë,{num(0)}\n").encode("utf-8")
+    latin = (header + f"enc-é2,MRN-Müller,{num(1)}\n").encode("latin-1")
+    for body in (utf8, latin):
+        res = client.post(f"/v1/campaigns/{cid}/calls", content=body,
+                          headers={**keys["campaign_manager"],
+                                   "Content-Type": "text/csv; charset=whatever"})
+        assert res.status_code == 200, res.text
+        assert res.json()["results"][0]["status"] == "queued"
+        assert res.json()["ignored_columns"] == []
+    with runtime.db.read() as s:
+        got = {c.external_id: c.patient_ref for c in s.scalars(select(Call))}
+    assert got == {"enc-é1": "MRN-Zoë", "enc-é2": "MRN-Müller"}
+
+
+def test_multipart_upload(client: TestClient, keys: H) -> None:
+    cid = new_campaign(client, keys)
+    add_consent(client, keys, num(0))
+    data = to_csv([row("m1", num(0)), row("m2", "not a phone")]).encode()
+    res = client.post(f"/v1/campaigns/{cid}/calls", files={"file": ("list.csv", data, "text/csv")},
+                      headers=keys["campaign_manager"])
+    assert res.status_code == 200, res.text
+    assert [r["status"] for r in res.json()["results"]] == ["queued", "invalid"]
+    no_file = client.post(f"/v1/campaigns/{cid}/calls", files={"note": (None, "hello")},
+                          headers=keys["campaign_manager"])
+    assert no_file.status_code == 422
+    assert no_file.json()["error"]["details"][0]["field"] == "body.file"
+
+
+def test_csv_header_without_required_columns(client: TestClient, keys: H) -> None:
+    cid = new_campaign(client, keys)
+    res = client.post(f"/v1/campaigns/{cid}/calls", content="patient_ref,tel\nx,y\n",
+                      headers={**keys["campaign_manager"], "Content-Type": "text/csv"})
+    assert res.status_code == 422
+    assert res.json()["error"]["code"] == "VALIDATION_ERROR"
+    fields = {d["field"] for d in res.json()["error"]["details"]}
+    assert fields == {"header.external_id", "header.phone"}
+
+
+# --- hostile field values ----------------------------------------------------------------
+
+
+def test_extreme_values_are_invalid_rows_not_errors(client: TestClient, keys: H) -> None:
+    cid = new_campaign(client, keys)
+    add_consent(client, keys, num(0))
+    rows = [
+        row("y1", num(0), not_before="0001-01-01T00:00:00+01:00"),
+        row("y9999", num(0), not_after="9999-12-31T23:59:59-01:00"),
+        row("zip", num(0), postal_code="\u0661\u0662\u0663\u0664\u0665"),  # Arabic-Indic digits
+        row("nul", num(0) + "\x00"),
+        row("long", "1" * 300),
+        {"external_id": "obj", "phone": {"a": 1}},
+        "not an object",
+        row("ok", num(0)),
+    ]
+    res = submit(client, keys, cid, rows)
+    assert res.status_code == 200, res.text
+    assert [r["status"] for r in res.json()["results"]] == ["invalid"] * 7 + ["queued"]
+    deep = client.post(f"/v1/campaigns/{cid}/calls", content="[" * 100_000 + "]" * 100_000,
+                       headers={**keys["campaign_manager"], "Content-Type": "application/json"})
+    assert deep.status_code == 422 and deep.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+# --- dry run, resubmission ---------------------------------------------------------------
+
+
+def _comparable(body: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in body.items() if k != "dry_run"}
+    out["results"] = [{k: v for k, v in r.items() if k != "call_id"} | {"has_call": bool(r["call_id"])}
+                      for r in body["results"]]
+    return out
+
+
+def test_dry_run_answers_like_the_real_thing_and_stores_nothing(
+    client: TestClient, keys: H, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(intake, "CHUNK_ROWS", 3)  # decisions cross chunk boundaries
+    cid = new_campaign(client, keys)
+    for i in range(6):
+        add_consent(client, keys, num(i))
+    rows = [row(f"d{i}", num(i)) for i in range(6)]
+    rows += [row("d0", num(7)), row("dx", num(1)), row("bad", "x"), row("nc", num(8)),
+             row("d2", num(2))]
+    before = counts(runtime)
+    dry = submit(client, keys, cid, rows, dry_run="true")
+    assert dry.status_code == 200 and dry.json()["dry_run"] is True
+    assert counts(runtime) == before
+    real = submit(client, keys, cid, rows)
+    assert real.status_code == 200 and real.json()["dry_run"] is False
+    assert _comparable(dry.json()) == _comparable(real.json())
+    assert counts(runtime) != before
+
+
+def test_resubmitting_the_same_list_queues_nothing_twice(
+    client: TestClient, keys: H, runtime: Runtime
+) -> None:
+    cid = new_campaign(client, keys)
+    phones = [num(i) for i in range(5)]
+    bulk_consents(runtime, phones)
+    rows = [row(f"e{i}", p) for i, p in enumerate(phones)]
+    first = submit(client, keys, cid, rows).json()
+    assert first["accepted"] == 5
+    second = submit(client, keys, cid, rows).json()
+    assert second["duplicates"] == 5 and second["accepted"] == 0
+    assert all(codes_of(r) == ["DUPLICATE_REQUEST"] and r["call_id"] is None
+               for r in second["results"])
+    with runtime.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Call)) == 5
+
+
+# --- the duplicate race ------------------------------------------------------------------
+
+
+def test_two_identical_lists_racing_queue_each_row_once(
+    client: TestClient, keys: H, runtime: Runtime
+) -> None:
+    cid = new_campaign(client, keys)
+    n = 2000
+    phones = [f"+1{[212, 312, 415, 713, 808][i % 5]}{200 + i // 100}{i:04d}" for i in range(n)]
+    bulk_consents(runtime, phones)
+    body = to_csv([row(f"race-{i}", p) for i, p in enumerate(phones)],
+                  ["external_id", "patient_ref", "phone"]).encode()
+    who = identity(runtime, Role.campaign_manager)
+    barrier = threading.Barrier(2)
+    outcomes: list[intake.IntakeResult] = []
+    errors: list[BaseException] = []
+
+    def go() -> None:
+        try:
+            barrier.wait()
+            outcomes.append(intake.submit_body(runtime, who, cid, body, "csv"))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert len(outcomes) == 2
+    queued = sum(o.counts()["accepted"] for o in outcomes)
+    dups = sum(o.counts()["duplicates"] for o in outcomes)
+    assert (queued, dups) == (n, n)
+    with runtime.db.read() as s:
+        ext = list(s.scalars(select(Call.external_id).where(Call.campaign_id == cid)))
+        statuses = set(s.scalars(select(Call.status)))
+    assert len(ext) == n and len(set(ext)) == n and statuses == {"queued"}
+
+
+# --- limits and errors -------------------------------------------------------------------
+
+
+def test_row_limit_refuses_the_whole_list(client: TestClient, keys: H, runtime: Runtime) -> None:
+    cid = new_campaign(client, keys)
+    runtime.settings = runtime.settings.model_copy(update={"max_list_rows": 3})
+    before = counts(runtime)
+    rows = [row(f"l{i}", num(i)) for i in range(4)]
+    for res in (
+        submit(client, keys, cid, rows),
+        client.post(f"/v1/campaigns/{cid}/calls", content=to_csv(rows),
+                    headers={**keys["campaign_manager"], "Content-Type": "text/csv"}),
+    ):
+        assert res.status_code == 413, res.text
+        err = res.json()["error"]
+        assert err["code"] == "LIST_TOO_LARGE" and err["details"] == {"rows": 4, "limit": 3}
+    assert counts(runtime) == before
+    assert submit(client, keys, cid, rows[:3]).status_code == 200
+
+
+def test_body_too_large(client: TestClient, keys: H, runtime: Runtime) -> None:
+    cid = new_campaign(client, keys)
+    big = "external_id,phone\n" + "x" * (runtime.settings.max_body_bytes + 10)
+    res = client.post(f"/v1/campaigns/{cid}/calls", content=big,
+                      headers={**keys["campaign_manager"], "Content-Type": "text/csv"})
+    assert res.status_code == 413
+    assert res.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_unsupported_content_type_unknown_campaign_and_roles(
+    client: TestClient, keys: H
+) -> None:
+    cid = new_campaign(client, keys)
+    res = client.post(f"/v1/campaigns/{cid}/calls", content="<calls/>",
+                      headers={**keys["campaign_manager"], "Content-Type": "application/xml"})
+    assert res.status_code == 415 and res.json()["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+    res = submit(client, keys, str(uuid.uuid4()), [row("a", num(0))])
+    assert res.status_code == 404 and res.json()["error"]["code"] == "NOT_FOUND"
+    bad = client.post(f"/v1/campaigns/{cid}/calls", content="{not json",
+                      headers={**keys["campaign_manager"], "Content-Type": "application/json"})
+    assert bad.status_code == 422
+    obj = submit(client, keys, cid, {"external_id": "a"})
+    assert obj.status_code == 422
+    for role in ("dialer", "compliance"):
+        r = client.post(f"/v1/campaigns/{cid}/calls", json=[], headers=keys[role])
+        assert r.status_code == 403
+    assert json.loads(submit(client, keys, cid, []).text)["results"] == []
