@@ -34,12 +34,15 @@ def upgrade() -> None:
     sa.UniqueConstraint('key_hash', name=op.f('uq_api_keys_key_hash')),
     sa.UniqueConstraint('name', name=op.f('uq_api_keys_name'))
     )
-    op.create_table('audit_head',
+    audit_head = op.create_table('audit_head',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('hash', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_head'))
     )
+    # The chain's head exists from the start, so that the first concurrent appenders all
+    # lock the same row instead of racing to create it.
+    op.bulk_insert(audit_head, [{'id': 1, 'seq': 0, 'hash': '0' * 64}])
     op.create_table('audit_log',
     sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
     sa.Column('at', dialer.db.UTCDateTime(timezone=True), nullable=False),
