@@ -15,7 +15,7 @@ from api.middleware import (
     InternalErrorMiddleware,
     SecurityHeadersMiddleware,
 )
-from api.routers import calls, campaigns, compliance, consents, dnc, health, queue, review
+from api.routers import calls, campaigns, compliance, consents, dnc, health, queue, review, ui
 from dialer.runtime import Runtime, build_runtime
 
 log = logging.getLogger("callgate")
@@ -72,6 +72,8 @@ def create_app(
     app.include_router(health.router)
     for module in (consents, dnc, campaigns, calls, queue, compliance, review):
         app.include_router(module.router, prefix="/v1")
+    app.include_router(ui.router)
+    app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
     # Added first = innermost: errors are answered inside the body limit and the headers.
     app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)

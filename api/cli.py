@@ -6,7 +6,7 @@ import json
 import logging.config
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from api.logconfig import log_config
 from config.clock import SystemClock
 from config.policy import PolicyError, format_hhmm, load_policy
 from config.settings import get_settings
+
+if TYPE_CHECKING:
+    from dialer.db import Database
 
 app = typer.Typer(
     help="callgate: outbound-call compliance engine for healthcare.",
@@ -40,7 +43,7 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _database():  # type: ignore[no-untyped-def]
+def _database() -> Database:
     from dialer.db import Database
     from dialer.migrate import upgrade
 
@@ -161,7 +164,9 @@ def db_upgrade(
 
 @policy_app.command("check")
 def policy_check(
-    file: Annotated[Path | None, typer.Argument(help="Policy TOML (default: the shipped one)")] = None,
+    file: Annotated[
+        Path | None, typer.Argument(help="Policy TOML (default: the shipped one)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Validate a policy file and print the effective policy."""
@@ -250,6 +255,24 @@ def calls_submit(
         console.print(rt_table)
     if counts["invalid"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    seed: Annotated[int, typer.Option(help="Random seed for the synthetic data")] = 7,
+    patients: Annotated[int, typer.Option(help="Synthetic patients", min=50, max=4100)] = 3000,
+    days: Annotated[int, typer.Option(help="Simulated days", min=1, max=14)] = 7,
+    agents: Annotated[int, typer.Option(help="Simulated dialer agents", min=1, max=10)] = 6,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep serving until Ctrl-C")] = False,
+) -> None:
+    """A synthetic organisation and a simulated dialer week against a real HTTP server
+    (throwaway SQLite database, simulated clock); exits 1 if a cap or the audit chain fails."""
+    from dialer.demo import DemoOptions, run_demo
+
+    opts = DemoOptions(seed=seed, patients=patients, days=days, agents=agents, keep=keep)
+    code = run_demo(opts, console)
+    if code:
+        raise typer.Exit(code)
 
 
 def main() -> None:

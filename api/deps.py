@@ -37,7 +37,10 @@ def current_key(
     identity = authenticate(runtime.db, creds.credentials)
     if identity is None:
         raise ApiError(
-            401, "UNAUTHORIZED", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+            401,
+            "UNAUTHORIZED",
+            "unknown or revoked API key",
+            headers={"WWW-Authenticate": "Bearer"},
         )
     request.state.identity = identity
     return identity

@@ -60,7 +60,9 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def envelope(status: int, code: str, message: str, details: Any = None, headers: Any = None):
+def envelope(
+    status: int, code: str, message: str, details: Any = None, headers: Any = None
+) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": details}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -75,21 +77,27 @@ def _field_errors(errors: list[Any]) -> list[dict[str, Any]]:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError):
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return envelope(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(DomainError)
-    async def _domain_error(_: Request, exc: DomainError):
+    async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
         return envelope(KIND_STATUS.get(exc.kind, 422), exc.code, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError):
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return envelope(
             422, "VALIDATION_ERROR", "the request is not valid", _field_errors(list(exc.errors()))
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI/Starlette answer a body they cannot decode (not UTF-8, a broken
+            # multipart) with a bare 400; API.md: an invalid request is 422 VALIDATION_ERROR,
+            # as for malformed JSON.
+            return envelope(422, "VALIDATION_ERROR", "the request body cannot be parsed",
+                            [{"field": "body", "message": "cannot be parsed"}])
         code = STATUS_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
         message = exc.detail if isinstance(exc.detail, str) else code.lower().replace("_", " ")
         if exc.status_code == 404:
@@ -99,7 +107,7 @@ def install(app: FastAPI) -> None:
         return envelope(exc.status_code, code, message, None, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unhandled(request: Request, exc: Exception):
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         # The type only: no request data, no stack trace in the body or at INFO.
         log.error(
             "unhandled error on %s %s: %s",
@@ -122,3 +130,18 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorEnvelope, "description": "The key's role may not do this (`FORBIDDEN`)"},
     422: {"model": ErrorEnvelope, "description": "Invalid request (`VALIDATION_ERROR`, ...)"},
 }
+
+
+def json_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``ERROR_RESPONSES`` for a route whose success body is not JSON (CSV exports): FastAPI
+    documents a ``model`` response in the route's own media type, so these name
+    ``application/json`` explicitly (the ``ErrorEnvelope`` component exists: every other
+    route documents it)."""
+    ref = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    return {
+        s: {
+            "description": ERROR_RESPONSES[s]["description"],
+            "content": {"application/json": {"schema": ref}},
+        }
+        for s in statuses
+    }

@@ -29,6 +29,8 @@ from pydantic import (
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CHANNELS = ("autodialed_voice", "prerecorded_voice", "sms")
+ChannelName = Literal["autodialed_voice", "prerecorded_voice", "sms"]
+_ALL_CHANNELS: tuple[ChannelName, ...] = ("autodialed_voice", "prerecorded_voice", "sms")
 FEDERAL_START = 8 * 60
 FEDERAL_END = 21 * 60
 _HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
@@ -183,9 +185,7 @@ class PurposeSpec(_Strict):
     allowed: bool
     label: str = ""
     rule: str = ""
-    channels: list[Literal["autodialed_voice", "prerecorded_voice", "sms"]] = Field(
-        default_factory=lambda: list(CHANNELS)
-    )
+    channels: list[ChannelName] = Field(default_factory=lambda: list(_ALL_CHANNELS))
     # Prerecorded voice: one minute at most for exempt calls (FCC 15-72 para 147).
     max_duration_seconds: int = Field(default=60, gt=0)
     sms_max_chars: int = Field(default=160, gt=0, le=1600)

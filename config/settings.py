@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     job_interval_seconds: float = Field(default=15.0, gt=0)
     retention_days: int = Field(default=6 * 366, ge=1)
     log_level: str = "INFO"
+    # The compliance dashboard (/ui): automatic logoff after this much inactivity
+    # (45 CFR 164.312(a)(2)(iii)), and after this long in any case.
+    ui_idle_minutes: float = Field(default=15, gt=0)
+    ui_max_hours: float = Field(default=8, gt=0)
 
 
 @lru_cache(maxsize=1)

@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 Channel = Literal["autodialed_voice", "prerecorded_voice", "sms"]
+
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _not_a_timestamp(value: Any) -> Any:
+    # pydantic would read 7 or "7" as a Unix timestamp (1970-01-01T00:00:07Z); API.md: times
+    # are ISO-8601 with an offset, so a number is refused rather than silently misread.
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("must be an ISO-8601 date-time with a UTC offset")
+    return value
+
+
+def _utc_instant(value: datetime) -> datetime:
+    # Year 1 at +01:00 or year 9999 at -01:00 has no UTC date: refused here, not a 500 at the
+    # first comparison or insert.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+
+
+# An instant in a request: ISO-8601 with an offset; no naive times, no Unix timestamps;
+# read as UTC.
+IsoDatetime = Annotated[
+    AwareDatetime, BeforeValidator(_not_a_timestamp), AfterValidator(_utc_instant)
+]
 Method = Literal["written", "electronic_signature", "oral"]
 RevocationSource = Literal[
     "ivr_keypress", "agent", "sms_stop", "web", "letter", "in_person", "voicemail", "email"
@@ -38,9 +73,9 @@ class ConsentIn(BaseModel):
     channels: list[Channel] = Field(min_length=1, max_length=3)
     purposes: list[str] = Field(min_length=1, max_length=64)
     method: Method
-    obtained_at: AwareDatetime
+    obtained_at: IsoDatetime
     evidence_ref: str = Field(default="", max_length=2000)
-    expires_at: AwareDatetime | None = None
+    expires_at: IsoDatetime | None = None
     supersedes_id: str | None = Field(default=None, max_length=36)
 
     @field_validator("channels")
@@ -86,7 +121,7 @@ class RevocationIn(BaseModel):
 
     phone: str = Field(min_length=1, max_length=40)
     source: RevocationSource
-    received_at: AwareDatetime | None = None
+    received_at: IsoDatetime | None = None
 
 
 class RevocationOut(BaseModel):

@@ -47,6 +47,7 @@ DISCLOSURES_IVR = ["provider_name", "callback_number"]
 COMPLETE = {"connected", "voicemail", "opted_out", "wrong_number"}
 RETRY = {"no_answer", "busy", "failed"}
 RESULTS = COMPLETE | RETRY
+CHECK_RANGE = timedelta(days=366)  # how far from now a preflight may ask about
 
 
 @dataclass(frozen=True, slots=True)
@@ -609,6 +610,11 @@ class CheckRequest:
 def check(rt: Runtime, who: Identity, req: CheckRequest) -> dict[str, Any]:
     now = rt.clock.now()
     at = req.at or now
+    if abs(at - now) > CHECK_RANGE:
+        # A preflight is about a real call; the window arithmetic of year 1 or 9999 would
+        # overflow (a 500) rather than answer.
+        raise Invalid("VALIDATION_ERROR", "at must be within a year of now",
+                      [{"field": "body.at", "message": "out of range"}])
     if req.reserve:
         missing = [f for f, v in (("agent_id", req.agent_id), ("agent_name", req.agent_name),
                                   ("campaign_id", req.campaign_id)) if not v]

@@ -659,7 +659,7 @@ def _call_log_csv_row(a: CallLogItem) -> list[Any]:
 
 def export_refusals_csv(
     rt: Runtime, who: Identity, f: RefusalFilter, *, unmask: bool = False,
-    page_size: int = EXPORT_PAGE,
+    page_size: int | None = None,
 ) -> Iterator[str]:
     """The refusal log as CSV text chunks (header first), one keyset page per transaction.
 
@@ -667,6 +667,7 @@ def export_refusals_csv(
     response rather than a broken stream. With ``unmask`` each page's read is audited in
     its own transaction, naming exactly the rows that page exported."""
     _check_range(f.since, f.until)
+    size = page_size or EXPORT_PAGE
 
     def chunks() -> Iterator[str]:
         yield _csv_lines([REFUSAL_CSV_COLUMNS])
@@ -674,12 +675,12 @@ def export_refusals_csv(
         while True:
             unit = rt.db.write() if unmask else rt.db.read()
             with unit as s:
-                rows = _refusal_page(s, f, after, page_size)
+                rows = _refusal_page(s, f, after, size)
                 if unmask and (rows or after is None):
                     _audit_unmask(rt, who, s, "refusals", [r.id for r in rows], "csv")
             if rows:
                 yield _csv_lines([_refusal_csv_row(_refusal_item(r, unmask)) for r in rows])
-            if len(rows) < page_size:
+            if len(rows) < size:
                 return
             after = Cursor(rows[-1].at, rows[-1].id)
 
@@ -688,10 +689,11 @@ def export_refusals_csv(
 
 def export_call_log_csv(
     rt: Runtime, who: Identity, f: CallLogFilter, *, unmask: bool = False,
-    page_size: int = EXPORT_PAGE,
+    page_size: int | None = None,
 ) -> Iterator[str]:
     """The call log as CSV text chunks; see :func:`export_refusals_csv`."""
     _check_range(f.since, f.until)
+    size = page_size or EXPORT_PAGE
 
     def chunks() -> Iterator[str]:
         yield _csv_lines([CALL_LOG_CSV_COLUMNS])
@@ -699,12 +701,12 @@ def export_call_log_csv(
         while True:
             unit = rt.db.write() if unmask else rt.db.read()
             with unit as s:
-                rows = _attempt_page(s, f, after, page_size)
+                rows = _attempt_page(s, f, after, size)
                 if unmask and (rows or after is None):
                     _audit_unmask(rt, who, s, "attempts", [r.id for r in rows], "csv")
             if rows:
                 yield _csv_lines([_call_log_csv_row(_attempt_item(r, unmask)) for r in rows])
-            if len(rows) < page_size:
+            if len(rows) < size:
                 return
             after = Cursor(rows[-1].at, rows[-1].id)
 

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from consent.schemas import IsoDatetime
+
 Channel = Literal["autodialed_voice", "prerecorded_voice", "sms"]
 
 
@@ -82,8 +84,8 @@ class IntakeRowIn(BaseModel):
     external_id: str = Field(max_length=128, examples=["enc-778"])
     patient_ref: str | None = Field(default=None, max_length=128, examples=["MRN-1001"])
     phone: str = Field(max_length=40, examples=["3145550100"])
-    not_before: datetime | None = None
-    not_after: datetime | None = Field(default=None, examples=["2026-11-26T00:00:00Z"])
+    not_before: IsoDatetime | None = None
+    not_after: IsoDatetime | None = Field(default=None, examples=["2026-11-26T00:00:00Z"])
     postal_code: str | None = Field(default=None, examples=["63110"])
     state: str | None = Field(default=None, examples=["MO"])
     priority: int = Field(default=5, ge=1, le=10)
@@ -189,8 +191,8 @@ class OutcomeIn(BaseModel):
     agent_id: str | None = Field(default=None, max_length=128)
     agent_name: str | None = Field(default=None, max_length=200)
     disclosed_callback_number: str | None = Field(default=None, max_length=40)
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
+    started_at: IsoDatetime | None = None
+    ended_at: IsoDatetime | None = None
     result: Literal[
         "connected", "voicemail", "no_answer", "busy", "failed", "wrong_number", "opted_out"
     ]
@@ -240,7 +242,7 @@ class CheckIn(BaseModel):
     channel: Channel = "autodialed_voice"
     state: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")
     postal_code: str | None = Field(default=None, pattern=r"^\d{5}(-?\d{4})?$")
-    at: datetime | None = None
+    at: IsoDatetime | None = None
     reserve: bool = False
     agent_id: str | None = Field(default=None, max_length=128)
     agent_name: str | None = Field(default=None, max_length=200)

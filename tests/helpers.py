@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from dialer.keys import Identity, Role
@@ -75,3 +76,8 @@ def new_id() -> str:
 
 def days(n: float) -> timedelta:
     return timedelta(days=n)
+
+
+# For tests of the HTTP layer whose behaviour cannot depend on the database (envelopes,
+# headers, OpenAPI): run them on SQLite only; every test that touches storage runs on both.
+sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

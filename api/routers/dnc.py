@@ -44,6 +44,7 @@ def get_dnc(phone: PhonePath, rt: RuntimeDep, who: ManagerOrCompliance) -> DncSt
     name="lift_dnc",
     response_model=DncStatus,
     summary="Lift a do-not-call entry (admin only; the entry stays, the lift is audited)",
+    responses={404: {"description": "Not on the list"}},
 )
 def lift_dnc(
     phone: PhonePath,

@@ -23,7 +23,10 @@ from dialer.schemas import (
 
 router = APIRouter(tags=["queue"])
 CallId = Annotated[str, Path(max_length=36)]
-_409: dict[int | str, dict[str, Any]] = {409: {"description": "`LEASE_NOT_HELD`, or the reason the call may not be dialled"}}
+_409: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such call"},
+    409: {"description": "`LEASE_NOT_HELD`, or the reason the call may not be dialled"},
+}
 
 
 @router.post(
@@ -89,6 +92,7 @@ def release_lease(call_id: CallId, body: LeaseRefIn, rt: RuntimeDep, who: Dialer
     name="preflight_check",
     response_model=CheckOut,
     summary="Preflight for manual dials and callbacks; `reserve` counts the attempt at once",
+    responses={404: {"description": "No such campaign (campaign_id)"}},
 )
 def preflight_check(body: CheckIn, rt: RuntimeDep, who: Checker) -> CheckOut:
     out = queue.check(

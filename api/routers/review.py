@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 
 from api.deps import Compliance, RuntimeDep
+from api.errors import json_error_responses
 from config.reasons import Code
+from consent.schemas import IsoDatetime
 from dialer import review
 from dialer.review import CallLogFilter, CallLogPage, RefusalFilter, RefusalPage, RefusalSummary
 
@@ -21,12 +22,12 @@ class CsvResponse(StreamingResponse):
 
 
 Since = Annotated[
-    AwareDatetime | None,
+    IsoDatetime | None,
     Query(description="From this instant, inclusive (ISO-8601 with offset)",
           examples=["2026-11-01T00:00:00Z"]),
 ]
 Until = Annotated[
-    AwareDatetime | None,
+    IsoDatetime | None,
     Query(description="Up to this instant, exclusive (ISO-8601 with offset)",
           examples=["2026-12-01T00:00:00Z"]),
 ]
@@ -81,6 +82,7 @@ CallLogFilterDep = Annotated[CallLogFilter, Depends(call_log_filter)]
 
 def _csv(filename: str, example: str) -> dict[int | str, dict[str, Any]]:
     return {
+        **json_error_responses(401, 403, 422),
         200: {
             "description": f"CSV (header row first), streamed; attachment {filename}",
             "content": {"text/csv": {"schema": {"type": "string"}, "example": example}},

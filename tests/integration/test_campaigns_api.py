@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from dialer.keys import Role
@@ -63,78 +63,64 @@ def test_unknown_campaign_404(client: TestClient, keys: Keys) -> None:
     assert resp.json()["error"]["code"] == "NOT_FOUND"
 
 
-@pytest.mark.parametrize("purpose", ["billing", "collections", "marketing", "fundraising", "survey"])
-def test_not_allowed_purpose(client: TestClient, keys: Keys, runtime: Runtime, purpose: str) -> None:
-    resp = client.post("/v1/campaigns", json=campaign_body(purpose=purpose), headers=keys["admin"])
-    assert resp.status_code == 422, resp.text
-    err = resp.json()["error"]
-    assert err["code"] == "PURPOSE_NOT_ALLOWED"
-    assert err["details"]["field"] == "purpose"
-    assert err["details"]["rule"] == runtime.policy.purposes[purpose].rule
+NOT_ALLOWED = ["billing", "collections", "marketing", "fundraising", "survey"]
+
+
+def _refused(client: TestClient, keys: Keys, case: object, **overrides: object) -> dict[str, Any]:
+    resp = client.post("/v1/campaigns", json=campaign_body(**overrides), headers=keys["admin"])
+    assert resp.status_code == 422, (case, resp.text)
+    assert "0199" not in resp.text and "555" not in resp.text, case
+    return resp.json()["error"]  # type: ignore[no-any-return]
+
+
+def test_not_allowed_purposes(client: TestClient, keys: Keys, runtime: Runtime) -> None:
+    for purpose in NOT_ALLOWED:
+        err = _refused(client, keys, purpose, purpose=purpose)
+        assert err["code"] == "PURPOSE_NOT_ALLOWED", purpose
+        assert err["details"]["field"] == "purpose", purpose
+        assert err["details"]["rule"] == runtime.policy.purposes[purpose].rule, purpose
     assert audit_entries(runtime, "campaign.created") == []
 
 
 def test_unknown_purpose(client: TestClient, keys: Keys) -> None:
-    resp = client.post("/v1/campaigns", json=campaign_body(purpose="car_warranty"),
-                       headers=keys["admin"])
-    assert resp.status_code == 422
-    assert resp.json()["error"]["code"] == "PURPOSE_UNKNOWN"
-    assert resp.json()["error"]["details"]["field"] == "purpose"
+    err = _refused(client, keys, "unknown", purpose="car_warranty")
+    assert err["code"] == "PURPOSE_UNKNOWN"
+    assert err["details"]["field"] == "purpose"
 
 
-@pytest.mark.parametrize(
-    "window", [{"start": "07:30", "end": "18:00"}, {"start": "09:00", "end": "21:30"},
-               {"start": "00:00", "end": "24:00"}]
-)
-def test_wider_window_refused(client: TestClient, keys: Keys, window: dict[str, str]) -> None:
-    resp = client.post("/v1/campaigns", json=campaign_body(calling_window=window),
-                       headers=keys["admin"])
-    assert resp.status_code == 422, resp.text
-    err = resp.json()["error"]
-    assert err["code"] == "WINDOW_WIDER_THAN_POLICY"
-    assert err["details"]["field"] == "calling_window"
-    assert err["details"]["policy"] == {"start": "08:00", "end": "21:00"}
+def test_windows(client: TestClient, keys: Keys, runtime: Runtime) -> None:
+    wider = [("07:30", "18:00"), ("09:00", "21:30"), ("00:00", "24:00")]
+    for start, end in wider:
+        err = _refused(client, keys, (start, end), calling_window={"start": start, "end": end})
+        assert err["code"] == "WINDOW_WIDER_THAN_POLICY", (start, end)
+        assert err["details"]["field"] == "calling_window"
+        assert err["details"]["policy"] == {"start": "08:00", "end": "21:00"}
 
+    malformed = [("18:00", "09:00"), ("12:00", "12:00"), ("25:00", "26:00"), ("9:00", "18:00")]
+    for start, end in malformed:
+        err = _refused(client, keys, (start, end), calling_window={"start": start, "end": end})
+        assert err["code"] == "VALIDATION_ERROR", (start, end)
+        fields = [d["field"] for d in err["details"]]
+        assert any(f.startswith("body.calling_window") for f in fields), (start, end)
+        # The problem itself is said, not just "invalid".
+        assert all(d["message"] and "validation error for" not in d["message"]
+                   for d in err["details"]), err
+    assert audit_entries(runtime, "campaign.created") == []
 
-def test_full_policy_window_is_allowed(client: TestClient, keys: Keys) -> None:
     resp = client.post("/v1/campaigns", json=campaign_body(
         calling_window={"start": "08:00", "end": "21:00"}), headers=keys["admin"])
     assert resp.status_code == 201, resp.text
 
 
-@pytest.mark.parametrize(
-    "window",
-    [{"start": "18:00", "end": "09:00"}, {"start": "12:00", "end": "12:00"},
-     {"start": "25:00", "end": "26:00"}, {"start": "9:00", "end": "18:00"}],
-)
-def test_malformed_window(client: TestClient, keys: Keys, window: dict[str, str]) -> None:
-    resp = client.post("/v1/campaigns", json=campaign_body(calling_window=window),
-                       headers=keys["admin"])
-    assert resp.status_code == 422, resp.text
-    err = resp.json()["error"]
-    assert err["code"] == "VALIDATION_ERROR"
-    fields = [d["field"] for d in err["details"]]
-    assert any(f.startswith("body.calling_window") for f in fields)
-    # The problem itself is said, not just "invalid".
-    assert all(d["message"] and "validation error for" not in d["message"]
-               for d in err["details"])
-
-
-@pytest.mark.parametrize(
-    ("number", "failed"),
-    [("+1 314 555 01", "is not a valid number"), ("+1 900 200 0199", "premium-rate"),
-     ("+44 20 7946 0199", "allowed region"), ("not a number", "not a phone number")],
-)
-def test_invalid_callback_number(client: TestClient, keys: Keys, number: str, failed: str) -> None:
-    resp = client.post("/v1/campaigns", json=campaign_body(callback_number=number),
-                       headers=keys["admin"])
-    assert resp.status_code == 422, resp.text
-    err = resp.json()["error"]
-    assert err["code"] == "INVALID_PHONE"
-    assert err["details"] == {"field": "callback_number"}
-    assert err["message"].startswith("callback_number")
-    assert failed in err["message"]
-    assert "0199" not in resp.text and "555" not in resp.text
+def test_invalid_callback_numbers(client: TestClient, keys: Keys) -> None:
+    cases = [("+1 314 555 01", "is not a valid number"), ("+1 900 200 0199", "premium-rate"),
+             ("+44 20 7946 0199", "allowed region"), ("not a number", "not a phone number")]
+    for number, failed in cases:
+        err = _refused(client, keys, number, callback_number=number)
+        assert err["code"] == "INVALID_PHONE", number
+        assert err["details"] == {"field": "callback_number"}, number
+        assert err["message"].startswith("callback_number"), number
+        assert failed in err["message"], number
 
 
 def test_body_validation(client: TestClient, keys: Keys) -> None:

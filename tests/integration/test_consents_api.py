@@ -58,7 +58,9 @@ def test_record_consent(client: TestClient, keys: Keys, runtime: Runtime, clock:
     assert _decide(runtime, purpose="billing").reasons[0].code is Code.CONSENT_PURPOSE_MISMATCH
 
 
-def test_compliance_may_read_but_not_record(client: TestClient, keys: Keys, clock: FakeClock) -> None:
+def test_compliance_may_read_but_not_record(
+    client: TestClient, keys: Keys, clock: FakeClock
+) -> None:
     resp = client.post("/v1/consents", json=consent_body(clock.now()), headers=keys["compliance"])
     assert resp.status_code == 403
     resp = client.get("/v1/consents", params={"phone": PHONE}, headers=keys["compliance"])

@@ -15,10 +15,11 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.middleware import SECURITY_HEADERS
 from dialer.runtime import Runtime
-from tests.helpers import PHONE_DIGITS, campaign_body, consent_body
+from tests.helpers import PHONE_DIGITS, campaign_body, consent_body, sqlite_only
 
 Keys = dict[str, dict[str, str]]
 LIMIT = 2 * 1024 * 1024
+JSON = {"content-type": "application/json"}
 
 
 def assert_envelope(resp: Any, status: int, code: str) -> dict[str, Any]:
@@ -39,6 +40,7 @@ def assert_security_headers(resp: Any) -> None:
     assert resp.headers["x-frame-options"] == "DENY"
 
 
+@sqlite_only
 def test_validation_error_names_fields_and_echoes_no_values(
     client: TestClient, keys: Keys, clock: Any
 ) -> None:
@@ -57,6 +59,7 @@ def test_validation_error_names_fields_and_echoes_no_values(
     assert_security_headers(resp)
 
 
+@sqlite_only
 def test_validation_error_on_query_and_path(client: TestClient, keys: Keys) -> None:
     resp = client.get("/v1/consents", headers=keys["admin"])
     err = assert_envelope(resp, 422, "VALIDATION_ERROR")
@@ -67,6 +70,7 @@ def test_validation_error_on_query_and_path(client: TestClient, keys: Keys) -> N
     assert PHONE_DIGITS not in resp.text
 
 
+@sqlite_only
 def test_invalid_json_is_a_validation_error(client: TestClient, keys: Keys) -> None:
     resp = client.post(
         "/v1/campaigns",
@@ -77,12 +81,14 @@ def test_invalid_json_is_a_validation_error(client: TestClient, keys: Keys) -> N
     assert PHONE_DIGITS not in resp.text
 
 
+@sqlite_only
 def test_wrong_type_body_echoes_nothing(client: TestClient, keys: Keys) -> None:
     resp = client.post("/v1/dnc", json=["+1 314 555 0100"], headers=keys["admin"])
     assert_envelope(resp, 422, "VALIDATION_ERROR")
     assert PHONE_DIGITS not in resp.text
 
 
+@sqlite_only
 def test_unknown_route_404(client: TestClient, keys: Keys) -> None:
     resp = client.get("/v1/no-such-thing/3145550100", headers=keys["admin"])
     assert_envelope(resp, 404, "NOT_FOUND")
@@ -90,6 +96,7 @@ def test_unknown_route_404(client: TestClient, keys: Keys) -> None:
     assert_security_headers(resp)
 
 
+@sqlite_only
 def test_wrong_method_405(client: TestClient, keys: Keys) -> None:
     resp = client.put("/v1/campaigns", json={}, headers=keys["admin"])
     assert_envelope(resp, 405, "METHOD_NOT_ALLOWED")
@@ -97,6 +104,7 @@ def test_wrong_method_405(client: TestClient, keys: Keys) -> None:
     assert_security_headers(resp)
 
 
+@sqlite_only
 def test_body_over_limit_by_content_length_413(client: TestClient, keys: Keys) -> None:
     big = json.dumps(campaign_body(name="x" * (LIMIT + 10))).encode()
     resp = client.post(
@@ -107,6 +115,7 @@ def test_body_over_limit_by_content_length_413(client: TestClient, keys: Keys) -
     assert_security_headers(resp)
 
 
+@sqlite_only
 def test_body_over_limit_chunked_413(client: TestClient, keys: Keys) -> None:
     chunk = b" " * (256 * 1024)
 
@@ -116,14 +125,13 @@ def test_body_over_limit_chunked_413(client: TestClient, keys: Keys) -> None:
             yield chunk
         yield b'"}'
 
-    resp = client.post(
-        "/v1/campaigns", content=body(), headers={**keys["admin"], "content-type": "application/json"}
-    )
+    resp = client.post("/v1/campaigns", content=body(), headers={**keys["admin"], **JSON})
     assert "content-length" not in resp.request.headers
     assert resp.request.headers.get("transfer-encoding") == "chunked"
     assert_envelope(resp, 413, "PAYLOAD_TOO_LARGE")
 
 
+@sqlite_only
 def test_body_under_limit_chunked_is_read(client: TestClient, keys: Keys) -> None:
     payload = json.dumps(campaign_body()).encode()
 
@@ -131,9 +139,7 @@ def test_body_under_limit_chunked_is_read(client: TestClient, keys: Keys) -> Non
         yield payload[:10]
         yield payload[10:]
 
-    resp = client.post(
-        "/v1/campaigns", content=body(), headers={**keys["admin"], "content-type": "application/json"}
-    )
+    resp = client.post("/v1/campaigns", content=body(), headers={**keys["admin"], **JSON})
     assert resp.status_code == 201, resp.text
 
 
@@ -148,10 +154,14 @@ def failing_app(runtime: Runtime) -> FastAPI:
     return app
 
 
+@sqlite_only
 def test_unhandled_error_500_without_stack_trace(
     failing_app: FastAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.DEBUG), TestClient(failing_app, raise_server_exceptions=False) as c:
+    with (
+        caplog.at_level(logging.DEBUG),
+        TestClient(failing_app, raise_server_exceptions=False) as c,
+    ):
         resp = c.get("/boom")
     err = assert_envelope(resp, 500, "INTERNAL_ERROR")
     assert err["details"] is None
@@ -164,6 +174,7 @@ def test_unhandled_error_500_without_stack_trace(
     assert all(PHONE_DIGITS not in r.getMessage() for r in errors)
 
 
+@sqlite_only
 def test_unhandled_error_does_not_escape_the_app(failing_app: FastAPI) -> None:
     """The exception is answered, not re-raised to the server (which would log its traceback,
     message included, where a phone number may sit)."""
@@ -172,6 +183,7 @@ def test_unhandled_error_does_not_escape_the_app(failing_app: FastAPI) -> None:
     assert_envelope(resp, 500, "INTERNAL_ERROR")
 
 
+@sqlite_only
 def test_success_responses_carry_security_headers(client: TestClient) -> None:
     resp = client.get("/healthz")
     assert_security_headers(resp)
@@ -184,6 +196,7 @@ def test_healthz(client: TestClient) -> None:
     assert resp.json() == {"status": "ok", "database": "ok"}
 
 
+@sqlite_only
 def test_healthz_reports_an_unreachable_database(runtime: Runtime) -> None:
     from dialer.db import Database
 
@@ -200,6 +213,7 @@ def test_healthz_reports_an_unreachable_database(runtime: Runtime) -> None:
     assert err["details"] == {"database": "error"}
 
 
+@sqlite_only
 def test_openapi_document(client: TestClient) -> None:
     resp = client.get("/openapi.json")
     assert resp.status_code == 200

@@ -24,7 +24,10 @@ def test_unknown_purpose() -> None:
     assert d.reasons[0].rule == REASONS[Code.PURPOSE_UNKNOWN].rule
 
 
-@pytest.mark.parametrize("purpose", ["billing", "collections", "marketing", "fundraising", "survey"])
+NOT_ALLOWED = ["billing", "collections", "marketing", "fundraising", "survey"]
+
+
+@pytest.mark.parametrize("purpose", NOT_ALLOWED)
 def test_not_allowed_purpose_cites_its_own_rule(purpose: str) -> None:
     d = decide(POLICY, purpose)
     assert not d.allowed

@@ -35,12 +35,15 @@ ALASKA_NUMBER = "+19075550100"  # 907: Alaska -> America/Adak + America/Anchorag
 NO_ZONE_NUMBER = "+15555550100"  # area code 555 is unassigned: phonenumbers has no zone
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def local(
+    tz: ZoneInfo, y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0, us: int = 0
+) -> datetime:
+    """A wall-clock time in ``tz`` (fold=0 for repeated times)."""
+    return datetime(y, mo, d, h, mi, s, us, tzinfo=tz)
 
 
-def local(tz: ZoneInfo, *args: int) -> datetime:
-    return datetime(*args, tzinfo=tz)  # type: ignore[misc]
+def utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0, us: int = 0) -> datetime:
+    return datetime(y, mo, d, h, mi, s, us, tzinfo=UTC)
 
 
 def zones(*names: str) -> list[CandidateZone]:

@@ -1,0 +1,384 @@
+"""The compliance reviewer's dashboard: server-rendered pages under ``/ui``.
+
+HTTP only: sessions live in :mod:`dialer.ui_sessions`, figures, filters, reveals and the
+audit of every patient-data view in :mod:`dialer.dashboard`, the logs in :mod:`dialer.review`.
+Every response here is ``Cache-Control: no-store``; a request without a live session is sent
+to the sign-in page; every POST carries the session's CSRF token. Pages are left out of the
+OpenAPI document (they are not part of the JSON contract).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from importlib.resources import files
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+import jinja2
+from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from api.deps import RuntimeDep
+from config.errors import DomainError
+from config.reasons import Code
+from consent.phones import mask
+from dialer import dashboard, review, ui_sessions
+from dialer.ui_sessions import UiUser
+
+STATIC_PATH = "/ui/static"
+LOGIN = "/ui/login"
+NOTICES = {
+    ui_sessions.LOGOUT: "You have signed out.",
+    ui_sessions.IDLE: "You were signed out automatically after a period without activity.",
+    ui_sessions.ABSOLUTE: "Your session reached its time limit; please sign in again.",
+    ui_sessions.KEY_REVOKED: "Your key is no longer valid for the dashboard.",
+}
+
+
+def _utc(value: datetime | None, seconds: bool = True) -> str:
+    if value is None:
+        return ""
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("api", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["utc"] = _utc
+    env.filters["ts"] = lambda v: v.strftime("%Y-%m-%d %H:%M:%S") if v else ""
+    env.filters["mask"] = lambda p: mask(p) if p else ""
+    env.globals["static"] = lambda name: f"{STATIC_PATH}/{name}"
+    return env
+
+
+templates = Jinja2Templates(env=_environment())
+
+
+def static_files() -> StaticFiles:
+    """The stylesheet, from the installed package (works after a non-editable install)."""
+    return StaticFiles(directory=str(files("api") / "static"))
+
+
+class LoginRequired(Exception):
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__(reason or "login required")
+        self.reason = reason
+
+
+class CsrfRejected(Exception):
+    pass
+
+
+def _login_redirect(reason: str | None) -> RedirectResponse:
+    url = LOGIN + (f"?{urlencode({'reason': reason})}" if reason else "")
+    resp = RedirectResponse(url, status_code=303)
+    resp.delete_cookie(ui_sessions.COOKIE, path="/ui")
+    return resp
+
+
+class UiRoute(APIRoute):
+    """Turns "no live session" into a redirect to sign in, a failed CSRF check into a 403
+    page and a domain error into an error page; marks every response ``no-store``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except LoginRequired as exc:
+                response = _login_redirect(exc.reason)
+            except CsrfRejected:
+                response = _error(request, 403, "This form has expired or did not come from "
+                                  "this site. Go back, reload the page and try again.")
+            except DomainError as exc:
+                response = _error(request, 400, exc.message)
+            response.headers["Cache-Control"] = "no-store"
+            response.headers["Pragma"] = "no-cache"
+            return response
+
+        return guarded
+
+
+router = APIRouter(prefix="/ui", include_in_schema=False, route_class=UiRoute)
+
+
+def _error(request: Request, status: int, message: str) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request, "error.html", {"message": message, "user": None, "nav": ""},
+        status_code=status,
+    )
+
+
+# --- session dependencies -------------------------------------------------------------------
+
+
+def ui_user(request: Request, rt: RuntimeDep) -> UiUser:
+    resumed = ui_sessions.resume(rt, request.cookies.get(ui_sessions.COOKIE))
+    if resumed.user is None:
+        raise LoginRequired(resumed.ended)
+    return resumed.user
+
+
+User = Annotated[UiUser, Depends(ui_user)]
+
+
+def form_user(user: User, csrf: Annotated[str, Form(max_length=200)] = "") -> UiUser:
+    if not ui_sessions.same_token(user.csrf_token, csrf):
+        raise CsrfRejected
+    return user
+
+
+FormUser = Annotated[UiUser, Depends(form_user)]
+
+
+def _page(
+    request: Request, rt: RuntimeDep, name: str, user: UiUser, nav: str,
+    status_code: int = 200, **context: Any,
+) -> HTMLResponse:
+    idle = rt.settings.ui_idle_minutes * 60
+    return templates.TemplateResponse(
+        request,
+        name,
+        {
+            "user": user,
+            "csrf": user.csrf_token,
+            "nav": nav,
+            # The page leaves the screen when the session would have timed out (no script:
+            # a meta refresh), so patient data does not stay on an unattended display.
+            "refresh_seconds": max(1, int(idle + 1)),
+            "idle_minutes": rt.settings.ui_idle_minutes,
+            "now": rt.clock.now(),
+            **context,
+        },
+        status_code=status_code,
+    )
+
+
+# --- sign in / sign out ---------------------------------------------------------------------
+
+
+def _login_page(
+    request: Request, status: int, error: str | None, notice: str | None, signed_in: bool
+) -> HTMLResponse:
+    token = ui_sessions.new_token()
+    resp = templates.TemplateResponse(
+        request,
+        "login.html",
+        {"user": None, "nav": "", "login_csrf": token, "error": error, "notice": notice,
+         "signed_in": signed_in},
+        status_code=status,
+    )
+    resp.set_cookie(
+        ui_sessions.LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/ui",
+        secure=request.url.scheme == "https",
+    )
+    return resp
+
+
+@router.get("/login", name="ui_login_form")
+def login_form(request: Request, rt: RuntimeDep, reason: str | None = None) -> HTMLResponse:
+    # Looking does not count as activity: an expired session is ended (and audited) here.
+    resumed = ui_sessions.resume(rt, request.cookies.get(ui_sessions.COOKIE), touch=False)
+    if resumed.user is not None:
+        return _login_page(request, 200, None, None, True)
+    shown = resumed.ended if resumed.ended in NOTICES else reason
+    return _login_page(request, 200, None, NOTICES.get(shown or ""), False)
+
+
+@router.post("/login", name="ui_login")
+def login(
+    request: Request,
+    rt: RuntimeDep,
+    key: Annotated[str, Form(max_length=200)] = "",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    if not ui_sessions.same_token(request.cookies.get(ui_sessions.LOGIN_CSRF_COOKIE), csrf):
+        return _login_page(request, 403, "The sign-in form expired. Please try again.", None,
+                           False)
+    if not key.strip():
+        return _login_page(request, 400, "Enter your API key.", None, False)
+    try:
+        token, _user = ui_sessions.login(rt, key)
+    except ui_sessions.LoginRefused as exc:
+        return _login_page(request, 403, exc.message, None, False)
+    resp = RedirectResponse("/ui/", status_code=303)
+    resp.set_cookie(
+        ui_sessions.COOKIE, token, httponly=True, samesite="strict", path="/ui",
+        secure=request.url.scheme == "https",
+    )
+    resp.delete_cookie(ui_sessions.LOGIN_CSRF_COOKIE, path="/ui")
+    return resp
+
+
+@router.post("/logout", name="ui_logout")
+def logout(rt: RuntimeDep, user: FormUser) -> Response:
+    ui_sessions.logout(rt, user)
+    return _login_redirect(ui_sessions.LOGOUT)
+
+
+# --- overview ---------------------------------------------------------------------------------
+
+
+@router.get("/", name="ui_overview")
+def overview(request: Request, rt: RuntimeDep, user: User) -> HTMLResponse:
+    return _page(request, rt, "overview.html", user, "overview", ov=dashboard.overview(rt))
+
+
+# --- the refusal log --------------------------------------------------------------------------
+
+
+def _refusals_page(
+    request: Request, rt: RuntimeDep, user: UiUser, params: dict[str, str],
+    cursor: str | None, revealed: dict[int, str],
+) -> HTMLResponse:
+    camps = dashboard.campaigns(rt)
+    f, form = dashboard.refusal_filter(params, [c.id for c in camps])
+    page = review.list_refusals(rt, user.identity, f, limit=dashboard.PAGE_SIZE,
+                                cursor=cursor or None)
+    dashboard.record_view(rt, user.identity, "ui.refusals", "refusals",
+                          {"refusals": [i.id for i in page.items]})
+    query = {k: v for k, v in form.values.items() if v}
+    return _page(
+        request, rt, "refusals.html", user, "refusals",
+        items=page.items, revealed=revealed, form=form, campaigns=camps,
+        names={c.id: c.name for c in camps}, codes=[c.value for c in Code],
+        stages=dashboard.STAGES, cursor=cursor or "",
+        next_url=("/ui/refusals?" + urlencode({**query, "cursor": page.next_cursor}))
+        if page.next_cursor else None,
+        csv_url="/ui/refusals.csv" + (f"?{urlencode(query)}" if query else ""),
+    )
+
+
+@router.get("/refusals", name="ui_refusals")
+def refusals(request: Request, rt: RuntimeDep, user: User) -> HTMLResponse:
+    params = dict(request.query_params)
+    return _refusals_page(request, rt, user, params, params.get("cursor"), {})
+
+
+FormText = Annotated[str, Form(max_length=512)]
+
+
+@router.post("/refusals/reveal", name="ui_reveal_refusal")
+def reveal(
+    request: Request,
+    rt: RuntimeDep,
+    user: FormUser,
+    refusal_id: Annotated[int, Form()],
+    since: FormText = "",
+    until: FormText = "",
+    campaign_id: FormText = "",
+    code: FormText = "",
+    stage: FormText = "",
+    cursor: FormText = "",
+) -> HTMLResponse:
+    """The same page, with one row's phone shown in full; the reveal is audited."""
+    phone = dashboard.reveal_refusal(rt, user.identity, refusal_id)
+    params = {"since": since, "until": until, "campaign_id": campaign_id, "code": code,
+              "stage": stage}
+    return _refusals_page(request, rt, user, params, cursor or None,
+                          {refusal_id: phone} if phone else {})
+
+
+def _csv(chunks: Any, filename: str) -> StreamingResponse:
+    return StreamingResponse(
+        chunks, media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/refusals.csv", name="ui_refusals_csv")
+def refusals_csv(request: Request, rt: RuntimeDep, user: User) -> StreamingResponse:
+    f, _form = dashboard.refusal_filter(
+        dict(request.query_params), [c.id for c in dashboard.campaigns(rt)]
+    )
+    chunks = review.export_refusals_csv(rt, user.identity, f)
+    dashboard.record_view(rt, user.identity, "ui.refusals.csv", "refusals",
+                          {"filter": dashboard.filter_payload(f)})
+    return _csv(chunks, "refusals.csv")
+
+
+# --- the call log -----------------------------------------------------------------------------
+
+
+@router.get("/calls", name="ui_calls")
+def calls(request: Request, rt: RuntimeDep, user: User) -> HTMLResponse:
+    camps = dashboard.campaigns(rt)
+    params = dict(request.query_params)
+    f, form = dashboard.call_filter(params, [c.id for c in camps])
+    cursor = params.get("cursor") or None
+    page = review.list_call_log(rt, user.identity, f, limit=dashboard.PAGE_SIZE, cursor=cursor)
+    dashboard.record_view(rt, user.identity, "ui.calls", "attempts",
+                          {"attempts": [i.id for i in page.items]})
+    query = {k: v for k, v in form.values.items() if v}
+    return _page(
+        request, rt, "calls.html", user, "calls",
+        items=page.items, form=form, campaigns=camps, names={c.id: c.name for c in camps},
+        results=dashboard.RESULTS, cursor=cursor or "",
+        next_url=("/ui/calls?" + urlencode({**query, "cursor": page.next_cursor}))
+        if page.next_cursor else None,
+        csv_url="/ui/calls.csv" + (f"?{urlencode(query)}" if query else ""),
+    )
+
+
+@router.get("/calls.csv", name="ui_calls_csv")
+def calls_csv(request: Request, rt: RuntimeDep, user: User) -> StreamingResponse:
+    f, _form = dashboard.call_filter(
+        dict(request.query_params), [c.id for c in dashboard.campaigns(rt)]
+    )
+    chunks = review.export_call_log_csv(rt, user.identity, f)
+    dashboard.record_view(rt, user.identity, "ui.calls.csv", "attempts",
+                          {"filter": dashboard.filter_payload(f)})
+    return _csv(chunks, "call-log.csv")
+
+
+# --- a number's story ---------------------------------------------------------------------------
+
+
+def _story_url(phone: str) -> str:
+    return "/ui/numbers/" + quote(phone, safe="+")
+
+
+@router.get("/numbers", name="ui_numbers")
+def numbers(request: Request, rt: RuntimeDep, user: User) -> HTMLResponse:
+    return _page(request, rt, "numbers.html", user, "numbers", error=None)
+
+
+@router.post("/numbers/lookup", name="ui_number_lookup")
+def number_lookup(
+    request: Request,
+    rt: RuntimeDep,
+    user: FormUser,
+    phone: Annotated[str, Form(max_length=40)] = "",
+    refusal_id: Annotated[int | None, Form()] = None,
+    attempt_id: Annotated[str, Form(max_length=36)] = "",
+) -> Response:
+    # The number is posted, never put in a query string; it reaches a URL only as the
+    # story page's own path, whose every view is audited.
+    if refusal_id is not None or attempt_id:
+        found = dashboard.phone_of(rt, refusal_id=refusal_id, attempt_id=attempt_id or None)
+        if found is None:
+            return _page(request, rt, "numbers.html", user, "numbers",
+                         error="That row has no phone number.", status_code=404)
+        return RedirectResponse(_story_url(found), status_code=303)
+    try:
+        e164 = dashboard.check_phone(rt, phone)
+    except DomainError as exc:
+        return _page(request, rt, "numbers.html", user, "numbers", error=exc.message,
+                     status_code=400)
+    return RedirectResponse(_story_url(e164), status_code=303)
+
+
+@router.get("/numbers/{phone}", name="ui_number_story")
+def number_story(phone: str, request: Request, rt: RuntimeDep, user: User) -> HTMLResponse:
+    story = dashboard.number_story(rt, user.identity, phone[:40])
+    return _page(request, rt, "number.html", user, "numbers", story=story)

@@ -1,0 +1,441 @@
+"""Lease throughput: a real ``callgate serve`` process, N concurrent HTTP pollers.
+
+    python bench/lease.py [--calls 1000000] [--numbers 200000] [--pollers 1,8,32]
+                          [--db sqlite|postgres] [--seconds 10] [--workers 1]
+
+Builds a fresh database (``dialer.migrate.upgrade``), bulk-inserts one written consent per
+number and ``--calls`` queued calls over ``--numbers`` numbers (round-robin, so each number
+has calls/numbers calls in as many campaigns; random priorities and ages), starts
+``callgate serve`` as a subprocess, creates a dialer key, then for each N runs N pollers
+(threads, one ``httpx.Client`` each) for ``--seconds``: lease (limit 10), report an outcome
+for every task (connected, or no_answer 1 time in 5), and so on. Afterwards the same N
+threads measure the HTTP floor, and one client times polls of an empty and of a fully
+capped queue. The last line printed is JSON; ``cap_violations`` is computed from the
+database at the end.
+
+Policy: the benchmark runs with its own policy file (written next to the database):
+calling hours 00:00-23:59 and no quiet days, so that it can run at any hour, with the
+shipped caps (1/day, 3/week: many numbers keep them from starving the queue). The numbers
+are all in one US zone, the one whose local day has the longest to run (the window closes
+at 23:59 local). Not 24:00: with back-to-back all-day windows, computing when the window
+closes walks day by day up to a 400-day horizon, which would put an artefact on the hot path.
+
+The "HTTP floor" is ``POST /v1/check`` with an unparseable phone: authenticated (the API key
+is looked up in the database, as for every request), validated, answered without touching
+the queue. There is no cheaper authenticated endpoint a dialer key may call.
+``ratio_to_floor`` = (lease + outcome requests per second) / floor requests per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from sqlalchemy import func, make_url, select, update  # noqa: E402
+
+from config.policy import _default_policy_bytes, parse_policy  # noqa: E402
+from dialer import queue  # noqa: E402
+from dialer.db import Database  # noqa: E402
+from dialer.keys import Role, create_key  # noqa: E402
+from dialer.migrate import upgrade  # noqa: E402
+from dialer.models import Call  # noqa: E402
+from dialer.windows import candidate_zones, check_window  # noqa: E402
+
+# One area code per US zone; the benchmark puts every number in the best one right now.
+AREA_CODES = {
+    "America/New_York": "212", "America/Chicago": "312", "America/Denver": "303",
+    "America/Phoenix": "602", "America/Los_Angeles": "213", "Pacific/Honolulu": "808",
+}
+PURPOSES = ("discharge_followup", "appointment_reminder", "test_results", "treatment",
+            "wellness_checkup")
+CALLBACK = "+13145550199"
+LIMIT = 10
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# --- database -------------------------------------------------------------------------------
+
+
+def bench_policy_text() -> str:
+    text = _default_policy_bytes().decode()
+    text = text.replace('start = "08:00"\nend = "21:00"\n\n[calling_hours.states',
+                        'start = "00:00"\nend = "23:59"\n\n[calling_hours.states', 1)
+    # (The per-state levels stay: none of the area codes below is in those states.)
+    text = text.replace('holidays = "US"', 'holidays = ""', 1)
+    return text
+
+
+def pick_area_code(policy_text: str, now: datetime) -> tuple[str, str, datetime]:
+    policy = parse_policy(policy_text.encode(), "bench policy")
+    best: tuple[str, str, datetime] | None = None
+    for zone, ac in AREA_CODES.items():
+        phone = f"+1{ac}2000000"
+        zones = candidate_zones(phone, None, None)
+        w = check_window(now, zones, [], policy)
+        if w.allowed and w.closes_at is not None and (best is None or w.closes_at > best[2]):
+            best = (zone, ac, w.closes_at)
+    if best is None:
+        raise SystemExit("no zone is open under the bench policy right now (cannot happen)")
+    return best
+
+
+def phone_for(ac: str, i: int) -> str:
+    # NXX 200-999, line 0000-9999: 8 million distinct valid numbers per area code.
+    return f"+1{ac}{200 + i // 10000:03d}{i % 10000:04d}"
+
+
+def _sqlite_ts(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+@contextmanager
+def raw_cursor(db: Database) -> Iterator[Any]:
+    conn = db.engine.raw_connection()
+    try:
+        cur = conn.cursor()
+        if db.is_sqlite:
+            cur.execute("BEGIN IMMEDIATE")
+        yield cur
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def bulk_load(db: Database, url: str, calls: int, numbers: int, ac: str, key_id: str,
+              policy_version: str, now: datetime) -> None:
+    """Core inserts straight through the driver (executemany on SQLite, COPY on PostgreSQL);
+    values in exactly the form the models store them."""
+    rnd = random.Random(1)
+    n_campaigns = max(1, -(-calls // numbers))
+    campaigns = [str(uuid.uuid4()) for _ in range(n_campaigns)]
+    zones_json = json.dumps([z.as_dict() for z in candidate_zones(phone_for(ac, 0), None, None)])
+    obtained = now - timedelta(days=30)
+    sqlite = db.is_sqlite
+
+    def ts(dt: datetime) -> Any:
+        return _sqlite_ts(dt) if sqlite else dt
+
+    campaign_rows = [
+        (cid, f"bench-{i}", PURPOSES[i % len(PURPOSES)], "autodialed_voice", "Mercy Heart Clinic",
+         CALLBACK, None, None, 3, None, key_id, ts(now - timedelta(days=1)), policy_version)
+        for i, cid in enumerate(campaigns)
+    ]
+    consent_rows = (
+        (str(uuid.uuid4()), phone_for(ac, i), f"MRN-{i}", '["autodialed_voice"]', '["*"]',
+         "written", ts(obtained), "scan://bench", None, key_id, ts(obtained), None)
+        for i in range(numbers)
+    )
+
+    def call_rows() -> Iterator[tuple[Any, ...]]:
+        for i in range(calls):
+            created = now - timedelta(seconds=rnd.randint(60, 86_400))
+            yield (str(uuid.uuid4()), campaigns[i // numbers], f"b-{i}", None,
+                   phone_for(ac, i % numbers), None, None, rnd.randint(1, 10), None, None,
+                   "queued", ts(created), 0, zones_json, None, None, None, ts(created),
+                   ts(created), key_id, policy_version)
+
+    cols = {
+        "campaigns": "id, name, purpose, channel, provider_name, callback_number, window_start, "
+                     "window_end, max_attempts, script_id, created_by, created_at, policy_version",
+        "consents": "id, phone, patient_ref, channels, purposes, method, obtained_at, "
+                    "evidence_ref, expires_at, recorded_by, recorded_at, supersedes_id",
+        "calls": "id, campaign_id, external_id, patient_ref, phone, state, postal_code, "
+                 "priority, not_before, not_after, status, next_eligible_at, attempts, "
+                 "candidate_zones, last_reason, lease_id, lease_expires_at, created_at, "
+                 "updated_at, created_by, policy_version",
+    }
+    with raw_cursor(db) as cur:
+        for table, rows in (("campaigns", iter(campaign_rows)), ("consents", consent_rows),
+                            ("calls", call_rows())):
+            if sqlite:
+                marks = ", ".join("?" * len(cols[table].split(",")))
+                sql = f"INSERT INTO {table} ({cols[table]}) VALUES ({marks})"
+                while True:
+                    chunk = [r for _, r in zip(range(50_000), rows, strict=False)]
+                    if not chunk:
+                        break
+                    cur.executemany(sql, chunk)
+            else:
+                with cur.copy(f"COPY {table} ({cols[table]}) FROM STDIN") as cp:
+                    for r in rows:
+                        cp.write_row(r)
+    if not sqlite:
+        with db.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
+
+
+@contextmanager
+def fresh_database(kind: str, workdir: Path, pg_url: str) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{workdir / 'bench.db'}"
+        return
+    import psycopg
+
+    base = make_url(pg_url)
+    name = f"cg_bench_{os.getpid()}"
+    admin = dict(host=base.host or "localhost", port=base.port or 5432, user=base.username,
+                 password=base.password, dbname=base.database, autocommit=True)
+    with psycopg.connect(**admin) as conn:  # type: ignore[arg-type]
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(**admin) as conn:  # type: ignore[arg-type]
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- server ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def callgate_cmd() -> list[str]:
+    exe = shutil.which("callgate", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-c", "from api.cli import main; main()"]
+
+
+@contextmanager
+def server(url: str, policy_file: Path, workdir: Path, workers: int) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "CALLGATE_DATABASE_URL": url, "CALLGATE_POLICY_FILE": str(policy_file),
+           "CALLGATE_LOG_LEVEL": "WARNING"}
+    out = (workdir / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [*callgate_cmd(), "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers)],
+        cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("callgate serve did not start:\n"
+                                 + (workdir / "serve.log").read_text(errors="replace"))
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        out.close()
+
+
+# --- load -----------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] * 1000
+
+
+def run_threads(n: int, seconds: float, body: Callable[[httpx.Client, float, dict[str, Any]],
+                                                        None], base: str, auth: dict[str, str]
+                ) -> tuple[list[dict[str, Any]], float]:
+    results: list[dict[str, Any]] = [{"lat": [], "leased": 0, "requests": 0, "errors": 0}
+                                     for _ in range(n)]
+    start = threading.Barrier(n + 1)
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+
+    def worker(i: int) -> None:
+        with httpx.Client(base_url=base, headers=auth, timeout=60, limits=limits) as c:
+            start.wait()
+            body(c, time.perf_counter() + seconds, results[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    start.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    return results, time.perf_counter() - began
+
+
+def lease_loop(c: httpx.Client, deadline: float, out: dict[str, Any]) -> None:
+    rnd = random.Random(threading.get_ident())
+    while time.perf_counter() < deadline:
+        t = time.perf_counter()
+        r = c.post("/v1/queue/lease", json={"dialer_id": "bench", "limit": LIMIT,
+                                            "lease_seconds": 300})
+        out["lat"].append(time.perf_counter() - t)
+        out["requests"] += 1
+        if r.status_code != 200:
+            out["errors"] += 1
+            continue
+        tasks = r.json()["tasks"]
+        out["leased"] += len(tasks)
+        for task in tasks:
+            now = datetime.now(UTC)
+            o = c.post(f"/v1/queue/{task['call_id']}/outcome", json={
+                "lease_id": task["lease_id"], "agent_id": "A-1", "agent_name": "Dana",
+                "disclosed_callback_number": CALLBACK,
+                "started_at": now.isoformat(), "ended_at": (now + timedelta(seconds=40))
+                .isoformat(),
+                "result": "no_answer" if rnd.random() < 0.2 else "connected",
+            })
+            out["requests"] += 1
+            if o.status_code != 200:
+                out["errors"] += 1
+        if not tasks:
+            time.sleep(0.01)
+
+
+def floor_loop(c: httpx.Client, deadline: float, out: dict[str, Any]) -> None:
+    body = {"phone": "0", "purpose": "discharge_followup"}
+    while time.perf_counter() < deadline:
+        t = time.perf_counter()
+        r = c.post("/v1/check", json=body)
+        out["lat"].append(time.perf_counter() - t)
+        out["requests"] += 1
+        if r.status_code != 200:
+            out["errors"] += 1
+
+
+def poll_p50(base: str, auth: dict[str, str], n: int = 200) -> float:
+    lat: list[float] = []
+    with httpx.Client(base_url=base, headers=auth, timeout=30) as c:
+        for _ in range(n):
+            t = time.perf_counter()
+            r = c.post("/v1/queue/lease", json={"dialer_id": "bench", "limit": LIMIT})
+            lat.append(time.perf_counter() - t)
+            assert r.status_code == 200 and r.json()["tasks"] == [], r.text
+    return round(pct(lat[n // 10:], 0.5), 2)
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--calls", type=int, default=1_000_000)
+    ap.add_argument("--numbers", type=int, default=200_000)
+    ap.add_argument("--pollers", default="1,8,32")
+    ap.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--workers", type=int, default=1, help="callgate serve --workers")
+    ap.add_argument("--pg-url", default=os.environ.get(
+        "CALLGATE_TEST_POSTGRES_URL",
+        "postgresql+psycopg://callgate:callgate@localhost:5432/callgate_test"),
+        help="an existing database to connect to for CREATE/DROP DATABASE")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    pollers = [int(x) for x in args.pollers.split(",") if x.strip()]
+    workdir = Path(tempfile.mkdtemp(prefix="callgate-bench-"))
+    policy_text = bench_policy_text()
+    policy_file = workdir / "bench-policy.toml"
+    policy_file.write_text(policy_text)
+    policy = parse_policy(policy_text.encode(), str(policy_file))
+    now = datetime.now(UTC)
+    zone, ac, closes = pick_area_code(policy_text, now)
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    log(f"machine: {os.cpu_count()} CPUs, {mem:.1f} GiB, {platform.python_implementation()} "
+        f"{platform.python_version()}, load {os.getloadavg()[0]:.2f}")
+    log(f"policy: {policy_file} (calling hours 00:00-23:59, no quiet days, caps "
+        f"{policy.caps.per_day}/day {policy.caps.per_week}/week) -- for throughput only")
+    log(f"numbers: area code {ac} ({zone}); window closes {closes:%H:%M} UTC")
+    try:
+        with fresh_database(args.db, workdir, args.pg_url) as url:
+            t = time.perf_counter()
+            upgrade(url)
+            db = Database(url)
+            key, plaintext = create_key(db, Role.dialer, "bench-dialer", now)
+            auth = {"Authorization": f"Bearer {plaintext}"}
+            out: dict[str, Any] = {"db": args.db, "calls": args.calls, "numbers": args.numbers,
+                                   "server_workers": args.workers, "results": []}
+            with server(url, policy_file, workdir, args.workers) as base:
+                out["empty_poll_p50_ms"] = poll_p50(base, auth)
+                log(f"empty queue: poll p50 {out['empty_poll_p50_ms']} ms")
+                bulk_load(db, url, args.calls, args.numbers, ac, key.id,
+                          policy.policy_version, now)
+                log(f"database: {args.db}, {args.calls} calls over {args.numbers} numbers "
+                    f"loaded in {time.perf_counter() - t:.1f} s")
+                for n in pollers:
+                    res, took = run_threads(n, args.seconds, lease_loop, base, auth)
+                    lat = [x for r in res for x in r["lat"]]
+                    leased = sum(r["leased"] for r in res)
+                    reqs = sum(r["requests"] for r in res)
+                    errors = sum(r["errors"] for r in res)
+                    fl, fl_took = run_threads(n, min(args.seconds, 5.0), floor_loop, base, auth)
+                    floor = sum(r["requests"] for r in fl) / fl_took
+                    row = {
+                        "pollers": n,
+                        "leases_per_s": round(leased / took, 1),
+                        "p50_ms": round(pct(lat, 0.5), 2),
+                        "p99_ms": round(pct(lat, 0.99), 2),
+                        "requests_per_s": round(reqs / took, 1),
+                        "floor_req_per_s": round(floor, 1),
+                        "floor_p50_ms": round(pct([x for r in fl for x in r["lat"]], 0.5), 2),
+                        "ratio_to_floor": round(reqs / took / floor, 3),
+                        "errors": errors,
+                    }
+                    out["results"].append(row)
+                    log(f"N={n:3d}: {row['leases_per_s']:8.1f} calls leased/s, lease p50 "
+                        f"{row['p50_ms']} ms p99 {row['p99_ms']} ms; {row['requests_per_s']} "
+                        f"req/s vs floor {row['floor_req_per_s']} req/s "
+                        f"(ratio {row['ratio_to_floor']}); errors {errors}")
+                # A fully capped queue: every remaining call deferred (as the lease leaves
+                # them once their numbers are capped), set directly for speed.
+                with db.write() as s:
+                    later = datetime.now(UTC) + timedelta(hours=23)
+                    s.execute(update(Call).where(Call.status == "queued")
+                              .values(next_eligible_at=later, last_reason="DAILY_CAP"))
+                out["capped_poll_p50_ms"] = poll_p50(base, auth)
+                log(f"fully capped queue: poll p50 {out['capped_poll_p50_ms']} ms")
+            with db.read() as s:
+                out["cap_violations"] = queue.cap_violations(
+                    s, policy.caps.per_day, policy.caps.per_week)
+                out["live_lease_doubles"] = queue.live_lease_doubles(s)
+                out["queued_left"] = s.scalar(
+                    select(func.count()).select_from(Call).where(Call.status == "queued"))
+            db.dispose()
+    finally:
+        if args.keep:
+            log(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,625 @@
+"""What the compliance dashboard (``/ui``) shows: the overview's figures, its SVG charts,
+the filters of the log pages, a number's story, and the audit entries for what a reviewer saw.
+
+The refusal log and the call log pages read through :mod:`dialer.review` (the same keyset
+pages and CSV as the JSON API). What is added here:
+
+* every page view that shows patient data is audited (``patient_data.read``) in its own
+  transaction, naming the reviewer's key (``actor``) and the rows shown (ids, never numbers);
+  revealing one masked phone is ``patient_data.unmask`` naming that one row;
+* the overview's counts, grouped in SQL over indexed columns;
+* charts drawn here as SVG text: no script, no asset fetched at run time. Every label is
+  escaped; each chart has a title and a description for screen readers, and the page shows
+  the same numbers in a table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from html import escape
+from typing import Any
+
+from sqlalchemy import String, and_, case, cast, func, or_, select
+from sqlalchemy.orm import Session
+
+from config.errors import Invalid
+from config.reasons import Code
+from consent.models import Consent, DncEntry, Revocation
+from consent.service import normalise_phone
+from dialer import audit, review
+from dialer.keys import Identity
+from dialer.models import Attempt, AuditEntry, Call, Campaign, Refusal
+from dialer.review import CallLogFilter, RefusalFilter
+from dialer.runtime import Runtime
+
+READ_KIND = "patient_data.read"
+PAGE_SIZE = 50
+STAGES = ("intake", "dispatch")
+RESULTS = ("connected", "voicemail", "no_answer", "busy", "failed", "wrong_number", "opted_out")
+FLAGS = ("AGENT_ID_MISSING", "OVER_DURATION", "CALLBACK_MISMATCH")
+FLAG_LABELS = {
+    "AGENT_ID_MISSING": "Agent identification missing",
+    "OVER_DURATION": "Prerecorded over duration limit",
+    "CALLBACK_MISMATCH": "Callback number mismatch",
+}
+# Deferrals (a call that waits rather than being refused), by what made it wait.
+DEFERRAL_GROUPS: dict[str, tuple[str, ...]] = {
+    "cap": (Code.DAILY_CAP.value, Code.WEEKLY_CAP.value),
+    "window": (Code.OUTSIDE_CALLING_WINDOW.value, Code.QUIET_DAY.value),
+}
+# Audit kinds the number's story already shows from their own rows (refusal log, call log).
+_SHOWN_ELSEWHERE = frozenset(
+    {"call.refused", "call.expired", "call.withdrawn", "call.leased", "call.outcome",
+     "attempt.reserved"}
+)
+
+
+# --- filters from a page's query string ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FormFilter:
+    """A filter as the page's form holds it (strings, echoed back), its parsed value, and
+    what was wrong with it (shown on the page instead of an error status)."""
+
+    values: dict[str, str]
+    errors: list[str]
+
+
+def _day(values: dict[str, str], name: str, errors: list[str]) -> date | None:
+    text = values.get(name, "")
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        errors.append(f"{name}: is not a date (YYYY-MM-DD)")
+        values[name] = ""
+        return None
+
+
+def _range(values: dict[str, str], errors: list[str]) -> tuple[datetime | None, datetime | None]:
+    """``since`` and ``until`` are whole UTC days, both included."""
+    since_d, until_d = _day(values, "since", errors), _day(values, "until", errors)
+    since = datetime.combine(since_d, time(0), UTC) if since_d else None
+    until = datetime.combine(until_d, time(0), UTC) + timedelta(days=1) if until_d else None
+    if since is not None and until is not None and until <= since:
+        errors.append("until: must not be before since")
+        return since, None
+    return since, until
+
+
+def _pick(values: dict[str, str], name: str, allowed: Sequence[str], errors: list[str]) -> str:
+    text = values.get(name, "")
+    if text and text not in allowed:
+        errors.append(f"{name}: is not one of the listed values")
+        values[name] = ""
+        return ""
+    return text
+
+
+def _clean(params: Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
+    return {n: str(params.get(n, "") or "").strip()[:128] for n in names}
+
+
+REFUSAL_PARAMS = ("since", "until", "campaign_id", "code", "stage")
+CALL_PARAMS = ("since", "until", "campaign_id", "agent_id", "result")
+
+
+def refusal_filter(
+    params: Mapping[str, str], campaign_ids: Sequence[str]
+) -> tuple[RefusalFilter, FormFilter]:
+    values, errors = _clean(params, REFUSAL_PARAMS), list[str]()
+    since, until = _range(values, errors)
+    campaign = _pick(values, "campaign_id", campaign_ids, errors)
+    code = _pick(values, "code", [c.value for c in Code], errors)
+    stage = _pick(values, "stage", STAGES, errors)
+    f = RefusalFilter(
+        since=since, until=until, campaign_id=campaign or None,
+        code=Code(code) if code else None,
+        stage="intake" if stage == "intake" else "dispatch" if stage == "dispatch" else None,
+    )
+    return f, FormFilter(values, errors)
+
+
+def call_filter(
+    params: Mapping[str, str], campaign_ids: Sequence[str]
+) -> tuple[CallLogFilter, FormFilter]:
+    values, errors = _clean(params, CALL_PARAMS), list[str]()
+    since, until = _range(values, errors)
+    campaign = _pick(values, "campaign_id", campaign_ids, errors)
+    result = _pick(values, "result", RESULTS, errors)
+    f = CallLogFilter(
+        since=since, until=until, campaign_id=campaign or None,
+        agent_id=values["agent_id"] or None, result=result or None,
+    )
+    return f, FormFilter(values, errors)
+
+
+def filter_payload(f: RefusalFilter | CallLogFilter) -> dict[str, Any]:
+    """A filter for an audit payload: ids, codes and times only."""
+    out: dict[str, Any] = {}
+    for name in f.__slots__:
+        value = getattr(f, name)
+        if value is not None:
+            out[name] = value.isoformat() if isinstance(value, datetime) else str(value)
+    return out
+
+
+# --- small reads ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRef:
+    id: str
+    name: str
+    channel: str
+
+
+def campaigns(rt: Runtime) -> list[CampaignRef]:
+    with rt.db.read() as s:
+        rows = s.execute(
+            select(Campaign.id, Campaign.name, Campaign.channel).order_by(
+                Campaign.name, Campaign.id
+            )
+        )
+        return [CampaignRef(r.id, r.name, r.channel) for r in rows]
+
+
+# --- audited views --------------------------------------------------------------------------
+
+
+def record_view(
+    rt: Runtime, who: Identity, view: str, subject: str, shown: Mapping[str, Any]
+) -> None:
+    """Audit one page view of patient data: who (the key), which page, which rows."""
+    with rt.db.write() as s:
+        audit.record(
+            s, at=rt.clock.now(), actor=who.actor, kind=READ_KIND, subject=subject,
+            policy_version=rt.policy_version, payload={"view": view, **shown},
+        )
+
+
+def reveal_refusal(rt: Runtime, who: Identity, refusal_id: int) -> str | None:
+    """The full phone of one refusal-log row, the reveal audited in the same transaction."""
+    with rt.db.write() as s:
+        phone = s.scalar(select(Refusal.phone).where(Refusal.id == refusal_id))
+        if phone is None:
+            return None
+        audit.record(
+            s, at=rt.clock.now(), actor=who.actor, kind=review.UNMASK_KIND,
+            subject="refusals", policy_version=rt.policy_version,
+            payload={"refusals": [refusal_id], "view": "ui.reveal"},
+        )
+        return phone
+
+
+def phone_of(rt: Runtime, *, refusal_id: int | None = None, attempt_id: str | None = None
+             ) -> str | None:
+    """The number behind a row, to open its story (the story page audits the read)."""
+    with rt.db.read() as s:
+        if refusal_id is not None:
+            return s.scalar(select(Refusal.phone).where(Refusal.id == refusal_id))
+        if attempt_id is not None:
+            return s.scalar(select(Attempt.phone).where(Attempt.id == attempt_id))
+    return None
+
+
+# --- the overview ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One label with a value per series (last 7 days, last 30 days)."""
+
+    label: str
+    values: tuple[int, ...]
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FlaggedAttempt:
+    id: str
+    at: datetime
+    call_id: str | None
+    campaign: str
+    agent_id: str | None
+    agent_name: str | None
+    result: str | None
+    flags: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStatus:
+    ok: bool
+    entries: int
+    broken_at: int | None
+    problem: str | None
+    last_seq: int | None
+    last_at: datetime | None
+    last_kind: str | None
+    last_actor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    now: datetime
+    totals: tuple[int, int]
+    by_code: list[Bar]
+    by_campaign: list[Bar]
+    by_day: list[tuple[date, int]]
+    deferrals: list[Bar]
+    deferral_groups: list[Bar]
+    flags: list[Bar]
+    flagged: list[FlaggedAttempt]
+    chain: ChainStatus
+    series: tuple[str, ...] = ("Last 7 days", "Last 30 days")
+    charts: dict[str, str] = field(default_factory=dict)
+
+
+def _pairs(short: Sequence[tuple[str, int]], long: Sequence[tuple[str, int]]) -> list[Bar]:
+    a, b = dict(short), dict(long)
+    keys = sorted(set(a) | set(b), key=lambda k: (-b.get(k, 0), -a.get(k, 0), k))
+    return [Bar(k, (a.get(k, 0), b.get(k, 0)), k) for k in keys]
+
+
+def _like_json_string(value: str) -> str:
+    # The payload is canonical JSON: a code appears as "CODE". "_" is a LIKE wildcard.
+    return '%"' + value.replace("_", "\\_") + '"%'
+
+
+def _deferrals(s: Session, since7: datetime, since30: datetime) -> list[Bar]:
+    codes = [c for group in DEFERRAL_GROUPS.values() for c in group]
+    cols = []
+    for c in codes:
+        has = AuditEntry.payload.like(_like_json_string(c), escape="\\")
+        cols.append(func.sum(case((and_(has, AuditEntry.at >= since7), 1), else_=0)))
+        cols.append(func.sum(case((has, 1), else_=0)))
+    row = s.execute(
+        select(*cols).where(AuditEntry.kind == "call.deferred", AuditEntry.at >= since30)
+    ).one()
+    return [Bar(c, (int(row[2 * i] or 0), int(row[2 * i + 1] or 0)), c)
+            for i, c in enumerate(codes)]
+
+
+def _flag_counts(s: Session, since7: datetime, since30: datetime) -> list[Bar]:
+    cols = []
+    flags_text = cast(Attempt.flags, String)
+    for flag in FLAGS:
+        has = flags_text.like(_like_json_string(flag), escape="\\")
+        cols.append(func.sum(case((and_(has, Attempt.at >= since7), 1), else_=0)))
+        cols.append(func.sum(case((has, 1), else_=0)))
+    row = s.execute(select(*cols).where(Attempt.at >= since30)).one()
+    return [Bar(FLAG_LABELS[f], (int(row[2 * i] or 0), int(row[2 * i + 1] or 0)), f)
+            for i, f in enumerate(FLAGS)]
+
+
+def _flagged(s: Session, since: datetime, names: Mapping[str, str], n: int
+             ) -> list[FlaggedAttempt]:
+    flags_text = cast(Attempt.flags, String)
+    any_flag = or_(*(flags_text.like(_like_json_string(f), escape="\\") for f in FLAGS))
+    rows = s.execute(
+        select(Attempt.id, Attempt.at, Attempt.call_id, Attempt.campaign_id, Attempt.agent_id,
+               Attempt.agent_name, Attempt.result, Attempt.flags)
+        .where(Attempt.at >= since, any_flag)
+        .order_by(Attempt.at.desc(), Attempt.id.desc())
+        .limit(n)
+    )
+    return [
+        FlaggedAttempt(r.id, r.at, r.call_id, names.get(r.campaign_id or "", "(none)"),
+                       r.agent_id, r.agent_name, r.result, list(r.flags or []))
+        for r in rows
+    ]
+
+
+def chain_status(s: Session) -> ChainStatus:
+    """The audit chain recomputed from its first entry (a full read: it is the check an
+    auditor would run), and its last entry."""
+    v = audit.verify(s)
+    last = s.scalars(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)).first()
+    return ChainStatus(
+        v.ok, v.entries, v.broken_at, v.problem,
+        last.seq if last else None, last.at if last else None,
+        last.kind if last else None, last.actor if last else None,
+    )
+
+
+def overview(rt: Runtime) -> Overview:
+    now = rt.clock.now()
+    since7, since30 = now - timedelta(days=7), now - timedelta(days=30)
+    week = review.refusal_summary(rt, since7, None)
+    month = review.refusal_summary(rt, since30, None)
+    names = {c.id: c.name for c in campaigns(rt)}
+    by_code = _pairs([(c.code, c.count) for c in week.by_code],
+                     [(c.code, c.count) for c in month.by_code])
+    by_campaign = [
+        Bar(names.get(b.key, "(no campaign)") if b.key else "(no campaign)", b.values, b.key)
+        for b in _pairs([(c.campaign_id or "", c.count) for c in week.by_campaign],
+                        [(c.campaign_id or "", c.count) for c in month.by_campaign])
+    ]
+    counts = {d.day: d.count for d in month.by_day}
+    first = since30.date()
+    by_day = [
+        (first + timedelta(days=i), counts.get((first + timedelta(days=i)).isoformat(), 0))
+        for i in range((now.date() - first).days + 1)
+    ]
+    with rt.db.read() as s:
+        deferrals = _deferrals(s, since7, since30)
+        flags = _flag_counts(s, since7, since30)
+        flagged = _flagged(s, since30, names, 10)
+        chain = chain_status(s)
+    groups = [
+        Bar(group, tuple(sum(b.values[i] for b in deferrals if b.key in codes)
+                         for i in range(2)), group)
+        for group, codes in DEFERRAL_GROUPS.items()
+    ]
+    ov = Overview(now, (week.total, month.total), by_code, by_campaign, by_day, deferrals,
+                  groups, flags, flagged, chain)
+    ov.charts.update(
+        by_code=bar_chart("refusals-by-code", "Refusals by reason code", by_code, ov.series),
+        by_campaign=bar_chart("refusals-by-campaign", "Refusals by campaign", by_campaign,
+                              ov.series),
+        by_day=line_chart("refusals-by-day", "Refusals per day (UTC), last 30 days", by_day),
+        deferrals=bar_chart("deferrals", "Deferrals by cap and by calling window",
+                            deferrals, ov.series),
+        flags=bar_chart("flags", "Flagged calls", flags, ov.series),
+    )
+    return ov
+
+
+# --- SVG charts -------------------------------------------------------------------------------
+
+_W = 640
+_LABEL_W = 250
+_SERIES_CLASS = ("s7", "s30")
+
+
+def _text(x: float, y: float, s: str, cls: str = "", anchor: str = "start") -> str:
+    klass = f' class="{cls}"' if cls else ""
+    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{klass}>'
+            f"{escape(s)}</text>")
+
+
+def _clip(label: str, n: int = 38) -> str:
+    return label if len(label) <= n else label[: n - 1] + "\u2026"
+
+
+def bar_chart(ident: str, title: str, bars: Sequence[Bar], series: Sequence[str]) -> str:
+    """Horizontal bars, one group per label, one bar per series, values written out."""
+    bar_h, gap, top = 11, 10, 34
+    group_h = bar_h * len(series) + gap
+    height = top + max(1, len(bars)) * group_h + 8
+    peak = max((v for b in bars for v in b.values), default=0) or 1
+    span = _W - _LABEL_W - 60
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart bars" viewBox="0 0 {_W} {height}" '
+        f'role="img" aria-labelledby="{ident}-t {ident}-d">',
+        f'<title id="{ident}-t">{escape(title)}</title>',
+        f'<desc id="{ident}-d">{escape(_describe(bars, series))}</desc>',
+    ]
+    x = _LABEL_W
+    for i, name in enumerate(series):
+        cls = _SERIES_CLASS[i % len(_SERIES_CLASS)]
+        out.append(f'<rect x="{x}" y="8" width="12" height="12" class="{cls}"/>')
+        out.append(_text(x + 18, 18, name, "legend"))
+        x += 150
+    if not bars:
+        out.append(_text(_LABEL_W, top + 12, "Nothing in this period.", "muted"))
+    for gi, b in enumerate(bars):
+        y0 = top + gi * group_h
+        out.append(_text(_LABEL_W - 8, y0 + bar_h * len(series) / 2 + 4, _clip(b.label),
+                         "label", "end"))
+        for si, v in enumerate(b.values):
+            y = y0 + si * bar_h
+            w = max(1.0, span * v / peak) if v else 0.0
+            cls = _SERIES_CLASS[si % len(_SERIES_CLASS)]
+            out.append(f'<rect x="{_LABEL_W}" y="{y}" width="{w:.1f}" height="{bar_h - 2}" '
+                       f'class="{cls}"/>')
+            out.append(_text(_LABEL_W + w + 4, y + bar_h - 3, str(v), "value"))
+    out.append(f'<line x1="{_LABEL_W}" y1="{top - 4}" x2="{_LABEL_W}" y2="{height - 6}" '
+               'class="axis"/>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _describe(bars: Sequence[Bar], series: Sequence[str]) -> str:
+    if not bars:
+        return "No data in this period."
+    parts = [
+        f"{b.label}: " + ", ".join(f"{v} ({s.lower()})" for s, v in zip(series, b.values,
+                                                                         strict=False))
+        for b in bars
+    ]
+    return "; ".join(parts) + "."
+
+
+def line_chart(ident: str, title: str, points: Sequence[tuple[date, int]],
+               width: int = 1200) -> str:
+    """One line over days, with gridlines, a dot per day and weekly date labels (drawn for
+    a full-width card: ``width`` user units, so its text keeps the page's size)."""
+    height, left, right, top, bottom = 220, 44, 24, 12, 30
+    peak = max((v for _, v in points), default=0)
+    ceiling = max(4, _nice(peak))
+    iw, ih = width - left - right, height - top - bottom
+    n = max(1, len(points) - 1)
+
+    def xy(i: int, v: int) -> tuple[float, float]:
+        return left + iw * i / n, top + ih * (1 - v / ceiling)
+
+    desc = ", ".join(f"{d.isoformat()}: {v}" for d, v in points if v) or "no refusals"
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-labelledby="{ident}-t {ident}-d">',
+        f'<title id="{ident}-t">{escape(title)}</title>',
+        f'<desc id="{ident}-d">{escape("Refusals per day: " + desc + ".")}</desc>',
+    ]
+    for k in range(5):
+        value = ceiling * k // 4
+        _, y = xy(0, value)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
+                   'class="gridline"/>')
+        out.append(_text(left - 6, y + 4, str(value), "value", "end"))
+    coords = [xy(i, v) for i, (_, v) in enumerate(points)]
+    if coords:
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+        out.append(f'<polyline points="{path}" class="line"/>')
+        for (x, y), (d, v) in zip(coords, points, strict=True):
+            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" class="dot">'
+                       f"<title>{d.isoformat()}: {v}</title></circle>")
+    last = len(points) - 1
+    for i, (d, _) in enumerate(points):
+        # Weekly labels counted back from today, so the last day is always labelled.
+        if (last - i) % 7 == 0:
+            x, _y = xy(i, 0)
+            anchor = "end" if i == last else "start" if i == 0 else "middle"
+            out.append(_text(x, height - 8, d.strftime("%b %d"), "label", anchor))
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _nice(v: int) -> int:
+    """A round axis maximum at or above ``v``."""
+    if v <= 4:
+        return 4
+    step = 1
+    while step * 10 < v:
+        step *= 10
+    for m in (1, 2, 4, 5, 10):
+        if m * step >= v:
+            return m * step
+    return 10 * step
+
+
+# --- a number's story -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    at: datetime
+    what: str
+    detail: str
+    ref: str = ""
+    rule: str = ""
+    policy_version: str = ""
+    tone: str = ""  # "bad" for refusals and revocations, "good" for consents
+
+
+@dataclass(frozen=True, slots=True)
+class NumberStory:
+    phone: str
+    consents: list[Consent]
+    revocations: list[Revocation]
+    dnc: list[DncEntry]
+    events: list[Event]
+    calls: int
+    attempts: int
+
+
+def _reasons_text(reasons: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    text = "; ".join(f"{r.get('code')}: {r.get('message')}" for r in reasons)
+    rules = "; ".join(dict.fromkeys(str(r.get("rule") or "") for r in reasons if r.get("rule")))
+    return text, rules
+
+
+def _decision_detail(kind: str, payload: Mapping[str, Any]) -> str:
+    if kind == "call.deferred":
+        nxt = payload.get("next_eligible_at") or "unknown"
+        return f"waits: {', '.join(payload.get('codes') or [])}; next eligible {nxt}"
+    if kind == "outcome.rejected":
+        return f"outcome refused: {payload.get('flag')} ({', '.join(payload.get('fields') or [])})"
+    return ", ".join(f"{k}={v}" for k, v in sorted(payload.items()) if k != "lease") or ""
+
+
+def number_story(rt: Runtime, who: Identity, raw_phone: str) -> NumberStory:
+    """Everything on file for one number, in time order; the read is audited.
+
+    Raises :class:`config.errors.Invalid` (``INVALID_PHONE``) for a malformed number."""
+    phone = normalise_phone(rt, raw_phone)
+    with rt.db.write() as s:
+        consents = list(s.scalars(
+            select(Consent).where(Consent.phone == phone).order_by(Consent.obtained_at)))
+        revs = list(s.scalars(
+            select(Revocation).where(Revocation.phone == phone)
+            .order_by(Revocation.received_at)))
+        dnc = list(s.scalars(
+            select(DncEntry).where(DncEntry.phone == phone).order_by(DncEntry.added_at)))
+        calls = list(s.scalars(select(Call).where(Call.phone == phone)))
+        refusal_rows = list(s.scalars(
+            select(Refusal).where(Refusal.phone == phone).order_by(Refusal.at, Refusal.id)))
+        attempts = list(s.scalars(
+            select(Attempt).where(Attempt.phone == phone).order_by(Attempt.at, Attempt.id)))
+        names = {r.id: r.name for r in s.execute(select(Campaign.id, Campaign.name))}
+        decisions: list[AuditEntry] = []
+        ids = [c.id for c in calls]
+        for i in range(0, len(ids), 500):
+            subjects = [f"call:{x}" for x in ids[i:i + 500]]
+            decisions.extend(s.scalars(
+                select(AuditEntry).where(AuditEntry.subject.in_(subjects),
+                                         AuditEntry.kind.not_like("patient\\_data.%",
+                                                                  escape="\\"))))
+        audit.record(
+            s, at=rt.clock.now(), actor=who.actor, kind=READ_KIND, subject="number",
+            policy_version=rt.policy_version,
+            payload={"view": "ui.number", "consents": [c.id for c in consents],
+                     "revocations": [r.id for r in revs], "dnc": [d.id for d in dnc],
+                     "calls": ids},
+        )
+    events: list[Event] = []
+    for c in consents:
+        events.append(Event(
+            c.obtained_at, f"Consent obtained ({c.method})",
+            f"channels {', '.join(c.channels)}; purposes {', '.join(c.purposes)}"
+            + (f"; expires {c.expires_at:%Y-%m-%d}" if c.expires_at else ""),
+            ref=c.evidence_ref or "(no evidence reference)", tone="good"))
+    for r in revs:
+        events.append(Event(r.received_at, "Consent revoked", f"source {r.source}",
+                            ref=f"call {r.call_id}" if r.call_id else "", tone="bad"))
+    for d in dnc:
+        events.append(Event(d.added_at, "Added to do-not-call", f"{d.reason} ({d.source})",
+                            tone="bad"))
+        if d.lifted_at is not None:
+            events.append(Event(d.lifted_at, "Do-not-call entry lifted", d.lift_reason or ""))
+    intake_refused = {r.call_id for r in refusal_rows if r.stage == "intake"}
+    for call in calls:
+        if call.id not in intake_refused:
+            events.append(Event(
+                call.created_at, "Accepted at intake",
+                f"campaign {names.get(call.campaign_id, call.campaign_id)}; external id "
+                f"{call.external_id}; now {call.status}", ref=f"call {call.id}",
+                policy_version=call.policy_version))
+    for rf in refusal_rows:
+        text, rules = _reasons_text(rf.reasons or [])
+        events.append(Event(
+            rf.at, f"{rf.status.capitalize()} at {rf.stage}",
+            f"{text} (campaign {names.get(rf.campaign_id or '', '-')}; "
+            f"external id {rf.external_id or '-'})",
+            ref=f"refusal {rf.id}", rule=rules, policy_version=rf.policy_version, tone="bad"))
+    for e in decisions:
+        if e.kind in _SHOWN_ELSEWHERE:
+            continue
+        events.append(Event(
+            e.at, f"Decision: {e.kind}", _decision_detail(e.kind, json.loads(e.payload)),
+            ref=f"audit #{e.seq}", policy_version=e.policy_version))
+    for a in attempts:
+        who_ = f"agent {a.agent_id or '?'} ({a.agent_name or '?'})"
+        dur = (f"; {int((a.ended_at - a.started_at).total_seconds())} s"
+               if a.started_at and a.ended_at else "")
+        flags = f"; flags {', '.join(a.flags)}" if a.flags else ""
+        events.append(Event(
+            a.at, f"Attempt ({a.kind}, {a.state})",
+            f"{who_}; result {a.result or '-'}{dur}; campaign "
+            f"{names.get(a.campaign_id or '', '-')}; callback disclosed "
+            f"{a.disclosed_callback_number or '-'}{flags}",
+            ref=f"attempt {a.id}", tone="bad" if a.flags else ""))
+    events.sort(key=lambda ev: ev.at)
+    return NumberStory(phone, consents, revs, dnc, events, len(calls), len(attempts))
+
+
+def check_phone(rt: Runtime, raw: str) -> str:
+    """The E.164 form of a typed number, or :class:`Invalid` naming the field."""
+    if not raw.strip():
+        raise Invalid("INVALID_PHONE", "phone: is empty", {"field": "phone"})
+    return normalise_phone(rt, raw)

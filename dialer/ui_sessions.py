@@ -1,0 +1,221 @@
+"""Browser sessions for the compliance dashboard (``/ui``).
+
+HIPAA's technical safeguards ask for unique user identification (45 CFR 164.312(a)(2)(i)),
+audit controls (164.312(b)) and automatic logoff (164.312(a)(2)(iii)). Here that means:
+
+* A reviewer signs in with their own API key; only ``compliance`` and ``admin`` keys may. A
+  refused sign-in is audited (``ui.login_refused``), naming the key when it is a known one.
+* The session id is 256 random bits, handed to the browser once in a cookie and stored only
+  as its SHA-256 (like API keys): a copy of the table lets nobody resume a session.
+* A session ends after ``ui_idle_minutes`` without a request (automatic logoff) and after
+  ``ui_max_hours`` in any case; ending it is audited (``ui.logoff`` with the reason). A
+  revoked key ends its sessions at their next request.
+* Each session has its own CSRF token, checked (in constant time) on every form POST. The
+  sign-in form, which has no session yet, uses a double-submit token instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dialer import audit
+from dialer.keys import Identity, Role, authenticate
+from dialer.models import ApiKey, UiSession
+from dialer.runtime import Runtime
+
+COOKIE = "callgate_ui"
+LOGIN_CSRF_COOKIE = "callgate_ui_login"
+UI_ROLES = frozenset({Role.compliance, Role.admin})
+
+# Why a session ended (``UiSession.end_reason``, and the login page's notice).
+LOGOUT = "logout"
+IDLE = "idle_timeout"
+ABSOLUTE = "absolute_timeout"
+KEY_REVOKED = "key_revoked"
+END_REASONS = (LOGOUT, IDLE, ABSOLUTE, KEY_REVOKED)
+
+
+class LoginRefused(Exception):
+    """A sign-in that may not proceed; ``message`` is safe to show on the page."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class UiUser:
+    """The signed-in reviewer behind a live session."""
+
+    identity: Identity
+    session_hash: str
+    csrf_token: str
+    created_at: datetime
+    idle_expires_at: datetime
+    expires_at: datetime
+
+    @property
+    def actor(self) -> str:
+        return self.identity.actor
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """The outcome of presenting a cookie: a live user, or why there is none."""
+
+    user: UiUser | None
+    ended: str | None = None  # one of END_REASONS when a session just ended or had ended
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def same_token(expected: str | None, given: str | None) -> bool:
+    """Constant-time comparison; a missing token never matches."""
+    if not expected or not given:
+        return False
+    return hmac.compare_digest(expected.encode("utf-8"), given.encode("utf-8"))
+
+
+def idle_limit(rt: Runtime) -> timedelta:
+    return timedelta(minutes=rt.settings.ui_idle_minutes)
+
+
+def absolute_limit(rt: Runtime) -> timedelta:
+    return timedelta(hours=rt.settings.ui_max_hours)
+
+
+def _subject(id_hash: str) -> str:
+    return f"ui_session:{id_hash[:32]}"
+
+
+def login(rt: Runtime, api_key: str) -> tuple[str, UiUser]:
+    """Start a session for ``api_key``; returns the cookie value (shown once) and the user.
+
+    Raises :class:`LoginRefused` for an unknown or revoked key or a role without access;
+    the refusal is audited either way (the key is never recorded, only its id if known)."""
+    now = rt.clock.now()
+    identity = authenticate(rt.db, api_key.strip())
+    if identity is None or identity.role not in UI_ROLES:
+        with rt.db.write() as s:
+            audit.record(
+                s,
+                at=now,
+                actor=identity.actor if identity else "anonymous",
+                kind="ui.login_refused",
+                subject=f"key:{identity.key_id}" if identity else "ui",
+                policy_version=rt.policy_version,
+                payload={
+                    "reason": "role" if identity else "unknown_key",
+                    **({"role": identity.role.value} if identity else {}),
+                },
+            )
+        if identity is None:
+            raise LoginRefused("That key is unknown or has been revoked.")
+        raise LoginRefused(
+            f"A {identity.role.value} key cannot sign in to the compliance dashboard: "
+            "it is for compliance and admin keys only. The attempt has been recorded."
+        )
+    token = new_token()
+    id_hash = _hash(token)
+    csrf = new_token()
+    with rt.db.write() as s:
+        s.add(
+            UiSession(
+                id_hash=id_hash, key_id=identity.key_id, csrf_token=csrf, created_at=now,
+                last_seen_at=now,
+            )
+        )
+        audit.record(
+            s, at=now, actor=identity.actor, kind="ui.login", subject=_subject(id_hash),
+            policy_version=rt.policy_version,
+            payload={"idle_minutes": rt.settings.ui_idle_minutes,
+                     "max_hours": rt.settings.ui_max_hours},
+        )
+    user = UiUser(identity, id_hash, csrf, now, now + idle_limit(rt), now + absolute_limit(rt))
+    return token, user
+
+
+def resume(rt: Runtime, token: str | None, *, touch: bool = True) -> Resumed:
+    """The live session behind a cookie value, its idle clock restarted (``touch``).
+
+    A session past its idle or absolute limit, or whose key was revoked, is ended here, at
+    its first request after the limit, and the logoff audited."""
+    if not token or len(token) > 200:
+        return Resumed(None)
+    now = rt.clock.now()
+    id_hash = _hash(token)
+    with rt.db.write() as s:
+        row = s.get(UiSession, id_hash, with_for_update=True)
+        if row is None:
+            return Resumed(None)
+        if row.ended_at is not None:
+            return Resumed(None, row.end_reason)
+        key = s.get(ApiKey, row.key_id)
+        ended: str | None = None
+        if key is None or key.revoked_at is not None or Role(key.role) not in UI_ROLES:
+            ended = KEY_REVOKED
+        elif now - row.created_at >= absolute_limit(rt):
+            ended = ABSOLUTE
+        elif now - row.last_seen_at >= idle_limit(rt):
+            ended = IDLE
+        if ended is not None:
+            _end(rt, s, row, now, ended)
+            return Resumed(None, ended)
+        assert key is not None
+        if touch:
+            row.last_seen_at = now
+        identity = Identity(key.id, key.name, Role(key.role))
+        idle_at = min(row.last_seen_at + idle_limit(rt), row.created_at + absolute_limit(rt))
+        return Resumed(
+            UiUser(identity, id_hash, row.csrf_token, row.created_at, idle_at,
+                   row.created_at + absolute_limit(rt))
+        )
+
+
+def _end(rt: Runtime, s: Session, row: UiSession, now: datetime, reason: str) -> None:
+    row.ended_at = now
+    row.end_reason = reason
+    payload: dict[str, object] = {"reason": reason}
+    if reason == IDLE:
+        # When the inactivity limit ran out, which may be well before this request.
+        payload["idle_since"] = row.last_seen_at.isoformat()
+    audit.record(
+        s, at=now, actor=f"key:{row.key_id}",
+        kind="ui.logout" if reason == LOGOUT else "ui.logoff",
+        subject=_subject(row.id_hash), policy_version=rt.policy_version, payload=payload,
+    )
+
+
+def logout(rt: Runtime, user: UiUser) -> None:
+    now = rt.clock.now()
+    with rt.db.write() as s:
+        row = s.get(UiSession, user.session_hash, with_for_update=True)
+        if row is not None and row.ended_at is None:
+            _end(rt, s, row, now, LOGOUT)
+
+
+def live_sessions(rt: Runtime, key_id: str) -> int:
+    """How many unended sessions a key has (for tests and operators)."""
+    with rt.db.read() as s:
+        return len(
+            list(
+                s.scalars(
+                    select(UiSession.id_hash).where(
+                        UiSession.key_id == key_id, UiSession.ended_at.is_(None)
+                    )
+                )
+            )
+        )

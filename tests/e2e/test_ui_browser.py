@@ -1,0 +1,307 @@
+"""The compliance dashboard in a real browser: headless Chromium from Debian's packages
+(``chromium``, ``chromium-driver``) driven by Selenium, against real ``callgate serve``
+processes on 127.0.0.1 sharing one seeded SQLite database.
+
+One server runs with the default idle limit; a second one, on the same database, with
+``CALLGATE_UI_IDLE_MINUTES=0.05`` (3 seconds) for the automatic-logoff test.
+
+Run alone: ``pytest tests/e2e/test_ui_browser.py -v`` (skips when /usr/bin/chromium or
+/usr/bin/chromedriver is absent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+    pytest.skip(
+        "headless browser tests need Debian's chromium and chromium-driver "
+        "(apt-get install -y chromium chromium-driver)",
+        allow_module_level=True,
+    )
+webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
+
+from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.select import Select  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from dialer.db import Database  # noqa: E402
+from dialer.keys import Role, create_key  # noqa: E402
+from dialer.migrate import upgrade  # noqa: E402
+from dialer.models import AuditEntry  # noqa: E402
+
+REFUSED_PHONE = "+13145550101"  # no consent on file: refused at intake with NO_CONSENT
+ORAL_PHONE = "+13145550102"  # oral consent only: CONSENT_NOT_WRITTEN
+OK_PHONE = "+13145550100"
+IDLE_MINUTES = 0.05
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _callgate() -> list[str]:
+    exe = shutil.which("callgate", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-c", "from api.cli import main; main()"]
+
+
+class Server:
+    def __init__(self, tmp: Path, db_url: str, name: str, **env: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        full_env = {**os.environ, "CALLGATE_DATABASE_URL": db_url,
+                    "CALLGATE_LOG_LEVEL": "WARNING", **env}
+        full_env.pop("CALLGATE_POLICY_FILE", None)
+        self.proc = subprocess.Popen(
+            [*_callgate(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=tmp, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        pytest.fail(f"callgate serve did not start:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("ui-browser")
+    db_url = f"sqlite:///{tmp / 'ui.db'}"
+    upgrade(db_url)
+    db = Database(db_url)
+    now = datetime.now(UTC)
+    keys: dict[str, str] = {}
+    ids: dict[str, str] = {}
+    for role in (Role.compliance, Role.dialer, Role.campaign_manager):
+        row, plaintext = create_key(db, role, f"e2e-{role.value}", now)
+        keys[role.value], ids[role.value] = plaintext, row.id
+    main = Server(tmp, db_url, "main")
+    idle = Server(tmp, db_url, "idle", CALLGATE_UI_IDLE_MINUTES=str(IDLE_MINUTES))
+    try:
+        _seed(main.url, keys["campaign_manager"], now)
+        yield {"main": main, "idle": idle, "db": db, "keys": keys, "ids": ids}
+    finally:
+        main.stop()
+        idle.stop()
+        db.dispose()
+
+
+def _seed(url: str, key: str, now: datetime) -> None:
+    h = {"Authorization": f"Bearer {key}"}
+    obtained = (now - timedelta(days=30)).isoformat()
+    for phone, method in ((OK_PHONE, "written"), (ORAL_PHONE, "oral")):
+        r = httpx.post(f"{url}/v1/consents", headers=h, json={
+            "patient_ref": "MRN-1", "phone": phone, "channels": ["autodialed_voice"],
+            "purposes": ["*"], "method": method, "obtained_at": obtained,
+            "evidence_ref": "scan://consents/e2e.pdf#sha256=feed"})
+        assert r.status_code == 201, r.text
+    camp = httpx.post(f"{url}/v1/campaigns", headers=h, json={
+        "name": "Cardiology discharge follow-up", "purpose": "discharge_followup",
+        "channel": "autodialed_voice", "provider_name": "Mercy Heart Clinic",
+        "callback_number": "+1 314 555 0199"})
+    assert camp.status_code == 201, camp.text
+    rows = [
+        {"external_id": "enc-ok", "patient_ref": "MRN-1", "phone": OK_PHONE},
+        {"external_id": "enc-refused", "patient_ref": "MRN-2", "phone": REFUSED_PHONE},
+        {"external_id": "enc-oral", "patient_ref": "MRN-3", "phone": ORAL_PHONE},
+    ]
+    r = httpx.post(f"{url}/v1/campaigns/{camp.json()['id']}/calls", headers=h, json=rows)
+    assert r.status_code == 200, r.text
+    assert [x["status"] for x in r.json()["results"]] == ["queued", "refused", "refused"]
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--window-size=1280,900",
+                f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _audit(db: Database, kind: str) -> list[AuditEntry]:
+    with db.read() as s:
+        return list(s.scalars(select(AuditEntry).where(AuditEntry.kind == kind)
+                              .order_by(AuditEntry.seq)))
+
+
+def _sign_in(driver: Any, base: str, key: str) -> None:
+    driver.get(f"{base}/ui/login")
+    field = driver.find_element(By.ID, "key")
+    field.send_keys(key)
+    field.submit()
+
+
+def _row(driver: Any, external_id: str) -> Any:
+    for tr in driver.find_elements(By.CSS_SELECTOR, "#refusals tbody tr"):
+        if external_id in tr.text:
+            return tr
+    raise AssertionError(f"no row for {external_id} on {driver.current_url}")
+
+
+def test_compliance_reviewer_journey(site: dict[str, Any], browser: Any) -> None:
+    base, db, keys = site["main"].url, site["db"], site["keys"]
+    actor = f"key:{site['ids']['compliance']}"
+    wait = WebDriverWait(browser, 15)
+
+    # Not signed in: sent to the sign-in page.
+    browser.get(f"{base}/ui/refusals")
+    assert browser.current_url.startswith(f"{base}/ui/login")
+
+    _sign_in(browser, base, keys["compliance"])
+    wait.until(EC.url_to_be(f"{base}/ui/"))
+    assert "Audit chain" in browser.page_source
+    assert "Verified just now" in browser.page_source
+
+    # The refusal log shows the known refused row, phone masked, with its rule.
+    browser.find_element(By.LINK_TEXT, "Refusals").click()
+    wait.until(EC.url_to_be(f"{base}/ui/refusals"))
+    row = _row(browser, "enc-refused")
+    assert "+1314555****" in row.text
+    assert REFUSED_PHONE not in browser.page_source
+    assert "NO_CONSENT" in row.text
+    assert "47 CFR 64.1200(a)(1)-(2)" in row.text
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#refusals tbody tr")) == 2
+
+    # Filter by code (GET parameters, no patient data in the URL).
+    Select(browser.find_element(By.ID, "f-code")).select_by_value("NO_CONSENT")
+    browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+    wait.until(EC.url_contains("code=NO_CONSENT"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#refusals tbody tr")
+    assert len(rows) == 1
+    assert rows[0].get_attribute("data-code") == "NO_CONSENT"
+    assert "555" not in browser.current_url
+
+    # Reveal the phone: a POST form; the page comes back with that row unmasked.
+    before = len(_audit(db, "patient_data.unmask"))
+    _row(browser, "enc-refused").find_element(By.CSS_SELECTOR, "button.reveal").click()
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".revealed")))
+    assert browser.find_element(By.CSS_SELECTOR, ".revealed").text == REFUSED_PHONE
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#refusals tbody tr")) == 1
+    unmasks = _audit(db, "patient_data.unmask")
+    assert len(unmasks) == before + 1
+    assert unmasks[-1].actor == actor
+    assert json.loads(unmasks[-1].payload)["view"] == "ui.reveal"
+
+    # Export the current filter as CSV with the browser's session cookie.
+    href = browser.find_element(By.ID, "csv-export").get_attribute("href")
+    assert href == f"{base}/ui/refusals.csv?code=NO_CONSENT"
+    cookie = browser.get_cookie("callgate_ui")
+    assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    csv_resp = httpx.get(href, cookies={"callgate_ui": cookie["value"]})
+    assert csv_resp.status_code == 200
+    assert csv_resp.headers["content-type"].startswith("text/csv")
+    lines = csv_resp.text.strip().splitlines()
+    assert lines[0].startswith("id,at,call_id")
+    assert len(lines) == 2 and "enc-refused" in lines[1] and "NO_CONSENT" in lines[1]
+    assert REFUSED_PHONE not in csv_resp.text
+    anonymous = httpx.get(href, follow_redirects=False)
+    assert anonymous.status_code == 303
+
+    # Open the number's story from the row.
+    _row(browser, "enc-refused").find_element(By.CSS_SELECTOR, "button.story").click()
+    wait.until(EC.url_contains("/ui/numbers/"))
+    assert browser.current_url == f"{base}/ui/numbers/{REFUSED_PHONE}"
+    assert REFUSED_PHONE in browser.find_element(By.TAG_NAME, "h1").text
+    timeline = browser.find_element(By.ID, "timeline").text
+    assert "Refused at intake" in timeline and "NO_CONSENT" in timeline
+    reads = [json.loads(e.payload) | {"actor": e.actor}
+             for e in _audit(db, "patient_data.read")]
+    assert any(r["view"] == "ui.number" and r["actor"] == actor for r in reads)
+    assert any(r["view"] == "ui.refusals" and r["actor"] == actor for r in reads)
+    assert any(r["view"] == "ui.refusals.csv" for r in reads)
+
+    # Keyboard: the skip link is the first stop and is visible when focused.
+    browser.find_element(By.TAG_NAME, "body").send_keys("\ue004")  # Tab
+    focused = browser.switch_to.active_element
+    assert focused.text == "Skip to main content"
+
+    # Sign out.
+    browser.find_element(By.CSS_SELECTOR, "form[action='/ui/logout'] button").click()
+    wait.until(EC.url_contains("/ui/login"))
+    assert "You have signed out" in browser.page_source
+    browser.get(f"{base}/ui/")
+    assert browser.current_url.startswith(f"{base}/ui/login")
+
+
+def test_dialer_key_cannot_sign_in(site: dict[str, Any], browser: Any) -> None:
+    base, db = site["main"].url, site["db"]
+    before = len(_audit(db, "ui.login_refused"))
+    _sign_in(browser, base, site["keys"]["dialer"])
+    error = WebDriverWait(browser, 15).until(
+        EC.presence_of_element_located((By.ID, "login-error")))
+    assert "cannot sign in" in error.text
+    assert browser.get_cookie("callgate_ui") is None
+    browser.get(f"{base}/ui/refusals")
+    assert browser.current_url.startswith(f"{base}/ui/login")
+    refused = _audit(db, "ui.login_refused")
+    assert len(refused) == before + 1
+    assert refused[-1].actor == f"key:{site['ids']['dialer']}"
+
+
+def test_idle_session_is_sent_back_to_login(site: dict[str, Any], browser: Any) -> None:
+    base, db = site["idle"].url, site["db"]
+    _sign_in(browser, base, site["keys"]["compliance"])
+    WebDriverWait(browser, 15).until(EC.url_to_be(f"{base}/ui/"))
+    browser.get(f"{base}/ui/refusals")
+    assert browser.current_url == f"{base}/ui/refusals"
+    # Left alone past the limit, the page takes itself off the screen (meta refresh) ...
+    try:
+        WebDriverWait(browser, 30).until(EC.url_contains("/ui/login"))
+    except TimeoutException:  # pragma: no cover - diagnostic
+        pytest.fail(f"still on {browser.current_url} after the idle limit")
+    assert "signed out automatically" in browser.page_source
+    assert REFUSED_PHONE not in browser.page_source
+    # ... and the session is over: any page sends the browser back to sign in.
+    browser.get(f"{base}/ui/refusals")
+    assert browser.current_url.startswith(f"{base}/ui/login")
+    offs = [json.loads(e.payload) for e in _audit(db, "ui.logoff")]
+    assert {"reason": "idle_timeout"}.items() <= offs[-1].items()

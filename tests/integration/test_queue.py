@@ -1,0 +1,809 @@
+"""The dispatch queue over HTTP, on both databases: every reason code reachable at lease time,
+lease ordering and limits, leases clipped to the calling window, release / expiry accounting,
+outcomes (agent identification, opt-out, wrong number), the dial check, the preflight check
+with and without a reservation, and the roles.
+
+Time is driven with the ``clock`` fixture (the app's runtime reads it). T0 is Tuesday
+2026-11-24 17:00 UTC = 11:00 in Chicago, the zone of every 314 number used here; Thursday
+2026-11-26 is Thanksgiving (a US public holiday, hence a quiet day).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy import select
+
+from config.clock import FakeClock
+from config.policy import _default_policy_bytes, parse_policy
+from consent.models import Revocation
+from dialer import queue
+from dialer.models import Attempt, Refusal
+from dialer.runtime import Runtime
+from tests.conftest import T0
+from tests.helpers import audit_entries, campaign_body, consent_body, days
+
+Keys = dict[str, dict[str, str]]
+CHI = ZoneInfo("America/Chicago")
+CALLBACK = "+13145550199"
+# Task fields: the API.md ones, plus the documented extensions (script id per PRODUCT.md 8,
+# sms limit, attempt numbering). Anything else must be reviewed for "minimum necessary".
+TASK_FIELDS_API = {
+    "call_id", "lease_id", "lease_expires_at", "phone", "purpose", "channel", "campaign_id",
+    "provider_name", "callback_number", "max_duration_seconds", "disclosures",
+}
+TASK_FIELDS_EXTRA = {"script_id", "sms_max_chars", "attempt", "max_attempts"}
+
+
+def num(i: int) -> str:
+    """A distinct St. Louis (America/Chicago) number per i, E.164."""
+    return f"+1314555{100 + i:04d}"
+
+
+def chicago(day: int, hour: int, minute: int = 0, second: int = 0, month: int = 11) -> datetime:
+    """Local Chicago wall time in 2026 as an aware UTC datetime."""
+    return datetime(2026, month, day, hour, minute, second, tzinfo=CHI).astimezone(UTC)
+
+
+def ts(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def swap_policy(runtime: Runtime, old: str, new: str) -> None:
+    """Replace the running policy by the shipped one with ``old`` replaced by ``new``."""
+    text = _default_policy_bytes().decode()
+    assert old in text
+    runtime.policy = parse_policy(text.replace(old, new).encode(), "test policy")
+
+
+@dataclass
+class Api:
+    """A thin driver for the HTTP API with the test keys."""
+
+    client: TestClient
+    keys: Keys
+    clock: FakeClock
+    runtime: Runtime
+
+    @property
+    def mgr(self) -> dict[str, str]:
+        return self.keys["campaign_manager"]
+
+    @property
+    def dialer(self) -> dict[str, str]:
+        return self.keys["dialer"]
+
+    def consent(self, phone: str, **kw: Any) -> None:
+        body = consent_body(kw.pop("obtained_at", T0 - days(20)), phone, **kw)
+        r = self.client.post("/v1/consents", json=body, headers=self.mgr)
+        assert r.status_code == 201, r.text
+
+    def campaign(self, **overrides: Any) -> str:
+        overrides.setdefault("calling_window", None)
+        r = self.client.post("/v1/campaigns", json=campaign_body(**overrides), headers=self.mgr)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def submit(self, campaign_id: str, *rows: dict[str, Any]) -> list[str]:
+        """Queue rows (each needs at least ``phone``); returns their call ids."""
+        body = [
+            {"external_id": f"x-{uuid.uuid4().hex[:10]}", "patient_ref": "MRN-7731", **r}
+            for r in rows
+        ]
+        r = self.client.post(f"/v1/campaigns/{campaign_id}/calls", json=body, headers=self.mgr)
+        assert r.status_code == 200, r.text
+        out = r.json()["results"]
+        assert [x["status"] for x in out] == ["queued"] * len(rows), out
+        return [str(x["call_id"]) for x in out]
+
+    def lease_resp(self, limit: int = 10, lease_seconds: int = 120,
+                   headers: dict[str, str] | None = None) -> Response:
+        return self.client.post(
+            "/v1/queue/lease", headers=headers or self.dialer,
+            json={"dialer_id": "acme-1", "limit": limit, "lease_seconds": lease_seconds},
+        )
+
+    def lease(self, limit: int = 10, lease_seconds: int = 120) -> list[dict[str, Any]]:
+        r = self.lease_resp(limit, lease_seconds)
+        assert r.status_code == 200, r.text
+        return list(r.json()["tasks"])
+
+    def outcome(self, task: dict[str, Any], result: str = "no_answer", **fields: Any) -> Response:
+        body: dict[str, Any] = {
+            "lease_id": task["lease_id"], "agent_id": "A-17", "agent_name": "Dana",
+            "disclosed_callback_number": CALLBACK, "result": result,
+            "started_at": iso(self.clock.now()),
+            "ended_at": iso(self.clock.now() + timedelta(seconds=30)),
+        }
+        body.update(fields)
+        body = {k: v for k, v in body.items() if v is not ...}
+        return self.client.post(f"/v1/queue/{task['call_id']}/outcome", json=body,
+                                headers=self.dialer)
+
+    def dial(self, task: dict[str, Any]) -> Response:
+        return self.client.post(f"/v1/queue/{task['call_id']}/dial",
+                                json={"lease_id": task["lease_id"]}, headers=self.dialer)
+
+    def release(self, task: dict[str, Any]) -> Response:
+        return self.client.post(f"/v1/queue/{task['call_id']}/release",
+                                json={"lease_id": task["lease_id"]}, headers=self.dialer)
+
+    def call(self, call_id: str) -> dict[str, Any]:
+        r = self.client.get(f"/v1/calls/{call_id}", headers=self.mgr)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def check(self, **body: Any) -> Response:
+        body.setdefault("purpose", "discharge_followup")
+        body.setdefault("channel", "autodialed_voice")
+        return self.client.post("/v1/check", json=body, headers=self.dialer)
+
+    def refusals(self, call_id: str) -> list[Refusal]:
+        with self.runtime.db.read() as s:
+            return list(s.scalars(
+                select(Refusal).where(Refusal.call_id == call_id).order_by(Refusal.id)
+            ))
+
+    def attempts(self, phone: str) -> list[Attempt]:
+        with self.runtime.db.read() as s:
+            return list(s.scalars(
+                select(Attempt).where(Attempt.phone == phone).order_by(Attempt.at, Attempt.kind)
+            ))
+
+
+@pytest.fixture
+def api(client: TestClient, keys: Keys, clock: FakeClock, runtime: Runtime) -> Api:
+    return Api(client, keys, clock, runtime)
+
+
+def deferred(api: Api, call_id: str, code: str, at: datetime) -> None:
+    c = api.call(call_id)
+    assert (c["status"], c["last_reason"], ts(c["next_eligible_at"])) == ("queued", code, at)
+    [entry] = [d for d in c["decisions"] if d["kind"] == "call.deferred"][-1:]
+    assert code in entry["payload"]["codes"]
+
+
+def left(api: Api, call_id: str, status: str, code: str) -> Refusal:
+    """The call left the queue with ``code``, logged once in the refusal log at dispatch."""
+    c = api.call(call_id)
+    assert (c["status"], c["last_reason"], c["next_eligible_at"]) == (status, code, None)
+    [row] = api.refusals(call_id)
+    assert (row.stage, row.status, row.code) == ("dispatch", status, code)
+    return row
+
+
+# --- permanent reasons at dispatch -------------------------------------------------------
+
+
+def test_consent_revoked_after_intake_is_refused_at_lease(api: Api, runtime: Runtime) -> None:
+    api.consent(num(1))
+    [call] = api.submit(api.campaign(), {"phone": num(1)})
+    # A revocation that reached the registry without withdrawing the call (imported by
+    # another system, or recorded by an instance racing this lease): the lease re-checks
+    # consent at that instant and refuses.
+    with runtime.db.write() as s:
+        s.add(Revocation(id=str(uuid.uuid4()), phone=num(1), source="letter",
+                         received_at=T0 - timedelta(minutes=5), recorded_at=T0,
+                         recorded_by="test"))
+    assert api.lease() == []
+    left(api, call, "refused", "CONSENT_REVOKED")
+    assert api.lease() == []
+
+
+def test_consent_expired_after_intake_is_refused_at_lease(api: Api, clock: FakeClock) -> None:
+    api.consent(num(1), expires_at=T0 + timedelta(hours=1))
+    [call] = api.submit(api.campaign(), {"phone": num(1)})
+    clock.advance(timedelta(hours=1))
+    assert api.lease() == []
+    left(api, call, "refused", "CONSENT_EXPIRED")
+
+
+def test_revocation_withdraws_queued_calls(api: Api) -> None:
+    api.consent(num(1))
+    [call] = api.submit(api.campaign(), {"phone": num(1)})
+    r = api.client.post("/v1/consents/revocations", headers=api.mgr,
+                        json={"phone": num(1), "source": "sms_stop"})
+    assert r.status_code == 201 and r.json()["withdrawn_calls"] == 1
+    assert api.lease() == []
+    left(api, call, "withdrawn", "CONSENT_REVOKED")
+
+
+def test_dnc_withdraws_queued_and_leased_calls(api: Api) -> None:
+    for i in (1, 2):
+        api.consent(num(i))
+    queued, leased = api.submit(api.campaign(), {"phone": num(1), "priority": 1},
+                                {"phone": num(2), "priority": 9})
+    [task] = api.lease(limit=1)
+    assert task["call_id"] == leased
+    for phone in (num(1), num(2)):
+        r = api.client.post("/v1/dnc", headers=api.mgr, json={"phone": phone, "reason": "letter"})
+        assert r.status_code == 201 and r.json()["withdrawn_calls"] == 1
+    assert api.lease() == []
+    left(api, queued, "withdrawn", "DO_NOT_CALL")
+    left(api, leased, "withdrawn", "DO_NOT_CALL")
+    dial = api.dial(task)
+    assert dial.status_code == 409 and dial.json()["error"]["code"] == "DO_NOT_CALL"
+    assert api.outcome(task).json()["error"]["code"] == "LEASE_NOT_HELD"
+
+
+def test_purpose_withdrawn_from_policy_is_refused_at_lease(api: Api, runtime: Runtime) -> None:
+    for i in (1, 2):
+        api.consent(num(i))
+    leased, queued = api.submit(api.campaign(), {"phone": num(1), "priority": 9},
+                                {"phone": num(2), "priority": 1})
+    [task] = api.lease(limit=1)
+    assert task["call_id"] == leased
+    swap_policy(runtime, "[purposes.discharge_followup]\nallowed = true",
+                "[purposes.discharge_followup]\nallowed = false")
+    assert api.lease() == []
+    row = left(api, queued, "refused", "PURPOSE_NOT_ALLOWED")
+    assert row.policy_version == runtime.policy_version
+    # The leased call is stopped at the dial check.
+    dial = api.dial(task)
+    assert dial.status_code == 409
+    assert dial.json()["error"]["code"] == "PURPOSE_NOT_ALLOWED"
+    assert dial.json()["error"]["details"]["go"] is False
+
+
+# --- deadlines ---------------------------------------------------------------------------
+
+
+def test_deadline_passed_when_not_after_passes(api: Api, clock: FakeClock) -> None:
+    api.consent(num(1))
+    [call] = api.submit(api.campaign(), {"phone": num(1),
+                                         "not_after": iso(T0 + timedelta(hours=1))})
+    clock.advance(timedelta(hours=1))
+    assert api.lease() == []
+    left(api, call, "expired", "DEADLINE_PASSED")
+
+
+def test_deadline_passed_when_window_does_not_open_before_not_after(
+    api: Api, clock: FakeClock
+) -> None:
+    api.consent(num(1))
+    clock.set(chicago(24, 21, 30))
+    [call] = api.submit(api.campaign(), {"phone": num(1), "not_after": iso(chicago(24, 23, 0))})
+    assert api.lease() == []
+    row = left(api, call, "expired", "DEADLINE_PASSED")
+    assert row.codes.split() == ["DEADLINE_PASSED", "OUTSIDE_CALLING_WINDOW"]
+    assert row.reasons[0]["details"] == {"blocked_by": ["OUTSIDE_CALLING_WINDOW"]}
+
+
+def test_deadline_passed_when_cap_frees_after_not_after(api: Api) -> None:
+    api.consent(num(1))
+    [first] = api.submit(api.campaign(name="a"), {"phone": num(1), "priority": 9})
+    [late] = api.submit(api.campaign(name="b"), {"phone": num(1), "priority": 1,
+                                                  "not_after": iso(T0 + timedelta(hours=2))})
+    [task] = api.lease()
+    assert task["call_id"] == first
+    row = left(api, late, "expired", "DEADLINE_PASSED")
+    assert row.reasons[0]["details"] == {"blocked_by": ["DAILY_CAP"]}
+
+
+def test_expire_deadlines_job(api: Api, runtime: Runtime, clock: FakeClock) -> None:
+    api.consent(num(1))
+    [call] = api.submit(api.campaign(), {"phone": num(1),
+                                         "not_after": iso(T0 + timedelta(hours=1))})
+    clock.advance(timedelta(hours=2))
+    assert queue.expire_deadlines(runtime) == 1
+    left(api, call, "expired", "DEADLINE_PASSED")
+
+
+# --- deferrals -----------------------------------------------------------------------------
+
+
+def test_outside_calling_window_defers_to_the_opening(api: Api, clock: FakeClock) -> None:
+    for i in (1, 2, 3):
+        api.consent(num(i))
+    clock.set(chicago(24, 6, 0))
+    [policy_window] = api.submit(api.campaign(name="a"), {"phone": num(1)})
+    [campaign_window] = api.submit(
+        api.campaign(name="b", calling_window={"start": "09:00", "end": "18:00"}),
+        {"phone": num(2)},
+    )
+    # A St. Louis number with a New York address: inside the window in both zones only.
+    [two_zones] = api.submit(api.campaign(name="c"), {"phone": num(3), "postal_code": "10001"})
+    assert api.lease() == []
+    deferred(api, policy_window, "OUTSIDE_CALLING_WINDOW", chicago(24, 8, 0))
+    deferred(api, campaign_window, "OUTSIDE_CALLING_WINDOW", chicago(24, 9, 0))
+    deferred(api, two_zones, "OUTSIDE_CALLING_WINDOW", chicago(24, 8, 0))
+    clock.set(chicago(24, 8, 0))
+    assert {t["call_id"] for t in api.lease()} == {policy_window, two_zones}
+    clock.set(chicago(24, 9, 0))
+    assert [t["call_id"] for t in api.lease()] == [campaign_window]
+
+
+def test_outside_calling_window_in_any_candidate_zone(api: Api, clock: FakeClock) -> None:
+    api.consent(num(1))
+    clock.set(chicago(24, 20, 30))  # 21:30 in New York: closed there
+    [call] = api.submit(api.campaign(), {"phone": num(1), "postal_code": "10001"})
+    assert api.lease() == []
+    deferred(api, call, "OUTSIDE_CALLING_WINDOW", chicago(25, 8, 0))
+    c = api.call(call)
+    assert c["candidate_zones"] == [
+        {"zone": "America/Chicago", "source": "area_code"},
+        {"zone": "America/New_York", "source": "postal_code"},
+    ]
+
+
+def test_quiet_day_defers_to_the_next_day(api: Api, clock: FakeClock) -> None:
+    api.consent(num(1))
+    clock.set(chicago(26, 11, 0))  # Thanksgiving
+    [call] = api.submit(api.campaign(), {"phone": num(1)})
+    assert api.lease() == []
+    deferred(api, call, "QUIET_DAY", chicago(27, 8, 0))
+    clock.set(chicago(27, 8, 0))
+    assert [t["call_id"] for t in api.lease()] == [call]
+
+
+def test_daily_cap_across_campaigns(api: Api, clock: FakeClock) -> None:
+    api.consent(num(1))
+    [first] = api.submit(api.campaign(name="a"), {"phone": num(1), "priority": 7})
+    [second] = api.submit(api.campaign(name="b", purpose="appointment_reminder"),
+                          {"phone": num(1)})
+    [task] = api.lease()
+    assert task["call_id"] == first
+    assert api.outcome(task, "connected").status_code == 200
+    deferred(api, second, "DAILY_CAP", T0 + timedelta(hours=24))
+    clock.advance(timedelta(hours=24) - timedelta(seconds=1))
+    assert api.lease() == []
+    clock.advance(timedelta(seconds=1))
+    assert [t["call_id"] for t in api.lease()] == [second]
+
+
+def test_weekly_cap_after_three_attempts(api: Api, clock: FakeClock) -> None:
+    api.consent(num(1))
+    monday = chicago(30, 11, 0)
+    clock.set(monday)
+    [call] = api.submit(api.campaign(max_attempts=5), {"phone": num(1)})
+    for day in range(3):
+        clock.set(monday + days(day))
+        [task] = api.lease()
+        assert task["attempt"] == day + 1
+        r = api.outcome(task, "no_answer")
+        assert r.status_code == 200 and r.json()["status"] == "queued", r.text
+        assert api.lease() == []  # the same day: capped
+        if day < 2:
+            deferred(api, call, "DAILY_CAP", clock.now() + days(1))
+    # After the third attempt both caps block; the call waits for the weekly one.
+    c = api.call(call)
+    assert ts(c["next_eligible_at"]) == monday + days(7)
+    assert c["decisions"][-1]["payload"]["codes"] == ["DAILY_CAP", "WEEKLY_CAP"]
+    # Thursday: a new call to the number is blocked by the weekly cap alone.
+    clock.set(monday + days(3))
+    [other] = api.submit(api.campaign(name="other"), {"phone": num(1)})
+    assert api.lease() == []
+    deferred(api, other, "WEEKLY_CAP", monday + days(7))
+    clock.set(monday + days(7))
+    [task] = api.lease()
+    assert (task["call_id"], task["attempt"]) == (call, 4)
+
+
+def test_max_attempts_after_no_answers(api: Api, clock: FakeClock) -> None:
+    api.consent(num(1))
+    [call] = api.submit(api.campaign(max_attempts=2), {"phone": num(1)})
+    [task] = api.lease()
+    assert api.outcome(task, "busy").json()["status"] == "queued"
+    clock.advance(days(1))
+    [task] = api.lease()
+    r = api.outcome(task, "no_answer")
+    assert r.status_code == 200 and r.json() == {
+        "call_id": call, "status": "expired", "attempts": 2, "flags": []
+    }
+    left(api, call, "expired", "MAX_ATTEMPTS")
+    clock.advance(days(1))
+    assert api.lease() == []
+
+
+def test_max_attempts_reached_by_an_expired_lease(api: Api, clock: FakeClock) -> None:
+    api.consent(num(1))
+    [call] = api.submit(api.campaign(max_attempts=1), {"phone": num(1)})
+    [task] = api.lease(lease_seconds=30)
+    clock.advance(timedelta(seconds=31))
+    assert api.lease() == []
+    left(api, call, "expired", "MAX_ATTEMPTS")
+    assert api.outcome(task).status_code == 409
+
+
+# --- lease: order, limits, window, task contents -----------------------------------------
+
+
+def test_lease_order_priority_then_oldest(api: Api, clock: FakeClock) -> None:
+    for i in range(5):
+        api.consent(num(i))
+    cid = api.campaign()
+    ids = {}
+    for i, prio in enumerate((5, 5, 9, 1, 5)):
+        [ids[i]] = api.submit(cid, {"phone": num(i), "priority": prio})
+        clock.advance(timedelta(minutes=1))
+    expected = [ids[2], ids[0], ids[1], ids[4], ids[3]]
+    first = api.lease(limit=2)
+    assert [t["call_id"] for t in first] == expected[:2]
+    assert [t["call_id"] for t in api.lease(limit=10)] == expected[2:]
+
+
+def test_lease_order_with_many_eligible(api: Api) -> None:
+    """More eligible calls than one poll can read in memory: the same order."""
+    for i in range(12):
+        api.consent(num(i))
+    cid = api.campaign()
+    rows = [{"phone": num(i), "priority": 1 + (i * 7) % 10} for i in range(12)]
+    ids = api.submit(cid, *rows)
+    by_prio = sorted(range(12), key=lambda i: -rows[i]["priority"])
+    original = queue.SMALL_ELIGIBLE
+    queue.SMALL_ELIGIBLE = 3
+    try:
+        tasks = api.lease(limit=5)
+    finally:
+        queue.SMALL_ELIGIBLE = original
+    assert [t["call_id"] for t in tasks] == [ids[i] for i in by_prio[:5]]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"dialer_id": "d", "limit": 0},
+        {"dialer_id": "d", "limit": 101},
+        {"dialer_id": "d", "lease_seconds": 14},
+        {"dialer_id": "d", "lease_seconds": 901},
+        {"dialer_id": ""},
+        {"limit": 5},
+        {"dialer_id": "d", "extra": 1},
+    ],
+)
+def test_lease_validation(api: Api, body: dict[str, Any]) -> None:
+    r = api.client.post("/v1/queue/lease", json=body, headers=api.dialer)
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+def test_lease_limit_and_bounds(api: Api) -> None:
+    for i in range(3):
+        api.consent(num(i))
+    api.submit(api.campaign(), *({"phone": num(i)} for i in range(3)))
+    [one] = api.lease(limit=1, lease_seconds=15)
+    assert ts(one["lease_expires_at"]) == T0 + timedelta(seconds=15)
+    two = api.lease(limit=100, lease_seconds=900)
+    assert len(two) == 2
+    assert {ts(t["lease_expires_at"]) for t in two} == {T0 + timedelta(seconds=900)}
+
+
+def test_lease_never_outlives_the_window(api: Api, clock: FakeClock) -> None:
+    for i in (1, 2):
+        api.consent(num(i))
+    cid = api.campaign()
+    clock.set(chicago(24, 20, 59))
+    api.submit(cid, {"phone": num(1)})
+    [task] = api.lease(lease_seconds=120)
+    assert ts(task["lease_expires_at"]) == chicago(24, 21, 0)
+    # 10 s before the close: not worth a lease, deferred to the next opening.
+    clock.set(chicago(24, 20, 59, 50))
+    [late] = api.submit(cid, {"phone": num(2)})
+    assert api.lease() == []
+    deferred(api, late, "OUTSIDE_CALLING_WINDOW", chicago(25, 8, 0))
+    # The first lease ends with the window: its outcome at 21:00 is refused.
+    clock.set(chicago(24, 21, 0))
+    assert api.outcome(task, "connected").status_code == 409
+
+
+def test_task_holds_only_what_the_dialer_needs(api: Api) -> None:
+    api.consent(num(1))
+    cid = api.campaign(script_id="SCRIPT-9")
+    [call] = api.submit(cid, {"phone": num(1), "patient_ref": "MRN-7731", "state": "MO",
+                              "postal_code": "63110", "external_id": "enc-778",
+                              "not_after": iso(T0 + days(2))})
+    r = api.lease_resp()
+    [task] = r.json()["tasks"]
+    assert set(task) == TASK_FIELDS_API | TASK_FIELDS_EXTRA
+    assert task == {
+        "call_id": call, "lease_id": task["lease_id"], "lease_expires_at": iso(T0 + timedelta(
+            seconds=120)),
+        "phone": num(1), "purpose": "discharge_followup", "channel": "autodialed_voice",
+        "campaign_id": cid, "provider_name": "Mercy Heart Clinic", "callback_number": CALLBACK,
+        "max_duration_seconds": None, "disclosures": ["provider_name", "callback_number",
+                                                      "agent_name"],
+        "script_id": "SCRIPT-9", "sms_max_chars": None, "attempt": 1, "max_attempts": 3,
+    }
+    for secret in ("MRN-7731", "enc-778", "63110", '"MO"', "patient", "postal", "external"):
+        assert secret not in r.text
+
+
+# --- release and expiry ----------------------------------------------------------------------
+
+
+def test_release_refunds_the_attempt(api: Api) -> None:
+    api.consent(num(1))
+    [call] = api.submit(api.campaign(), {"phone": num(1)})
+    [task] = api.lease()
+    r = api.release(task)
+    assert r.status_code == 200 and r.json() == {"released": True}
+    [again] = api.lease()
+    assert again["call_id"] == call and again["lease_id"] != task["lease_id"]
+    assert again["attempt"] == 1
+    assert api.release(task).json()["error"]["code"] == "LEASE_NOT_HELD"
+    released, live = api.attempts(num(1))
+    assert (released.state, released.counted) == ("released", False)
+    assert (live.state, live.counted) == ("live", True)
+
+
+def test_expired_lease_counts(api: Api, clock: FakeClock) -> None:
+    api.consent(num(1))
+    [call] = api.submit(api.campaign(), {"phone": num(1)})
+    [task] = api.lease(lease_seconds=60)
+    clock.set(ts(task["lease_expires_at"]) or T0)
+    assert api.lease() == []  # sweeps the expired lease, then finds the number capped
+    c = api.call(call)
+    assert (c["status"], c["attempts"], c["last_reason"]) == ("queued", 1, "DAILY_CAP")
+    assert ts(c["next_eligible_at"]) == T0 + timedelta(hours=24)
+    assert [d["kind"] for d in c["decisions"]] == ["call.leased", "lease.expired",
+                                                   "call.deferred"]
+    [attempt] = api.attempts(num(1))
+    assert (attempt.state, attempt.counted) == ("expired", True)
+    r = api.outcome(task, "connected")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "LEASE_NOT_HELD"
+
+
+def test_expire_leases_job(api: Api, runtime: Runtime, clock: FakeClock) -> None:
+    api.consent(num(1))
+    [call] = api.submit(api.campaign(), {"phone": num(1)})
+    api.lease(lease_seconds=60)
+    clock.advance(timedelta(seconds=61))
+    assert queue.expire_leases(runtime) == 1
+    assert queue.expire_leases(runtime) == 0
+    assert api.call(call)["status"] == "queued"
+
+
+# --- outcomes ----------------------------------------------------------------------------
+
+
+def test_opt_out_withdraws_the_numbers_other_leases(api: Api, runtime: Runtime) -> None:
+    # Two live leases to one number need a looser daily cap than the default.
+    swap_policy(runtime, "per_day = 1", "per_day = 3")
+    api.consent(num(1))
+    calls = [api.submit(api.campaign(name=f"c{i}"), {"phone": num(1)})[0] for i in range(3)]
+    tasks = api.lease(limit=2)
+    assert len(tasks) == 2
+    opted, other = tasks
+    [queued] = [c for c in calls if c not in {t["call_id"] for t in tasks}]
+    r = api.outcome(opted, "opted_out")
+    assert r.status_code == 200 and r.json()["status"] == "completed"
+    r = api.outcome(other, "connected")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "LEASE_NOT_HELD"
+    r = api.dial(other)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "CONSENT_REVOKED"
+    left(api, other["call_id"], "withdrawn", "CONSENT_REVOKED")
+    left(api, queued, "withdrawn", "CONSENT_REVOKED")
+    hist = api.client.get("/v1/consents", params={"phone": num(1)}, headers=api.mgr).json()
+    assert [(rv["source"], rv["withdrawn_calls"]) for rv in hist["revocations"]] == [("agent", 0)]
+    assert [c["status"] for c in hist["consents"]] == ["revoked"]
+    withdrawn = {a.call_id: a.state for a in api.attempts(num(1))}
+    assert withdrawn == {opted["call_id"]: "reported", other["call_id"]: "withdrawn"}
+
+
+def test_wrong_number_revokes(api: Api, clock: FakeClock) -> None:
+    api.consent(num(1))
+    [call] = api.submit(api.campaign(name="a"), {"phone": num(1), "priority": 9})
+    [other] = api.submit(api.campaign(name="b"), {"phone": num(1)})
+    [task] = api.lease()
+    assert task["call_id"] == call
+    r = api.outcome(task, "wrong_number")
+    assert r.status_code == 200 and r.json()["status"] == "completed"
+    left(api, other, "withdrawn", "CONSENT_REVOKED")
+    hist = api.client.get("/v1/consents", params={"phone": num(1)}, headers=api.mgr).json()
+    assert [rv["source"] for rv in hist["revocations"]] == ["wrong_number"]
+    dnc = api.client.get(f"/v1/dnc/{num(1)}", headers=api.mgr)
+    assert dnc.status_code == 200 and dnc.json()["on_list"] is True
+    clock.advance(days(2))
+    out = api.check(phone=num(1)).json()
+    assert out["allowed"] is False
+    assert {r["code"] for r in out["reasons"]} == {"DO_NOT_CALL", "CONSENT_REVOKED"}
+
+
+def test_agent_id_missing_keeps_the_lease(api: Api, runtime: Runtime) -> None:
+    api.consent(num(1))
+    [call] = api.submit(api.campaign(), {"phone": num(1)})
+    [task] = api.lease()
+    for missing in ({"agent_id": ...}, {"agent_name": "  "}, {"disclosed_callback_number": None}):
+        r = api.outcome(task, "connected", **missing)
+        assert r.status_code == 422, r.text
+        err = r.json()["error"]
+        assert err["code"] == "AGENT_ID_MISSING"
+        assert err["details"]["lease_held"] is True
+        assert len(err["details"]["fields"]) == 1
+    assert api.dial(task).json() == {"go": True}
+    [attempt] = api.attempts(num(1))
+    assert (attempt.state, attempt.flags) == ("live", ["AGENT_ID_MISSING"])
+    rejected = audit_entries(runtime, "outcome.rejected")
+    assert len(rejected) == 3
+    assert {json.loads(e.payload)["flag"] for e in rejected} == {"AGENT_ID_MISSING"}
+    assert all(e.subject == f"call:{call}" for e in rejected)
+    r = api.outcome(task, "connected")
+    assert r.status_code == 200
+    assert r.json() == {"call_id": call, "status": "completed", "attempts": 1,
+                        "flags": ["AGENT_ID_MISSING"]}
+    [attempt] = api.attempts(num(1))
+    assert (attempt.state, attempt.agent_id, attempt.agent_name, attempt.result) == (
+        "reported", "A-17", "Dana", "connected")
+    assert attempt.flags == ["AGENT_ID_MISSING"]
+
+
+def test_callback_mismatch(api: Api) -> None:
+    api.consent(num(1))
+    api.submit(api.campaign(), {"phone": num(1)})
+    [task] = api.lease()
+    r = api.outcome(task, "connected", disclosed_callback_number="+1 314 555 0142")
+    assert r.status_code == 422 and r.json()["error"]["code"] == "CALLBACK_MISMATCH"
+    r = api.outcome(task, "connected", disclosed_callback_number="(314) 555-0199")
+    assert r.status_code == 200 and r.json()["flags"] == ["CALLBACK_MISMATCH"]
+    [attempt] = api.attempts(num(1))
+    assert attempt.disclosed_callback_number == CALLBACK
+
+
+def test_prerecorded_ivr_and_duration(api: Api, clock: FakeClock) -> None:
+    for i in (1, 2):
+        api.consent(num(i))
+    cid = api.campaign(channel="prerecorded_voice")
+    api.submit(cid, {"phone": num(1)}, {"phone": num(2)})
+    tasks = api.lease()
+    assert len(tasks) == 2
+    for t in tasks:
+        assert t["max_duration_seconds"] == 60
+        assert t["disclosures"] == ["provider_name", "callback_number"]
+    start = clock.now()
+    long, short = tasks
+    r = api.outcome(long, "voicemail", agent_id="ivr", agent_name="IVR",
+                    started_at=iso(start), ended_at=iso(start + timedelta(seconds=61)))
+    assert r.status_code == 200 and r.json()["flags"] == ["OVER_DURATION"], r.text
+    r = api.outcome(short, "connected", agent_id="IVR", agent_name="IVR",
+                    started_at=iso(start), ended_at=iso(start + timedelta(seconds=60)))
+    assert r.status_code == 200 and r.json()["flags"] == []
+
+
+def test_ivr_refused_for_autodialed_voice(api: Api) -> None:
+    api.consent(num(1))
+    api.submit(api.campaign(channel="autodialed_voice"), {"phone": num(1)})
+    [task] = api.lease()
+    r = api.outcome(task, "connected", agent_id="ivr", agent_name="IVR")
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "AGENT_ID_MISSING"
+    assert r.json()["error"]["details"]["fields"] == ["agent_id"]
+
+
+def test_dial_check_after_revocation(api: Api) -> None:
+    api.consent(num(1))
+    [call] = api.submit(api.campaign(), {"phone": num(1)})
+    [task] = api.lease()
+    r = api.dial(task)
+    assert r.status_code == 200 and r.json() == {"go": True}
+    rv = api.client.post("/v1/consents/revocations", headers=api.mgr,
+                         json={"phone": num(1), "source": "web"})
+    assert rv.json()["withdrawn_calls"] == 1
+    r = api.dial(task)
+    assert r.status_code == 409
+    err = r.json()["error"]
+    assert err["code"] == "CONSENT_REVOKED" and err["details"]["go"] is False
+    assert num(1)[-7:] not in r.text
+    assert api.outcome(task, "connected").json()["error"]["code"] == "LEASE_NOT_HELD"
+    [attempt] = api.attempts(num(1))
+    assert (attempt.state, attempt.counted) == ("withdrawn", True)
+    left(api, call, "withdrawn", "CONSENT_REVOKED")
+
+
+def test_unknown_lease(api: Api) -> None:
+    api.consent(num(1))
+    api.submit(api.campaign(), {"phone": num(1)})
+    [task] = api.lease()
+    forged = {**task, "lease_id": str(uuid.uuid4())}
+    for r in (api.outcome(forged, "connected"), api.release(forged), api.dial(forged)):
+        assert r.status_code == 409 and r.json()["error"]["code"] == "LEASE_NOT_HELD"
+    missing = {**task, "call_id": str(uuid.uuid4())}
+    assert api.outcome(missing, "connected").status_code == 404
+    assert api.dial(task).status_code == 200  # the real lease is untouched
+
+
+# --- preflight --------------------------------------------------------------------------
+
+
+def test_check_without_reserve(api: Api, clock: FakeClock) -> None:
+    api.consent(num(1))
+    r = api.check(phone="314 555 0101", state="MO", postal_code="10001")
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "allowed": True, "reasons": [], "next_eligible_at": iso(T0),
+        "candidate_zones": [{"zone": "America/Chicago", "source": "area_code"},
+                            {"zone": "America/New_York", "source": "postal_code"}],
+        "reservation_id": None,
+    }
+    out = api.check(phone=num(1), state="TX").json()
+    assert out["candidate_zones"] == [{"zone": "America/Chicago", "source": "area_code"},
+                                      {"zone": "America/Denver", "source": "state"}]
+    out = api.check(phone=num(1), at=iso(chicago(24, 6, 0))).json()
+    assert out["allowed"] is False
+    assert [r["code"] for r in out["reasons"]] == ["OUTSIDE_CALLING_WINDOW"]
+    assert ts(out["next_eligible_at"]) == chicago(24, 8, 0)
+    out = api.check(phone=num(1), at=iso(chicago(26, 12, 0))).json()
+    assert [r["code"] for r in out["reasons"]] == ["QUIET_DAY"]
+    assert ts(out["next_eligible_at"]) == chicago(27, 8, 0)
+    out = api.check(phone=num(2)).json()
+    assert (out["allowed"], [r["code"] for r in out["reasons"]], out["next_eligible_at"]) == (
+        False, ["NO_CONSENT"], None)
+    out = api.check(phone=num(1), purpose="billing").json()
+    assert [r["code"] for r in out["reasons"]] == ["PURPOSE_NOT_ALLOWED"]
+    out = api.check(phone="12").json()
+    assert [r["code"] for r in out["reasons"]] == ["INVALID_PHONE"]
+    assert "12" not in out["reasons"][0]["message"]
+    with api.runtime.db.read() as s:
+        assert s.scalars(select(Attempt)).all() == []
+
+
+def test_check_with_reserve_counts_at_once(api: Api, runtime: Runtime) -> None:
+    api.consent(num(1))
+    cid = api.campaign()
+    [call] = api.submit(api.campaign(name="other"), {"phone": num(1)})
+    for missing, code in (("agent_id", "AGENT_ID_MISSING"), ("agent_name", "AGENT_ID_MISSING"),
+                          ("campaign_id", "VALIDATION_ERROR")):
+        body = {"phone": num(1), "reserve": True, "agent_id": "A-17", "agent_name": "Dana",
+                "campaign_id": cid}
+        del body[missing]
+        r = api.check(**body)
+        assert r.status_code == 422 and r.json()["error"]["code"] == code
+    body = {"phone": num(1), "reserve": True, "agent_id": "A-17", "agent_name": "Dana",
+            "campaign_id": cid}
+    r = api.check(**body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["allowed"] is True and out["reservation_id"]
+    again = api.check(**body).json()
+    assert (again["allowed"], again["reservation_id"]) == (False, None)
+    assert [x["code"] for x in again["reasons"]] == ["DAILY_CAP"]
+    assert ts(again["next_eligible_at"]) == T0 + timedelta(hours=24)
+    assert api.lease() == []
+    deferred(api, call, "DAILY_CAP", T0 + timedelta(hours=24))
+    [attempt] = api.attempts(num(1))
+    assert (attempt.id, attempt.kind, attempt.state, attempt.counted, attempt.call_id) == (
+        out["reservation_id"], "manual", "manual", True, None)
+    assert (attempt.agent_id, attempt.agent_name, attempt.campaign_id) == ("A-17", "Dana", cid)
+    assert attempt.disclosed_callback_number == CALLBACK
+    [entry] = audit_entries(runtime, "attempt.reserved")
+    assert entry.subject == f"attempt:{out['reservation_id']}"
+    unknown = api.check(**{**body, "phone": num(3), "campaign_id": str(uuid.uuid4())})
+    assert unknown.status_code == 404
+    refused = api.check(**{**body, "phone": num(3)}).json()
+    assert (refused["allowed"], refused["reservation_id"]) == (False, None)
+    assert len(api.attempts(num(3))) == 0
+
+
+# --- roles ------------------------------------------------------------------------------
+
+
+def test_roles(api: Api) -> None:
+    lease = {"dialer_id": "d", "limit": 1}
+    check = {"phone": num(1), "purpose": "discharge_followup"}
+    for role, lease_status, check_status in (
+        ("compliance", 403, 403), ("campaign_manager", 403, 200), ("dialer", 200, 200),
+        ("admin", 200, 200),
+    ):
+        h = api.keys[role]
+        assert api.client.post("/v1/queue/lease", json=lease, headers=h).status_code == (
+            lease_status), role
+        assert api.client.post("/v1/check", json=check, headers=h).status_code == (
+            check_status), role
+    r = api.client.post("/v1/queue/lease", json=lease, headers=api.keys["compliance"])
+    assert r.json()["error"]["code"] == "FORBIDDEN"
+    assert api.client.post("/v1/queue/lease", json=lease).status_code == 401
+    fake = {"call_id": str(uuid.uuid4()), "lease_id": str(uuid.uuid4())}
+    r = api.client.post(f"/v1/queue/{fake['call_id']}/outcome", headers=api.mgr,
+                        json={"lease_id": fake["lease_id"], "result": "connected"})
+    assert r.status_code == 403

@@ -1,0 +1,208 @@
+"""Race test with real threads against a real database, on both backends (STYLE.md: assert
+the invariant, not the timing).
+
+16 pollers, each with its own key, lease concurrently through ``dialer.queue.lease`` (one
+shared runtime, as in one API process) from 600 calls that share 100 numbers across 6
+campaigns, and report random outcomes, releases, opt-outs, or nothing (the lease expires).
+The fake clock moves a little with every poll and jumps about a day between rounds, so the
+daily, weekly, window and quiet-day rules all come into play. Afterwards: no cap was ever
+exceeded, no call ever had two live leases, and the rows agree with each other.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, select
+
+from config.clock import FakeClock
+from config.errors import Conflict
+from consent.schemas import ConsentIn
+from consent.service import record_consent
+from dialer import audit, intake, queue
+from dialer.campaigns import create_campaign
+from dialer.keys import Identity, Role, create_key
+from dialer.models import Attempt, Call
+from dialer.runtime import Runtime
+from dialer.schemas import CampaignIn
+from tests.conftest import T0
+
+THREADS = 16
+NUMBERS = 100
+CAMPAIGNS = 6
+ROUNDS = 12  # > 7 days, so the weekly cap binds
+POLLS_PER_THREAD = 8
+PURPOSES = ("discharge_followup", "appointment_reminder", "test_results")
+
+
+def _phone(i: int) -> str:
+    return f"+1314555{100 + i:04d}"  # St. Louis: America/Chicago
+
+
+def _identity(rt: Runtime, role: Role, name: str) -> Identity:
+    row, _ = create_key(rt.db, role, name, rt.clock.now())
+    return Identity(row.id, row.name, role)
+
+
+def _setup(rt: Runtime) -> list[str]:
+    admin = _identity(rt, Role.admin, "stress-admin")
+    for i in range(NUMBERS):
+        record_consent(rt, admin, ConsentIn(
+            patient_ref=f"MRN-{i}", phone=_phone(i), channels=["autodialed_voice"],
+            purposes=["*"], method="written", obtained_at=T0 - timedelta(days=30),
+            evidence_ref="scan://stress",
+        ))
+    campaign_ids = []
+    for c in range(CAMPAIGNS):
+        out = create_campaign(rt, admin, CampaignIn(
+            name=f"stress-{c}", purpose=PURPOSES[c % len(PURPOSES)],
+            provider_name="Mercy", callback_number="+13145550199", max_attempts=4,
+        ))
+        campaign_ids.append(out.id)
+        rows = [
+            {"external_id": f"c{c}-n{i}", "phone": _phone(i), "priority": 1 + (i + c) % 10}
+            for i in range(NUMBERS)
+        ]
+        res = intake.submit(rt, admin, out.id, rows)
+        assert res.counts()["accepted"] == NUMBERS
+    return campaign_ids
+
+
+def _poller(
+    rt: Runtime, clock: FakeClock, who: Identity, seed: int, start: threading.Barrier,
+    stats: Counter[str], errors: list[BaseException],
+) -> None:
+    rnd = random.Random(seed)
+    try:
+        start.wait()
+        for _ in range(POLLS_PER_THREAD):
+            tasks = queue.lease(rt, who, queue.LeaseRequest(
+                who.name, limit=rnd.randint(1, 10), lease_seconds=rnd.choice((15, 60, 120)),
+            ))
+            stats["leased"] += len(tasks)
+            for t in tasks:
+                roll = rnd.random()
+                try:
+                    if roll < 0.2:
+                        queue.release(rt, who, t["call_id"], t["lease_id"])
+                        stats["released"] += 1
+                    elif roll < 0.3:
+                        stats["abandoned"] += 1  # never reported: the lease expires
+                    else:
+                        result = ("opted_out" if roll < 0.32 else "connected" if roll < 0.55
+                                  else rnd.choice(("no_answer", "busy", "failed")))
+                        now = clock.now()
+                        queue.report_outcome(rt, who, t["call_id"], queue.Outcome(
+                            t["lease_id"], result, "A-1", "Dana", "+13145550199",
+                            now, now + timedelta(seconds=20),
+                        ))
+                        stats[result] += 1
+                except Conflict as exc:
+                    # Withdrawn meanwhile by another poller's opt-out, or expired.
+                    assert exc.code == "LEASE_NOT_HELD", exc.code
+                    stats["lost"] += 1
+            clock.advance(timedelta(seconds=rnd.randint(0, 5)))
+    except BaseException as exc:  # surfaced in the main thread
+        errors.append(exc)
+
+
+def _rolling_violations(rt: Runtime, ends: list[datetime]) -> list[Any]:
+    """DB-level: numbers with more counted attempts than the caps in the 24 h / 7 days up to
+    each given instant (one GROUP BY per instant)."""
+    caps = rt.policy.caps
+    bad: list[Any] = []
+    with rt.db.read() as s:
+        for end in ends:
+            for span, limit in ((timedelta(hours=24), caps.per_day),
+                                (timedelta(days=7), caps.per_week)):
+                bad += s.execute(
+                    select(Attempt.phone, func.count())
+                    .where(Attempt.counted.is_(True), Attempt.at > end - span, Attempt.at <= end)
+                    .group_by(Attempt.phone)
+                    .having(func.count() > limit)
+                ).all()
+    return bad
+
+
+def test_concurrent_pollers_never_break_the_caps(runtime: Runtime, clock: FakeClock) -> None:
+    started = time.monotonic()
+    rt = runtime
+    _setup(rt)
+    pollers = [_identity(rt, Role.dialer, f"poller-{i}") for i in range(THREADS)]
+    stats: Counter[str] = Counter()
+    errors: list[BaseException] = []
+    rnd = random.Random(20261124)
+    rounds: list[tuple[datetime, datetime]] = []
+    for day in range(ROUNDS):
+        # About a day later, at a time of day that moves by up to 2 h either way: rolling
+        # days of 20-28 h between rounds.
+        begin = T0 + timedelta(days=day, minutes=rnd.randint(-120, 120) if day else 0)
+        clock.set(begin)
+        barrier = threading.Barrier(THREADS)
+        threads = [
+            threading.Thread(target=_poller,
+                             args=(rt, clock, who, day * 100 + i, barrier, stats, errors))
+            for i, who in enumerate(pollers)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads), "a poller hung"
+        assert not errors, errors
+        rounds.append((begin, clock.now()))
+    # The last leases expire and are swept.
+    clock.advance(timedelta(minutes=30))
+    queue.expire_leases(rt)
+
+    caps = rt.policy.caps
+    assert stats["leased"] > 300, stats  # the run did real work
+    assert stats["opted_out"] > 0 and stats["released"] > 0 and stats["abandoned"] > 0, stats
+    with rt.db.read() as s:
+        assert queue.cap_violations(s, caps.per_day, caps.per_week) == 0
+        assert queue.live_lease_doubles(s) == 0
+        # No number had more than per_day attempts in any round (each round spans < 24 h).
+        for begin, end in rounds:
+            over = s.execute(
+                select(Attempt.phone, func.count())
+                .where(Attempt.counted.is_(True), Attempt.at >= begin, Attempt.at <= end)
+                .group_by(Attempt.phone).having(func.count() > caps.per_day)
+            ).all()
+            assert over == [], (begin, over)
+        weekly = Counter(
+            p for (p,) in s.execute(select(Attempt.phone).where(Attempt.counted.is_(True)))
+        )
+        assert max(weekly.values()) > caps.per_week  # 12 rounds: the weekly cap did bind
+        # No live attempt is left, and every call's attempt counter matches its rows.
+        assert s.scalar(select(func.count()).where(Attempt.state == "live")) == 0
+        assert s.scalar(select(func.count()).select_from(Call)
+                        .where(Call.status == "leased")) == 0
+        counted = dict(s.execute(
+            select(Attempt.call_id, func.count())
+            .where(Attempt.counted.is_(True), Attempt.call_id.is_not(None))
+            .group_by(Attempt.call_id)
+        ).all())
+        for call_id, attempts in s.execute(select(Call.id, Call.attempts)):
+            assert counted.get(call_id, 0) == attempts, call_id
+        # Released attempts are the only uncounted ones; the rest are reported, expired or
+        # withdrawn, never still live.
+        states = dict(s.execute(
+            select(Attempt.state, func.count()).group_by(Attempt.state)
+        ).all())
+        assert set(states) <= {"reported", "released", "expired", "withdrawn"}, states
+        assert s.scalar(select(func.count()).where(
+            and_(Attempt.counted.is_(False), Attempt.state != "released"))) == 0
+        assert audit.verify(s).ok
+    ends = sorted({a for (a,) in _attempt_times(rt)})
+    assert _rolling_violations(rt, ends) == []
+    assert time.monotonic() - started < 30
+
+
+def _attempt_times(rt: Runtime) -> list[Any]:
+    with rt.db.read() as s:
+        return list(s.execute(select(Attempt.at).where(Attempt.counted.is_(True))).all())

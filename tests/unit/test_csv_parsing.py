@@ -1,0 +1,223 @@
+"""Property tests for call-list parsing: whatever bytes arrive, decoding, CSV reading and
+row parsing either succeed or raise config.errors.Invalid, and the row count used for the
+row limit is exactly the number of records the reader yields."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from types import SimpleNamespace
+from typing import Any
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from config.errors import Invalid
+from config.policy import load_policy
+from config.reasons import Code
+from dialer import intake
+
+RT: Any = SimpleNamespace(policy=load_policy())
+FORMULAS = [
+    "=1+1",
+    "+1 314 555 0100",
+    "-2+3",
+    "@SUM(A1)",
+    "\t=x",
+    "\r=x",
+    '=HYPERLINK("http://x","y")',
+    "=cmd|' /C calc'!A0",
+]
+HEADER = list(intake.COLUMNS)
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+structural = st.sampled_from(
+    [
+        ",",
+        '"',
+        "\n",
+        "\r",
+        "\r\n",
+        "\x00",
+        "\ufeff",
+        " ",
+        "=",
+        "+",
+        "é",
+        "\u0661",
+        "a",
+        "1",
+        "external_id",
+        "phone",
+    ]
+)
+csv_like_text = st.lists(structural | st.text(max_size=8), max_size=60).map("".join)
+
+field_value = st.one_of(
+    st.sampled_from(FORMULAS),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "3145550100",
+            "+1 (314) 555-0100",
+            "555",
+            "2026-11-26T00:00:00Z",
+            "2026-11-26T00:00:00",
+            "0001-01-01T00:00:00+01:00",
+            "not a date",
+            "MO",
+            "Missouri",
+            "ZZ",
+            "63110",
+            "63110-1234",
+            "\u0661\u0662\u0663\u0664\u0665",
+            "5",
+            "0",
+            "11",
+            "1_0",
+            "x\x00y",
+            "é",
+        ]
+    ),
+    st.text(max_size=40),
+    st.integers(min_value=200, max_value=140_000).map(lambda n: "9" * n),  # huge fields
+)
+
+
+def _walk(text: str) -> int:
+    """Parse like intake does; return how many records the reader yielded."""
+    _names, records = intake.csv_records(text)
+    n = 0
+    for rec in records:
+        n += 1
+        if rec.get("__malformed__"):
+            continue
+        row = intake.parse_row(n, dict(rec), RT)
+        assert row.row == n
+        for r in row.invalid:
+            assert r.code in (Code.INVALID_FIELD, Code.INVALID_PHONE)
+            assert "3145550100" not in r.message and "555" not in r.message
+    return n
+
+
+def _check(text: str) -> None:
+    counted = intake.count_csv_rows(text)
+    try:
+        yielded = _walk(text)
+    except Invalid:
+        return
+    assert counted == yielded
+
+
+@SETTINGS
+@given(st.binary(max_size=2000))
+@example(codecs.BOM_UTF8 + b"external_id,phone\r\nx,1\r\n")
+@example(b"\xff\xfe\x00e\x00x")
+@example(b"external_id,phone\nM\xfcller,\x00\x001\n")
+def test_random_bytes_decode_and_parse(body: bytes) -> None:
+    text = intake.decode_text(body)
+    assert isinstance(text, str)
+    _check(text)
+
+
+@SETTINGS
+@given(csv_like_text)
+@example('external_id,phone\n"unterminated')
+@example('external_id,phone\na,"x"y\n\n\n , \nb,2')
+@example('external_id,phone\n"' + "x" * 200_000 + '",1\nb,2\n')
+def test_csv_like_text_never_raises_and_counts_match(text: str) -> None:
+    _check(text)
+
+
+@SETTINGS
+@given(
+    st.lists(st.lists(field_value, min_size=0, max_size=len(HEADER) + 2), max_size=12),
+    st.booleans(),
+    st.booleans(),
+)
+def test_well_formed_lists_with_hostile_fields(
+    rows: list[list[str]], bom: bool, latin1: bool
+) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(HEADER)
+    w.writerows(rows)
+    text = buf.getvalue()
+    body = text.encode("latin-1", "replace") if latin1 else text.encode("utf-8")
+    if bom and not latin1:
+        body = codecs.BOM_UTF8 + body
+    decoded = intake.decode_text(body)
+    names, _ = intake.csv_records(decoded)
+    assert names == HEADER and intake.check_header(names) == []
+    _check(decoded)
+
+
+@given(
+    st.text(
+        alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF).filter(
+            lambda c: not 0x7F <= ord(c) <= 0x9F
+        ),
+        max_size=50,
+    )
+)
+def test_latin1_and_bom_round_trip(s: str) -> None:
+    assert intake.decode_text(s.encode("latin-1")) == s or _is_valid_utf8(s.encode("latin-1"))
+    assert intake.decode_text(codecs.BOM_UTF8 + s.encode("utf-8")) == s
+
+
+def _is_valid_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([*HEADER, "extra", "__malformed__"]),
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats()
+        | field_value
+        | st.lists(st.integers(), max_size=2)
+        | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_parse_row_with_json_values_never_raises(data: dict[str, Any]) -> None:
+    row = intake.parse_row(1, dict(data), RT)
+    if not row.invalid:
+        assert row.external_id and row.phone and row.phone.startswith("+")
+        assert 1 <= row.priority <= 10
+
+
+def test_formula_cells_are_data_not_errors() -> None:
+    buf = io.StringIO()
+    csv.writer(buf).writerows(
+        [["external_id", "phone", "patient_ref"], *([f, f, f] for f in FORMULAS)]
+    )
+    text = buf.getvalue()
+    _names, records = intake.csv_records(text)
+    rows = [intake.parse_row(i, rec, RT) for i, rec in enumerate(records, 1)]
+    assert len(rows) == len(FORMULAS) == intake.count_csv_rows(text)
+    assert [r.external_id for r in rows] == [f.strip() for f in FORMULAS]
+    assert rows[1].phone == "+13145550100" and rows[1].invalid == []
+    assert all(r.phone is None for i, r in enumerate(rows) if i != 1)
+
+
+def test_empty_and_unreadable_headers_are_invalid() -> None:
+    for text in ("", "\x00\x00"):
+        try:
+            intake.csv_records(text)
+        except Invalid as exc:
+            assert exc.code == "VALIDATION_ERROR"
+        else:
+            raise AssertionError("an empty body must be refused")
