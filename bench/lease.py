@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from sqlalchemy import func, make_url, select, update  # noqa: E402
+from sqlalchemy import func, make_url, select, text, update  # noqa: E402
 
 from config.policy import _default_policy_bytes, parse_policy  # noqa: E402
 from dialer import queue  # noqa: E402
@@ -72,6 +72,10 @@ PURPOSES = ("discharge_followup", "appointment_reminder", "test_results", "treat
             "wellness_checkup")
 CALLBACK = "+13145550199"
 LIMIT = 10
+QUEUE_ORDER_INDEX_SQL = (
+    f"CREATE INDEX {queue.QUEUE_ORDER_INDEX} ON calls (priority DESC, created_at, id, "
+    "next_eligible_at) WHERE status = 'queued'"
+)
 
 
 def log(msg: str) -> None:
@@ -226,7 +230,9 @@ def callgate_cmd() -> list[str]:
 
 
 @contextmanager
-def server(url: str, policy_file: Path, workdir: Path, workers: int) -> Iterator[str]:
+def server(url: str, policy_file: Path, workdir: Path, workers: int
+           ) -> Iterator[tuple[str, int]]:
+    """A ``callgate serve`` subprocess; yields its base URL and process id."""
     port = free_port()
     env = {**os.environ, "CALLGATE_DATABASE_URL": url, "CALLGATE_POLICY_FILE": str(policy_file),
            "CALLGATE_LOG_LEVEL": "WARNING"}
@@ -248,7 +254,7 @@ def server(url: str, policy_file: Path, workdir: Path, workers: int) -> Iterator
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        yield base
+        yield base, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -257,6 +263,29 @@ def server(url: str, policy_file: Path, workdir: Path, workers: int) -> Iterator
             proc.kill()
             proc.wait()
         out.close()
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, grew = {pid}, True
+    while grew:
+        more = {p for p, pp in parents.items() if pp in tree} - tree
+        grew = bool(more)
+        tree |= more
+    return sum(times.get(p, 0.0) for p in tree)
 
 
 # --- load -----------------------------------------------------------------------------------
@@ -358,6 +387,9 @@ def main() -> None:
         "CALLGATE_TEST_POSTGRES_URL",
         "postgresql+psycopg://callgate:callgate@localhost:5432/callgate_test"),
         help="an existing database to connect to for CREATE/DROP DATABASE")
+    ap.add_argument("--with-index", action="store_true",
+                    help=f"create the proposed {queue.QUEUE_ORDER_INDEX} (not in the migrations "
+                    "yet) before loading")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     pollers = [int(x) for x in args.pollers.split(",") if x.strip()]
@@ -379,11 +411,18 @@ def main() -> None:
             t = time.perf_counter()
             upgrade(url)
             db = Database(url)
+            if args.with_index:
+                with db.write() as s:
+                    s.execute(text(QUEUE_ORDER_INDEX_SQL))
             key, plaintext = create_key(db, Role.dialer, "bench-dialer", now)
             auth = {"Authorization": f"Bearer {plaintext}"}
-            out: dict[str, Any] = {"db": args.db, "calls": args.calls, "numbers": args.numbers,
-                                   "server_workers": args.workers, "results": []}
-            with server(url, policy_file, workdir, args.workers) as base:
+            out: dict[str, Any] = {
+                "db": args.db, "calls": args.calls, "numbers": args.numbers,
+                "server_workers": args.workers,
+                "extra_index": queue.QUEUE_ORDER_INDEX if args.with_index else None,
+                "results": [],
+            }
+            with server(url, policy_file, workdir, args.workers) as (base, pid):
                 out["empty_poll_p50_ms"] = poll_p50(base, auth)
                 log(f"empty queue: poll p50 {out['empty_poll_p50_ms']} ms")
                 bulk_load(db, url, args.calls, args.numbers, ac, key.id,
@@ -391,7 +430,9 @@ def main() -> None:
                 log(f"database: {args.db}, {args.calls} calls over {args.numbers} numbers "
                     f"loaded in {time.perf_counter() - t:.1f} s")
                 for n in pollers:
+                    cpu0 = tree_cpu_seconds(pid)
                     res, took = run_threads(n, args.seconds, lease_loop, base, auth)
+                    server_cpu = tree_cpu_seconds(pid) - cpu0
                     lat = [x for r in res for x in r["lat"]]
                     leased = sum(r["leased"] for r in res)
                     reqs = sum(r["requests"] for r in res)
@@ -407,13 +448,17 @@ def main() -> None:
                         "floor_req_per_s": round(floor, 1),
                         "floor_p50_ms": round(pct([x for r in fl for x in r["lat"]], 0.5), 2),
                         "ratio_to_floor": round(reqs / took / floor, 3),
+                        "server_cpu_ms_per_lease": round(server_cpu * 1000 / max(leased, 1), 2),
+                        "load_avg": round(os.getloadavg()[0], 2),
                         "errors": errors,
                     }
                     out["results"].append(row)
                     log(f"N={n:3d}: {row['leases_per_s']:8.1f} calls leased/s, lease p50 "
                         f"{row['p50_ms']} ms p99 {row['p99_ms']} ms; {row['requests_per_s']} "
                         f"req/s vs floor {row['floor_req_per_s']} req/s "
-                        f"(ratio {row['ratio_to_floor']}); errors {errors}")
+                        f"(ratio {row['ratio_to_floor']}); server CPU "
+                        f"{row['server_cpu_ms_per_lease']} ms per leased call; load "
+                        f"{row['load_avg']}; errors {errors}")
                 # A fully capped queue: every remaining call deferred (as the lease leaves
                 # them once their numbers are capped), set directly for speed.
                 with db.write() as s:

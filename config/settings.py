@@ -10,7 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CALLGATE_", extra="ignore")
+    # An empty variable (CALLGATE_POLICY_FILE=) means "not set", not the path ".".
+    model_config = SettingsConfigDict(env_prefix="CALLGATE_", extra="ignore", env_ignore_empty=True)
 
     database_url: str = "sqlite:///./callgate.db"
     policy_file: Path | None = None

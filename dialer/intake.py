@@ -24,7 +24,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    any_,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -52,6 +62,7 @@ COLUMNS = (
 )
 REQUIRED = ("external_id", "phone")
 CHUNK_ROWS = 5000
+CALLS = Call.__table__
 MAX_FIELD = 256
 
 
@@ -297,29 +308,45 @@ class _ListState:
     phones: set[str] = field(default_factory=set)
 
 
+def _one_of(s: Session, col: Any, values: Sequence[str]) -> ColumnElement[bool]:
+    """``col IN values`` with the whole list as one bound parameter.
+
+    A chunk's ids would otherwise be thousands of bind parameters, each rendered and
+    processed by SQLAlchemy (most of the cost of these reads). SQLite reads a JSON array
+    with ``json_each``; PostgreSQL takes a ``text[]`` with ``= ANY``. Both use the index.
+    """
+    if s.get_bind().dialect.name == "postgresql":
+        return col == any_(bindparam(None, list(values), type_=ARRAY(String)))
+    listed = select(literal_column("value", String)).select_from(
+        func.json_each(json.dumps(list(values)))
+    )
+    return col.in_(listed.scalar_subquery())
+
+
 def _existing(
     s: Session, campaign_id: str, ext_ids: Sequence[str], phone_list: Sequence[str]
 ) -> tuple[set[str], set[str]]:
+    """Which external ids already have an accepted call in the campaign, and which numbers
+    a pending one."""
     ext: set[str] = set()
     pend: set[str] = set()
-    step = 2000
-    for i in range(0, len(ext_ids), step):
+    if ext_ids:
         ext.update(
             s.scalars(
                 select(Call.external_id).where(
                     Call.campaign_id == campaign_id,
                     Call.status != "refused",
-                    Call.external_id.in_(ext_ids[i : i + step]),
+                    _one_of(s, Call.external_id, ext_ids),
                 )
             )
         )
-    for i in range(0, len(phone_list), step):
+    if phone_list:
         pend.update(
             s.scalars(
                 select(Call.phone).where(
                     Call.campaign_id == campaign_id,
                     Call.status.in_(PENDING),
-                    Call.phone.in_(phone_list[i : i + step]),
+                    _one_of(s, Call.phone, phone_list),
                 )
             )
         )
@@ -431,7 +458,10 @@ def _decide_chunk(
         results.append(RowResult(r.row, r.external_id, status, call_id, why))
         digest.update(f"{r.row}|{call_id}|{status}|{' '.join(w.code for w in why)}\n".encode())
     if call_rows:
-        s.execute(insert(Call), call_rows)
+        # Core executemany on the table: every row has every key, so this is one statement
+        # for the chunk. (The ORM's bulk insert leaves out None-valued keys, so rows with
+        # different empty columns became separate single-row INSERTs: 3x slower.)
+        s.execute(insert(CALLS), call_rows)
     refusals.write(s, refusal_rows)
     counts = {"queued": 0, "refused": 0, "invalid": 0, "duplicate": 0}
     for res in results:

@@ -1,6 +1,6 @@
 """Crash safety with a real ``callgate serve`` process and ``kill -9`` (issue 6, item 4).
 
-* Intake: a 40,000-row CSV is being decided when the server is killed (after its first
+* Intake: a 30,000-row CSV is being decided when the server is killed (after its first
   chunk has committed, before the response). After a restart the same list is submitted
   again: every good row is queued exactly once, none is lost, the refused and invalid rows
   stay out of the queue, and the audit chain is intact, with one ``intake.decided`` entry per
@@ -40,7 +40,7 @@ from tests.e2e.serverproc import Server, campaign, make_keys, seed_consents, wri
 
 pytestmark = pytest.mark.slow
 
-ROWS = 40_000
+ROWS = 30_000
 
 
 def _phone(i: int) -> str:

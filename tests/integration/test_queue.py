@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import select
+from sqlalchemy import text as sql_text
 
 from config.clock import FakeClock
 from config.policy import _default_policy_bytes, parse_policy
@@ -434,14 +435,30 @@ def test_lease_order_priority_then_oldest(api: Api, clock: FakeClock) -> None:
     assert [t["call_id"] for t in api.lease(limit=10)] == expected[2:]
 
 
-def test_lease_order_with_many_eligible(api: Api) -> None:
-    """More eligible calls than one poll can read in memory: the same order."""
+# The index the many-eligible plan walks (proposed; see dialer/queue.py).
+QUEUE_ORDER_INDEX_SQL = (
+    "CREATE INDEX ix_calls_queue_order ON calls (priority DESC, created_at, id, "
+    "next_eligible_at) WHERE status = 'queued'"
+)
+
+
+@pytest.mark.parametrize("with_index", [False, True], ids=["sort", "index"])
+def test_lease_order_with_many_eligible(api: Api, runtime: Runtime, with_index: bool) -> None:
+    """More eligible calls than one poll reads in memory: the same order, whether the queue
+    is walked through ix_calls_queue_order or sorted."""
+    with runtime.db.write() as s:
+        if with_index and not queue._queue_index(s):
+            s.execute(sql_text(QUEUE_ORDER_INDEX_SQL))
+        queue._has_queue_index.clear()
+    with runtime.db.read() as s:
+        assert queue._queue_index(s) is with_index
     for i in range(12):
         api.consent(num(i))
     cid = api.campaign()
     rows = [{"phone": num(i), "priority": 1 + (i * 7) % 10} for i in range(12)]
     ids = api.submit(cid, *rows)
-    by_prio = sorted(range(12), key=lambda i: -rows[i]["priority"])
+    # One submission: the same created_at for all, so ties fall to the call id.
+    by_prio = sorted(range(12), key=lambda i: (-rows[i]["priority"], ids[i]))
     original = queue.SMALL_ELIGIBLE
     queue.SMALL_ELIGIBLE = 3
     try:

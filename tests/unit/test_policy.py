@@ -306,3 +306,10 @@ def test_wide_policy_warns_loudly_at_build(
         rt = build_runtime(settings=settings)
     rt.db.dispose()
     assert any("POLICY WARNING" in r.getMessage() for r in caplog.records)
+
+
+def test_empty_policy_file_env_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLGATE_POLICY_FILE", "")
+    settings = Settings()
+    assert settings.policy_file is None
+    assert load_policy(settings.policy_file).policy_version == load_policy().policy_version
