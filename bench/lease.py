@@ -437,7 +437,9 @@ def main() -> None:
                     leased = sum(r["leased"] for r in res)
                     reqs = sum(r["requests"] for r in res)
                     errors = sum(r["errors"] for r in res)
+                    cpu0 = tree_cpu_seconds(pid)
                     fl, fl_took = run_threads(n, min(args.seconds, 5.0), floor_loop, base, auth)
+                    floor_cpu = tree_cpu_seconds(pid) - cpu0
                     floor = sum(r["requests"] for r in fl) / fl_took
                     row = {
                         "pollers": n,
@@ -449,6 +451,9 @@ def main() -> None:
                         "floor_p50_ms": round(pct([x for r in fl for x in r["lat"]], 0.5), 2),
                         "ratio_to_floor": round(reqs / took / floor, 3),
                         "server_cpu_ms_per_lease": round(server_cpu * 1000 / max(leased, 1), 2),
+                        "server_cpu_ms_per_request": round(server_cpu * 1000 / max(reqs, 1), 2),
+                        "floor_server_cpu_ms_per_request": round(
+                            floor_cpu * 1000 / max(sum(r["requests"] for r in fl), 1), 2),
                         "load_avg": round(os.getloadavg()[0], 2),
                         "errors": errors,
                     }
@@ -457,7 +462,9 @@ def main() -> None:
                         f"{row['p50_ms']} ms p99 {row['p99_ms']} ms; {row['requests_per_s']} "
                         f"req/s vs floor {row['floor_req_per_s']} req/s "
                         f"(ratio {row['ratio_to_floor']}); server CPU "
-                        f"{row['server_cpu_ms_per_lease']} ms per leased call; load "
+                        f"{row['server_cpu_ms_per_lease']} ms per leased call, "
+                        f"{row['server_cpu_ms_per_request']} ms per request (floor "
+                        f"{row['floor_server_cpu_ms_per_request']} ms); load "
                         f"{row['load_avg']}; errors {errors}")
                 # A fully capped queue: every remaining call deferred (as the lease leaves
                 # them once their numbers are capped), set directly for speed.

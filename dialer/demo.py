@@ -904,7 +904,7 @@ class Report:
         t.add_column("patients", justify="right")
         for k, _ in CONSENT_MIX:
             t.add_row(k, f"{kinds[k]:,}")
-        console.print(t)
+        _show(console, t)
         bulk, http = self.registry
         console.print(f"consents: {bulk:,} imported into the registry in bulk, {http:,} recorded "
                       f"through POST /v1/consents; revocations and do-not-call entries through "
@@ -935,13 +935,13 @@ class Report:
                         reasons[r["code"]] += 1
         t.add_row("[bold]all[/]", "", *(f"{totals[k]:,}" for k in
                                          ("rows", "queued", "refused", "invalid", "duplicate")))
-        console.print(t)
+        _show(console, t)
         rt_ = _table("Rows refused or invalid at intake, by reason (a row may have several)")
         rt_.add_column("reason")
         rt_.add_column("rows", justify="right")
         for code, n in reasons.most_common():
             rt_.add_row(code, f"{n:,}")
-        console.print(rt_)
+        _show(console, rt_)
 
     def _attempts(self) -> list[Any]:
         from sqlalchemy import select
@@ -992,13 +992,13 @@ class Report:
             label = (START + timedelta(days=d)).astimezone(EASTERN).strftime("%a %d %b")
             t.add_row(label, *(f"{c[k]:,}" for k in cols))
         t.add_row("[bold]week[/]", *(f"{total[k]:,}" for k in cols))
-        console.print(t)
+        _show(console, t)
         tally = self.sim.tally()
         blocked = ", ".join(f"{k} {v}" for k, v in tally.dial_blocked.most_common()) or "none"
         console.print(
             f"dial checks that stopped a leased call: {sum(tally.dial_blocked.values())} "
             f"({blocked}); leases dropped by a crashed desktop (expired, counted as attempts): "
-            f"{tally.counts['dropped']}; released undialled near lease end: "
+            f"{tally.counts['dropped']}; released undialled (not reached before the lease end): "
             f"{tally.counts['released']}",
             highlight=False,
         )
@@ -1038,7 +1038,7 @@ class Report:
             t.add_column(c, justify="left" if c == "cap" else "right")
         t.add_row("per 24 hours", str(caps.per_day), str(max_day), f"{at_day:,}")
         t.add_row("per 7 days", str(caps.per_week), str(max_week), f"{at_week:,}")
-        console.print(t)
+        _show(console, t)
         console.print(
             f"lease-time deferrals by the caps: DAILY_CAP {deferred['DAILY_CAP']:,}, "
             f"WEEKLY_CAP {deferred['WEEKLY_CAP']:,}", highlight=False)
@@ -1065,7 +1065,7 @@ class Report:
         t.add_column("calls", justify="right")
         for (aid, name), n in sorted(by_agent.items()):
             t.add_row(aid, name, f"{n:,}")
-        console.print(t)
+        _show(console, t)
         total = len(reported) + len(manual)
         style = "green" if complete == total else "bold red"
         console.print(f"[{style}]agent identification: {complete:,} of {total:,} "
@@ -1092,7 +1092,7 @@ class Report:
             t.add_column(c, justify="right" if c == "calls" else "left")
         for status, code, n in sorted(rows, key=lambda r: (r[0], -r[2])):
             t.add_row(status, code, f"{n:,}")
-        console.print(t)
+        _show(console, t)
         t = _table("Calls by status (GET /v1/campaigns/{id})")
         cols = ("queued", "leased", "completed", "refused", "withdrawn", "expired")
         t.add_column("campaign")
@@ -1102,7 +1102,7 @@ class Report:
             counts = expect(self.apis["manager"].get(
                 f"/v1/campaigns/{self.campaign_ids[spec.key]}"), 200)["counts"]
             t.add_row(spec.short, *(f"{counts.get(c, 0):,}" for c in cols))
-        console.print(t)
+        _show(console, t)
 
     def _audit(self, console: Console) -> bool:
         out = expect(self.apis["compliance"].get("/v1/audit/verify"), 200)
@@ -1148,8 +1148,14 @@ class Report:
 
 
 def _table(title: str) -> Table:
-    return Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                 pad_edge=False, min_width=len(title))
+    return Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+
+
+def _show(console: Console, table: Table) -> None:
+    """The title on a line of its own (a table narrower than its title would wrap it)."""
+    console.print(f"\n[bold]{table.title}[/]", highlight=False)
+    table.title = None
+    console.print(table)
 
 
 def _max_in_window(ts: Sequence[datetime], width: timedelta) -> int:

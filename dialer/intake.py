@@ -22,11 +22,12 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     String,
+    Table,
     any_,
     bindparam,
     func,
@@ -36,7 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from config.errors import Invalid, TooLarge
 from config.reasons import Code, Reason, reason
@@ -47,7 +48,7 @@ from dialer import audit, refusals
 from dialer.keys import Identity
 from dialer.models import PENDING, Call, Campaign
 from dialer.runtime import Runtime
-from dialer.windows import STATE_ZONES, candidate_zones
+from dialer.windows import STATE_ZONES, CandidateZone, candidate_zones
 from purpose_rules import rules as purpose_rules
 
 COLUMNS = (
@@ -61,8 +62,12 @@ COLUMNS = (
     "priority",
 )
 REQUIRED = ("external_id", "phone")
+# Reasons every chunk gives many times over: one shared (frozen) instance each.
+_DUPLICATE = reason(Code.DUPLICATE_REQUEST)
+_DO_NOT_CALL = reason(Code.DO_NOT_CALL)
+_DEADLINE_PASSED = reason(Code.DEADLINE_PASSED, "not_after is already in the past")
 CHUNK_ROWS = 5000
-CALLS = Call.__table__
+CALLS = cast(Table, Call.__table__)
 MAX_FIELD = 256
 
 
@@ -120,6 +125,40 @@ class IntakeResult:
             "ignored_columns": self.ignored_columns,
             "results": [r.as_dict() for r in self.results],
         }
+
+    def to_json(self) -> bytes:
+        """``json.dumps(self.as_dict(), separators=(",", ":"))``, byte for byte, without
+        building a dict per row: a 100,000-row answer is written in a fraction of the time
+        and memory. Reasons without details are encoded once each."""
+        dumps = json.dumps
+        memo: dict[tuple[str, str, str], str] = {}
+
+        def reason_json(r: Reason) -> str:
+            if r.details:
+                return dumps(r.as_dict(), separators=(",", ":"))
+            key = (r.code.value, r.message, r.rule)
+            out = memo.get(key)
+            if out is None:
+                out = memo[key] = dumps(r.as_dict(), separators=(",", ":"))
+            return out
+
+        head = dumps(
+            {**self.counts(), "dry_run": self.dry_run, "ignored_columns": self.ignored_columns},
+            separators=(",", ":"),
+        )
+        parts = [head[:-1], ',"results":[']
+        sep = ""
+        for r in self.results:
+            ext = "null" if r.external_id is None else dumps(r.external_id)
+            call = "null" if r.call_id is None else dumps(r.call_id)
+            reasons = ",".join([reason_json(x) for x in r.reasons])
+            parts.append(
+                f'{sep}{{"row":{r.row},"external_id":{ext},"status":"{r.status}",'
+                f'"call_id":{call},"reasons":[{reasons}]}}'
+            )
+            sep = ","
+        parts.append("]}")
+        return "".join(parts).encode()
 
 
 # --- parsing ---------------------------------------------------------------------------
@@ -308,7 +347,9 @@ class _ListState:
     phones: set[str] = field(default_factory=set)
 
 
-def _one_of(s: Session, col: Any, values: Sequence[str]) -> ColumnElement[bool]:
+def _one_of(
+    s: Session, col: InstrumentedAttribute[str], values: Sequence[str]
+) -> ColumnElement[bool]:
     """``col IN values`` with the whole list as one bound parameter.
 
     A chunk's ids would otherwise be thousands of bind parameters, each rendered and
@@ -375,6 +416,8 @@ def _decide_chunk(
     refusal_rows: list[dict[str, Any]] = []
     digest = hashlib.sha256()
     empty: tuple[list[consent_rules.ConsentFact], list[consent_rules.RevocationFact]] = ([], [])
+    region = rt.policy.default_region
+    zone_lists: dict[tuple[CandidateZone, ...], list[dict[str, str]]] = {}
     for r in rows:
         if r.invalid:
             res = RowResult(r.row, r.external_id, "invalid", None, r.invalid)
@@ -395,15 +438,12 @@ def _decide_chunk(
             or r.phone in seen.phones
             or r.phone in pending_phones
         ):
-            results.append(
-                RowResult(r.row, r.external_id, "duplicate", None,
-                          [reason(Code.DUPLICATE_REQUEST)])
-            )
+            results.append(RowResult(r.row, r.external_id, "duplicate", None, [_DUPLICATE]))
             digest.update(f"{r.row}|duplicate\n".encode())
             continue
         why: list[Reason] = []
         if r.phone in dnc:
-            why.append(reason(Code.DO_NOT_CALL))
+            why.append(_DO_NOT_CALL)
         if not purpose.allowed:
             why.extend(purpose.reasons)
         c_hist = facts.get(r.phone, empty)
@@ -413,10 +453,14 @@ def _decide_chunk(
         if not decision.allowed:
             why.extend(decision.reasons)
         if r.not_after is not None and r.not_after <= now:
-            why.append(reason(Code.DEADLINE_PASSED, "not_after is already in the past"))
+            why.append(_DEADLINE_PASSED)
         call_id = str(uuid.uuid4())
         status = "refused" if why else "queued"
-        zones = candidate_zones(r.phone, r.state, r.postal_code, rt.policy.default_region)
+        zones = tuple(candidate_zones(r.phone, r.state, r.postal_code, region))
+        zone_dicts = zone_lists.get(zones)
+        if zone_dicts is None:
+            # Few distinct zone lists in a chunk: rows share one (read-only) list of dicts.
+            zone_dicts = zone_lists[zones] = [z.as_dict() for z in zones]
         call_rows.append(
             {
                 "id": call_id,
@@ -434,7 +478,7 @@ def _decide_chunk(
                 if status == "queued"
                 else None,
                 "attempts": 0,
-                "candidate_zones": [z.as_dict() for z in zones],
+                "candidate_zones": zone_dicts,
                 "last_reason": why[0].code.value if why else None,
                 "lease_id": None,
                 "lease_expires_at": None,

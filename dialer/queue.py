@@ -506,13 +506,24 @@ def expire_deadlines(rt: Runtime) -> int:
 # --- held leases: dial check, release, outcome ----------------------------------------------
 
 
-def _held(s: Session, call_id: str, lease_id: str | None, now: datetime) -> tuple[Call, Attempt]:
-    q = select(Call).where(Call.id == call_id)
+def _held(
+    s: Session, call_id: str, lease_id: str | None, now: datetime
+) -> tuple[Call, Attempt, Campaign]:
+    """The call, its live attempt and its campaign, in one statement; the call is locked on
+    PostgreSQL (and re-read: populate_existing, in case the session held it already)."""
+    q = (
+        select(Call, Attempt, Campaign)
+        .join(Campaign, Campaign.id == Call.campaign_id)
+        .outerjoin(Attempt, Attempt.id == Call.lease_id)
+        .where(Call.id == call_id)
+        .execution_options(populate_existing=True)
+    )
     if s.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update()
-    c = s.scalars(q).one_or_none()
-    if c is None:
+        q = q.with_for_update(of=Call)
+    row = s.execute(q).one_or_none()
+    if row is None:
         raise NotFound("NOT_FOUND", "no such call")
+    c, joined, campaign = row
     if (
         c.status != "leased"
         or c.lease_id is None
@@ -524,9 +535,13 @@ def _held(s: Session, call_id: str, lease_id: str | None, now: datetime) -> tupl
             "LEASE_NOT_HELD", "the lease is unknown, expired, released or withdrawn",
             {"call_status": c.status},
         )
-    a = s.get(Attempt, c.lease_id)
+    a: Attempt | None = joined
+    if a is None or a.id != c.lease_id:
+        # PostgreSQL: the lock waited for a concurrent lease of this call; the joined row is
+        # from before it. Read the attempt now.
+        a = s.get(Attempt, c.lease_id)
     assert a is not None
-    return c, a
+    return c, a, campaign
 
 
 def dial_check(rt: Runtime, who: Identity, call_id: str, lease_id: str | None) -> None:
@@ -540,9 +555,7 @@ def dial_check(rt: Runtime, who: Identity, call_id: str, lease_id: str | None) -
         if c.status == "withdrawn" and c.last_reason:
             why = reason(Code(c.last_reason))
             raise Conflict(why.code.value, why.message, {"rule": why.rule, "go": False})
-        _, _ = _held(s, call_id, lease_id, now)
-        campaign = s.get(Campaign, c.campaign_id)
-        assert campaign is not None
+        c, _, campaign = _held(s, call_id, lease_id, now)
         hist = facts_for(s, [c.phone])
         dnc = dnc_numbers(s, [c.phone])
         facts = _facts(rt, c, campaign, hist, dnc, {})
@@ -565,7 +578,7 @@ def release(rt: Runtime, who: Identity, call_id: str, lease_id: str) -> None:
     """Returned undialled: the attempt does not count."""
     now = rt.clock.now()
     with _write(rt) as s:
-        c, a = _held(s, call_id, lease_id, now)
+        c, a, _ = _held(s, call_id, lease_id, now)
         a.state, a.counted, a.recorded_at = "released", False, now
         c.status, c.lease_id, c.lease_expires_at = "queued", None, None
         c.next_eligible_at = now
@@ -592,9 +605,7 @@ def report_outcome(rt: Runtime, who: Identity, call_id: str, o: Outcome) -> dict
     now = rt.clock.now()
     problem: tuple[str, str, list[str]] | None = None
     with _write(rt) as s:
-        c, a = _held(s, call_id, o.lease_id, now)
-        campaign = s.get(Campaign, c.campaign_id)
-        assert campaign is not None
+        c, a, campaign = _held(s, call_id, o.lease_id, now)
         prerecorded = campaign.channel == "prerecorded_voice"
         missing = [
             f for f, v in (("agent_id", o.agent_id), ("agent_name", o.agent_name),

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -11,6 +10,8 @@ from starlette.datastructures import UploadFile
 from api.deps import CallReader, Manager, RuntimeDep
 from api.errors import ApiError
 from dialer import calls, intake
+from dialer.keys import Identity
+from dialer.runtime import Runtime
 from dialer.schemas import CallOut, IntakeOut, IntakeRowIn
 
 router = APIRouter(tags=["calls"])
@@ -82,13 +83,19 @@ async def submit_calls(
     else:
         raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
                        "send application/json, text/csv or multipart/form-data")
-    result = await run_in_threadpool(
-        intake.submit_body, rt, who, campaign_id, body, kind, dry_run=dry_run
+    # Deciding and encoding the answer (one result per row, up to max_list_rows) both stay
+    # off the event loop, which would otherwise stall every other request meanwhile.
+    payload = await run_in_threadpool(
+        _decide_json, rt, who, campaign_id, body, kind, dry_run
     )
     del body
-    return Response(
-        json.dumps(result.as_dict(), separators=(",", ":")), media_type="application/json"
-    )
+    return Response(payload, media_type="application/json")
+
+
+def _decide_json(
+    rt: Runtime, who: Identity, campaign_id: str, body: bytes, kind: str, dry_run: bool
+) -> bytes:
+    return intake.submit_body(rt, who, campaign_id, body, kind, dry_run=dry_run).to_json()
 
 
 @router.get(
