@@ -737,6 +737,15 @@ def check(rt: Runtime, who: Identity, req: CheckRequest) -> dict[str, Any]:
             campaign = s.get(Campaign, req.campaign_id)
             if campaign is None:
                 raise NotFound("NOT_FOUND", "no such campaign")
+            if req.reserve and (
+                campaign.purpose != req.purpose or campaign.channel != req.channel
+            ):
+                # The attempt is logged under this campaign: it must be what was checked.
+                raise Invalid(
+                    "VALIDATION_ERROR",
+                    "purpose and channel must be the reservation campaign's",
+                    [{"field": "body.purpose", "message": "differs from the campaign's"}],
+                )
         if req.reserve and s.get_bind().dialect.name == "postgresql":
             _lock_numbers(s, [e164], skip_locked=False)
         hist = facts_for(s, [e164])
