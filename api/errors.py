@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.middleware import route_template
 from config.errors import DomainError
 
 log = logging.getLogger("callgate.api")
@@ -120,9 +121,7 @@ def install(app: FastAPI) -> None:
 
 
 def _route_template(request: Request) -> str:
-    route = request.scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "(unmatched)"
+    return route_template(request.scope)
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -30,6 +30,17 @@ SECURITY_HEADERS = [
 ]
 
 
+def route_template(scope: Scope) -> str:
+    """The matched route's full path template (``/v1/dnc/{phone}``), or ``(unmatched)``.
+
+    FastAPI 0.12x+ hands an included router's own route to the handler, whose ``path`` lacks
+    the include prefix (``/dnc/{phone}``); the full template is on the effective route
+    context it records in the scope."""
+    ctx = (scope.get("fastapi") or {}).get("effective_route_context")
+    path = getattr(ctx, "path_format", None) or getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) and path else "(unmatched)"
+
+
 class BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"the request body is larger than the limit of {limit} bytes")
@@ -122,8 +133,7 @@ class InternalErrorMiddleware:
         try:
             await self.app(scope, receive, wrapped)
         except Exception as exc:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "(unmatched)"
+            template = route_template(scope)
             error_log.error(
                 "unhandled error on %s %s: %s", scope.get("method"), template, type(exc).__name__
             )
@@ -162,8 +172,7 @@ class SecurityHeadersMiddleware:
         try:
             await self.app(scope, receive, wrapped)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "(unmatched)"
+            template = route_template(scope)
             access_log.info(
                 "%s %s %s %.1fms",
                 scope.get("method"),

@@ -307,7 +307,7 @@ def run_threads(n: int, seconds: float, body: Callable[[httpx.Client, float, dic
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
 
     def worker(i: int) -> None:
-        with httpx.Client(base_url=base, headers=auth, timeout=60, limits=limits) as c:
+        with httpx.Client(base_url=base, headers=auth, timeout=600, limits=limits) as c:
             start.wait()
             body(c, time.perf_counter() + seconds, results[i])
 
@@ -319,6 +319,9 @@ def run_threads(n: int, seconds: float, body: Callable[[httpx.Client, float, dic
     for t in threads:
         t.join()
     return results, time.perf_counter() - began
+
+
+REPORT_OUTCOMES = True
 
 
 def lease_loop(c: httpx.Client, deadline: float, out: dict[str, Any]) -> None:
@@ -334,7 +337,7 @@ def lease_loop(c: httpx.Client, deadline: float, out: dict[str, Any]) -> None:
             continue
         tasks = r.json()["tasks"]
         out["leased"] += len(tasks)
-        for task in tasks:
+        for task in tasks if REPORT_OUTCOMES else ():
             now = datetime.now(UTC)
             o = c.post(f"/v1/queue/{task['call_id']}/outcome", json={
                 "lease_id": task["lease_id"], "agent_id": "A-1", "agent_name": "Dana",
@@ -390,9 +393,14 @@ def main() -> None:
     ap.add_argument("--with-index", action="store_true",
                     help=f"create the proposed {queue.QUEUE_ORDER_INDEX} (not in the migrations "
                     "yet) before loading")
+    ap.add_argument("--lease-only", action="store_true",
+                    help="pollers do not report outcomes (the lease endpoint alone; leases "
+                    "last 300 s, longer than a run)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     pollers = [int(x) for x in args.pollers.split(",") if x.strip()]
+    global REPORT_OUTCOMES
+    REPORT_OUTCOMES = not args.lease_only
     workdir = Path(tempfile.mkdtemp(prefix="callgate-bench-"))
     policy_text = bench_policy_text()
     policy_file = workdir / "bench-policy.toml"
@@ -420,6 +428,7 @@ def main() -> None:
                 "db": args.db, "calls": args.calls, "numbers": args.numbers,
                 "server_workers": args.workers,
                 "extra_index": queue.QUEUE_ORDER_INDEX if args.with_index else None,
+                "outcomes": REPORT_OUTCOMES,
                 "results": [],
             }
             with server(url, policy_file, workdir, args.workers) as (base, pid):

@@ -197,7 +197,14 @@ def _when(row: Row, field_: str, value: str | None) -> datetime | None:
         return None
 
 
-def parse_row(n: int, data: dict[str, Any], rt: Runtime) -> Row:
+def parse_row(
+    n: int, data: dict[str, Any], rt: Runtime, regions: tuple[str, ...] | None = None
+) -> Row:
+    """One record to a Row; what is wrong with it goes to ``row.invalid``, field by field.
+    ``regions`` is ``tuple(rt.policy.allowed_regions)``, passed in by callers parsing many
+    rows so that one tuple is built (and held by the phone cache's keys), not one per row."""
+    if regions is None:
+        regions = tuple(rt.policy.allowed_regions)
     row = Row(n)
     for name in REQUIRED:
         if _text(data.get(name)) is None:
@@ -221,9 +228,7 @@ def parse_row(n: int, data: dict[str, Any], rt: Runtime) -> Row:
     raw_phone = _text(data.get("phone"))
     row.phone_raw = raw_phone
     if raw_phone is not None:
-        e164, bad = phones.check(
-            raw_phone, rt.policy.default_region, tuple(rt.policy.allowed_regions)
-        )
+        e164, bad = phones.check(raw_phone, rt.policy.default_region, regions)
         if bad is not None:
             row.invalid.append(bad)
         row.phone = e164
@@ -401,8 +406,11 @@ def _decide_chunk(
     campaign: Campaign,
     rows: list[Row],
     seen: _ListState,
+    added: _ListState,
     now: datetime,
 ) -> list[RowResult]:
+    """Decide one chunk in ``s``'s transaction. ``seen`` is what earlier chunks of the list
+    accepted; this chunk's acceptances go to ``added``."""
     pv = rt.policy_version
     valid = [r for r in rows if not r.invalid]
     ext_ids = sorted({r.external_id for r in valid if r.external_id})
@@ -434,8 +442,10 @@ def _decide_chunk(
         assert r.external_id is not None and r.phone is not None
         if (
             r.external_id in seen.external_ids
+            or r.external_id in added.external_ids
             or r.external_id in existing_ext
             or r.phone in seen.phones
+            or r.phone in added.phones
             or r.phone in pending_phones
         ):
             results.append(RowResult(r.row, r.external_id, "duplicate", None, [_DUPLICATE]))
@@ -497,8 +507,8 @@ def _decide_chunk(
                 )
             )
         else:
-            seen.external_ids.add(r.external_id)
-            seen.phones.add(r.phone)
+            added.external_ids.add(r.external_id)
+            added.phones.add(r.phone)
         results.append(RowResult(r.row, r.external_id, status, call_id, why))
         digest.update(f"{r.row}|{call_id}|{status}|{' '.join(w.code for w in why)}\n".encode())
     if call_rows:
@@ -544,12 +554,17 @@ def submit(
     seen = _ListState()
     results: list[RowResult] = []
 
+    regions = tuple(rt.policy.allowed_regions)
+
     def run_chunk(chunk: list[Row]) -> None:
         for attempt in range(3):
-            snapshot = (set(seen.external_ids), set(seen.phones))
+            # What this chunk accepts joins ``seen`` only once its transaction commits.
+            added = _ListState()
             try:
                 with rt.db.write(rollback=dry_run) as s:
-                    out = _decide_chunk(rt, who, s, campaign, chunk, seen, now)
+                    out = _decide_chunk(rt, who, s, campaign, chunk, seen, added, now)
+                seen.external_ids |= added.external_ids
+                seen.phones |= added.phones
                 results.extend(out)
                 if progress:
                     progress(len(chunk))
@@ -557,7 +572,6 @@ def submit(
             except IntegrityError:
                 # Lost a race with a concurrent identical submission (PostgreSQL):
                 # decide the chunk again, now seeing the winner's rows.
-                seen.external_ids, seen.phones = snapshot
                 if attempt == 2:
                     raise
 
@@ -568,7 +582,7 @@ def submit(
         if rec.get("__malformed__"):
             chunk.append(Row(n, invalid=[_bad("row", str(rec["__malformed__"]))]))
         else:
-            chunk.append(parse_row(n, rec, rt))
+            chunk.append(parse_row(n, rec, rt, regions))
         if len(chunk) >= CHUNK_ROWS:
             run_chunk(chunk)
             chunk = []

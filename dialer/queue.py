@@ -56,7 +56,7 @@ from dialer.runtime import Runtime
 from dialer.windows import CandidateZone, applicable_states, candidate_zones
 
 HISTORY = timedelta(days=8)  # enough attempts for rolling 7 x 24 h and calendar ISO weeks
-SMALL_ELIGIBLE = 2000  # below this many eligible calls, sort them in memory (exact order)
+SMALL_ELIGIBLE = 2000  # up to this many eligible calls, sort them (see the lease query)
 DISCLOSURES_AGENT = ["provider_name", "callback_number", "agent_name"]
 DISCLOSURES_IVR = ["provider_name", "callback_number"]
 COMPLETE = {"connected", "voicemail", "opted_out", "wrong_number"}
@@ -214,28 +214,48 @@ def _log_refusal(
 # --- lease --------------------------------------------------------------------------------
 
 
-# The walk in queue order needs this index (not yet in the migrations; see docs/performance.md,
-# "Lease"): CREATE INDEX ix_calls_queue_order ON calls (priority DESC, created_at, id,
-# next_eligible_at) WHERE status = 'queued'. Without it the many-eligible plan sorts every
-# eligible call on each poll.
+# --- the lease query ------------------------------------------------------------------------
+#
+# Queued calls eligible now, highest priority then oldest first. Two plans, one meaning:
+#
+# * few eligible (the steady state; an empty or fully capped queue has none): range-scan
+#   them in ix_calls_status_next_eligible and sort them in the database;
+# * many (a fresh list): walk ix_calls_queue_order in priority order, skipping the deferred
+#   ones inside the index, and stop after n.
+#
+# ix_calls_queue_order is not in the migrations yet (docs/performance.md, "Lease"):
+#   CREATE INDEX ix_calls_queue_order ON calls (priority DESC, created_at, id,
+#   next_eligible_at) WHERE status = 'queued'
+# Without it the second plan is the first one: every eligible call is sorted on each poll.
+#
+# SQLite: a probe counts the eligible calls up to SMALL_ELIGIBLE in the range index without
+# reading a row, and the statement names its index (INDEXED BY; SQLAlchemy cannot render it,
+# hence text): without statistics SQLite's planner always takes the range scan.
+# PostgreSQL: one statement; the planner chooses from its statistics.
+# Neither locks here: PostgreSQL locks the chosen rows with SKIP LOCKED in _lock_calls;
+# SQLite's write transaction already holds the database's lock.
+# 'queued' is an SQL literal, not a bound parameter: only then may a planner use the partial
+# index (SQLite always; PostgreSQL once it switches to a generic plan).
+
 QUEUE_ORDER_INDEX = "ix_calls_queue_order"
-# 'queued' as an SQL literal, not a bound parameter: only then may the planners use a partial
-# index on status = 'queued' (SQLite always; PostgreSQL once it switches to a generic plan).
 _QUEUED = literal_column("'queued'", String())
-_has_queue_index: dict[str, bool] = {}
-# The same walk as the generic form below, for SQLite with the index: SQLAlchemy cannot
-# render INDEXED BY.
-_SQLITE_QUEUE_WALK = text(
-    f"SELECT id FROM calls INDEXED BY {QUEUE_ORDER_INDEX} "
+_SQLITE_LEASE_QUERY = (
+    "SELECT id FROM calls INDEXED BY {index} "
     "WHERE status = 'queued' AND next_eligible_at <= :now "
     "ORDER BY priority DESC, created_at, id LIMIT :n"
-).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("n", type_=Integer()))
+)
+_SQLITE_FEW, _SQLITE_MANY = (
+    text(_SQLITE_LEASE_QUERY.format(index=index)).bindparams(
+        bindparam("now", type_=UTCDateTime()), bindparam("n", type_=Integer())
+    )
+    for index in ("ix_calls_status_next_eligible", QUEUE_ORDER_INDEX)
+)
+_has_queue_index: dict[str, bool] = {}
 
 
 def _queue_index(s: Session) -> bool:
     """Whether ``ix_calls_queue_order`` exists (looked up once per database)."""
-    bind = s.get_bind()
-    key = bind.engine.url.render_as_string(hide_password=True)
+    key = s.get_bind().engine.url.render_as_string(hide_password=True)
     found = _has_queue_index.get(key)
     if found is None:
         found = any(
@@ -246,37 +266,23 @@ def _queue_index(s: Session) -> bool:
 
 
 def _candidate_ids(s: Session, now: datetime, n: int) -> list[str]:
-    """Queued calls eligible now, highest priority then oldest first.
-
-    Two plans, one meaning. A probe counts the eligible calls up to ``SMALL_ELIGIBLE`` in
-    ``ix_calls_status_next_eligible`` without reading a row (an empty or fully capped queue
-    costs just that). Few (the steady state): read them all and order in memory. Many (a
-    fresh list): walk ``ix_calls_queue_order`` in priority order, skipping the deferred
-    (SQLite is told to, with INDEXED BY: without statistics its planner would rather scan
-    the eligible range and sort it). The statements are the same on SQLite and PostgreSQL;
-    PostgreSQL then locks the chosen rows with SKIP LOCKED in :func:`_lock_calls`."""
-    eligible = (Call.status == _QUEUED, Call.next_eligible_at <= now)
+    """Up to ``n`` ids of queued calls eligible now, in queue order (see above)."""
+    if s.get_bind().dialect.name != "sqlite":
+        return list(
+            s.scalars(
+                select(Call.id)
+                .where(Call.status == _QUEUED, Call.next_eligible_at <= now)
+                .order_by(Call.priority.desc(), Call.created_at, Call.id)
+                .limit(n)
+            )
+        )
     many = s.execute(
-        select(literal_column("1")).select_from(Call).where(*eligible)
+        select(literal_column("1")).select_from(Call)
+        .where(Call.status == _QUEUED, Call.next_eligible_at <= now)
         .offset(SMALL_ELIGIBLE).limit(1)
     ).first() is not None
-    if not many:
-        rows = list(s.execute(
-            select(Call.id, Call.priority, Call.created_at).where(*eligible)
-            .limit(SMALL_ELIGIBLE + 1)
-        ))
-        rows.sort(key=lambda r: (-r.priority, r.created_at, r.id))
-        return [r.id for r in rows[:n]]
-    if s.get_bind().dialect.name == "sqlite" and _queue_index(s):
-        return list(s.scalars(_SQLITE_QUEUE_WALK, {"now": now, "n": n}))
-    return list(
-        s.scalars(
-            select(Call.id)
-            .where(*eligible)
-            .order_by(Call.priority.desc(), Call.created_at, Call.id)
-            .limit(n)
-        )
-    )
+    query = _SQLITE_MANY if many and _queue_index(s) else _SQLITE_FEW
+    return list(s.scalars(query, {"now": now, "n": n}))
 
 
 def _lock_calls(s: Session, ids: Sequence[str], now: datetime) -> list[Call]:
@@ -295,9 +301,27 @@ def _lock_calls(s: Session, ids: Sequence[str], now: datetime) -> list[Call]:
     return [by_id[i] for i in ids if i in by_id]
 
 
+def _nothing_to_do(s: Session, now: datetime) -> bool:
+    """No lease has expired and no queued call is eligible: two index probes."""
+    one = literal_column("1", Integer())
+    expired = select(one).select_from(Call).where(
+        Call.status == "leased", Call.lease_expires_at <= now
+    )
+    eligible = select(one).select_from(Call).where(
+        Call.status == _QUEUED, Call.next_eligible_at <= now
+    )
+    return all(s.execute(q.limit(1)).first() is None for q in (expired, eligible))
+
+
 def lease(rt: Runtime, who: Identity, req: LeaseRequest) -> list[dict[str, Any]]:
     now = rt.clock.now()
     tasks: list[dict[str, Any]] = []
+    # An empty or fully capped queue is answered from a read transaction: no write lock, no
+    # queueing behind the writers (a call that becomes eligible meanwhile goes to the next
+    # poll, as it would have had it become eligible a moment later).
+    with rt.db.read() as s:
+        if _nothing_to_do(s, now):
+            return tasks
     with _write(rt) as s:
         _sweep_expired(rt, s, now, who.actor)
         pg = s.get_bind().dialect.name == "postgresql"

@@ -1,10 +1,10 @@
 """Crash safety with a real ``callgate serve`` process and ``kill -9`` (issue 6, item 4).
 
-* Intake: a 30,000-row CSV is being decided when the server is killed (after its first
-  chunk has committed, before the response). After a restart the same list is submitted
-  again: every good row is queued exactly once, none is lost, the refused and invalid rows
-  stay out of the queue, and the audit chain is intact, with one ``intake.decided`` entry per
-  committed chunk and none for the chunk that died.
+* Intake: a 30,000-row CSV (15,000 on PostgreSQL) is being decided when the server is
+  killed (after its first chunk has committed, before the response). After a restart the
+  same list is submitted again: every good row is queued exactly once, none is lost, the
+  refused and invalid rows stay out of the queue, and the audit chain is intact, with one
+  ``intake.decided`` entry per committed chunk and none for the chunk that died.
 * Leasing: pollers are leasing when the server is killed. After a restart no call has two
   live leases and every lease a poller received is in the database. The leases then expire
   and come back: they count as attempts (``state = 'expired'``, counted), so with
@@ -20,6 +20,7 @@ Runs on SQLite and, with ``CALLGATE_TEST_POSTGRES_URL``, on PostgreSQL.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -40,7 +41,9 @@ from tests.e2e.serverproc import Server, campaign, make_keys, seed_consents, wri
 
 pytestmark = pytest.mark.slow
 
-ROWS = 30_000
+# SQLite decides about 1,500 rows a second here (phone parsing dominates), PostgreSQL fewer:
+# the PostgreSQL list is shorter to keep the test near half a minute; still several chunks.
+ROWS = {"sqlite": 30_000, "postgresql": 15_000}
 
 
 def _phone(i: int) -> str:
@@ -74,7 +77,8 @@ def _verify_chain(db: Database) -> int:
 
 
 def test_kill_during_intake_then_resubmit(db_url: str, tmp_path: Path) -> None:
-    body, good, consented = _csv(ROWS)
+    rows = ROWS["sqlite" if db_url.startswith("sqlite") else "postgresql"]
+    body, good, consented = _csv(rows)
     seed_consents(db_url, consented)
     keys = make_keys(db_url)
     server = Server(tmp_path, db_url, policy=write_policy(tmp_path), log_level="WARNING")
@@ -109,7 +113,7 @@ def test_kill_during_intake_then_resubmit(db_url: str, tmp_path: Path) -> None:
         sender.join(timeout=30)
         before = committed()
         assert "error" in outcome, f"the request finished before the kill: {outcome}"
-        assert 0 < before < ROWS, before  # a real mid-request crash: some chunks, not all
+        assert 0 < before < rows, before  # a real mid-request crash: some chunks, not all
         _verify_chain(db)
 
         server.start()
@@ -120,7 +124,7 @@ def test_kill_during_intake_then_resubmit(db_url: str, tmp_path: Path) -> None:
             verify = c.get("/v1/audit/verify", headers=keys["compliance"])
             assert verify.status_code == 200 and verify.json()["ok"], verify.text
         results = second["results"]
-        assert len(results) == ROWS
+        assert len(results) == rows
         statuses = Counter(res["status"] for res in results)
         # Rows committed before the kill come back as duplicates; the rest are decided now.
         assert statuses["queued"] + statuses["duplicate"] == len(good), statuses
@@ -143,8 +147,6 @@ def test_kill_during_intake_then_resubmit(db_url: str, tmp_path: Path) -> None:
         assert max(accepted.values()) == 1
         # One audit entry per committed chunk: the queued counts it records add up to the
         # queue, so no entry speaks for the chunk that died with the process.
-        import json
-
         queued_in_audit = sum(json.loads(p)["counts"]["queued"] for p in decided)
         assert queued_in_audit == len(good)
         _verify_chain(db)
@@ -165,8 +167,8 @@ def _expire_leases_now(db: Database) -> int:
     """Move every live lease's expiry into the past (instead of waiting 15 s)."""
     past = datetime.now(UTC) - timedelta(seconds=1)
     with db.write() as s:
-        n = s.execute(update(Call).where(Call.status == "leased")
-                      .values(lease_expires_at=past)).rowcount
+        n = s.scalar(select(func.count()).select_from(Call).where(Call.status == "leased"))
+        s.execute(update(Call).where(Call.status == "leased").values(lease_expires_at=past))
         s.execute(update(Attempt).where(Attempt.state == "live").values(expires_at=past))
     return int(n or 0)
 
@@ -222,7 +224,8 @@ def test_kill_during_leasing_leases_expire_and_count(db_url: str, tmp_path: Path
         stop.set()
         for t in threads:
             t.join(timeout=30)
-        assert errors, "no poller was cut off by the kill"
+        # At least one poller lost a request in flight (not merely refused a connection).
+        assert any(e != "ConnectError" for e in errors), errors
         assert 40 <= len(received) < n_calls
 
         server.start()

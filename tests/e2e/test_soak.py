@@ -22,6 +22,7 @@ so client-side instants and the server's ``attempts.at`` compare directly.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import threading
@@ -36,13 +37,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 
 from dialer import audit
 from dialer.db import Database
 from dialer.models import Attempt
 from dialer.queue import cap_violations, live_lease_doubles
-from tests.conftest import PG_URL, _pg_admin, _pg_url_for
+from tests.conftest import PG_URL
 from tests.e2e.serverproc import Server, campaign, make_keys, seed_consents, write_policy
 
 pytestmark = [
@@ -93,15 +94,23 @@ class Record:
             self.stats[kind] += 1
 
 
+def _admin_sql(statement: str) -> None:
+    import psycopg
+
+    url = make_url(PG_URL)
+    with psycopg.connect(host=url.host or "localhost", port=url.port or 5432,
+                         user=url.username, password=url.password, dbname=url.database,
+                         autocommit=True) as conn:
+        conn.execute(statement.encode())
+
+
 @pytest.fixture
 def fresh_pg_url(pg_template: str) -> Iterator[str]:
     """A new, migrated PostgreSQL database (a copy of the session's migrated template)."""
     name = f"cg_soak_{uuid.uuid4().hex[:10]}"
-    with _pg_admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    yield _pg_url_for(name)
-    with _pg_admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _admin_sql(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    _admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _poller(n: int, servers: list[Server], auth: dict[str, str], rec: Record,
@@ -240,7 +249,7 @@ def _lease_overlaps(attempts: list[Attempt]) -> list[str]:
     bad = []
     for call_id, rows in by_call.items():
         rows.sort(key=lambda a: a.at)
-        for prev, nxt in zip(rows, rows[1:], strict=False):
+        for prev, nxt in itertools.pairwise(rows):
             assert prev.expires_at is not None
             end = min(prev.expires_at, prev.recorded_at or prev.expires_at)
             if nxt.at < end:
@@ -257,8 +266,8 @@ def test_soak_two_servers(fresh_pg_url: str, tmp_path: Path) -> None:
     servers = [Server(tmp_path, url, policy=policy, name=f"server{i}") for i in range(2)]
     db = Database(url)
     try:
-        for s in servers:
-            s.start()
+        for server in servers:
+            server.start()
         mgr = keys["campaign_manager"]
         with httpx.Client(base_url=servers[0].url, timeout=120) as c:
             campaigns = [campaign(c, mgr, name=f"soak-{i}", purpose=PURPOSE) for i in range(3)]

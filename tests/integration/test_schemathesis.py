@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class Seeded:
     schema: Any
     runtime: Runtime
     keys: dict[str, str]
+    app: Any = None
     campaign_ids: list[str] = field(default_factory=list)
     call_ids: list[str] = field(default_factory=list)
     leases: list[tuple[str, str]] = field(default_factory=list)
@@ -118,7 +120,8 @@ def _seed(client: TestClient, keys: dict[str, str]) -> Seeded:
             f"/v1/queue/{t['call_id']}/outcome",
             json={"lease_id": t["lease_id"], "agent_id": "A-1", "agent_name": "Dana",
                   "disclosed_callback_number": CALLBACK, "result": "no_answer",
-                  "started_at": T0.isoformat(), "ended_at": (T0 + timedelta(minutes=1)).isoformat()},
+                  "started_at": T0.isoformat(),
+                  "ended_at": (T0 + timedelta(minutes=1)).isoformat()},
             headers=dialer,
         )
         assert r.status_code == 200, r.text
@@ -157,7 +160,7 @@ def seeded(
     # Keys are ours (one per role, or none), not generated: a generated Authorization header
     # is only ever a 401.
     out.schema.config.generation.update(with_security_parameters=False)
-    out.runtime = rt
+    out.runtime, out.app = rt, app
     yield out
     db.dispose()
 
@@ -252,3 +255,52 @@ def test_operation(seeded: Seeded, method: str, path: str) -> None:
         _assert_envelope(response)
 
     run()
+
+
+# Instants schemathesis does not think of (its date-times always carry an offset and a
+# four-digit year): naive times, Unix timestamps, impossible dates, and the ends of the
+# calendar whose UTC instant (or local date) does not exist. Each is refused (422) where an
+# instant is expected, or answered; never a 500.
+HOSTILE_INSTANTS = [
+    "2026-11-24T12:00:00", "7", "1.5", "-1", "1e3", "2026-02-30T00:00:00Z",
+    "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59Z",
+]
+MUST_REFUSE = {"2026-11-24T12:00:00", "7", "1.5", "-1", "1e3", "2026-02-30T00:00:00Z",
+               "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"}
+
+
+@pytest.mark.parametrize("value", HOSTILE_INSTANTS)
+def test_hostile_instants(seeded: Seeded, value: str) -> None:
+    mgr = {"Authorization": f"Bearer {seeded.keys['campaign_manager']}"}
+    comp = {"Authorization": f"Bearer {seeded.keys['compliance']}"}
+    dialer = {"Authorization": f"Bearer {seeded.keys['dialer']}"}
+    consent = consent_body(T0 - timedelta(days=1), "+13145550139")
+    outcome = {"lease_id": "x", "agent_id": "A-1", "agent_name": "Dana",
+               "disclosed_callback_number": CALLBACK, "result": "no_answer"}
+    requests: list[tuple[str, str, dict[str, Any], dict[str, str]]] = [
+        ("POST", "/v1/consents", {"json": {**consent, "obtained_at": value}}, mgr),
+        ("POST", "/v1/consents", {"json": {**consent, "expires_at": value}}, mgr),
+        ("POST", "/v1/consents/revocations",
+         {"json": {"phone": "+13145550138", "source": "web", "received_at": value}}, mgr),
+        ("POST", "/v1/check", {"json": {"phone": "+13145550100", "purpose": "test_results",
+                                        "at": value}}, dialer),
+        ("POST", f"/v1/queue/{uuid.uuid4()}/outcome",
+         {"json": {**outcome, "started_at": value}}, dialer),
+        ("POST", f"/v1/queue/{uuid.uuid4()}/outcome",
+         {"json": {**outcome, "started_at": "2026-11-24T17:00:00Z", "ended_at": value}},
+         dialer),
+    ]
+    for path in ("/v1/refusals", "/v1/refusals/summary", "/v1/refusals.csv", "/v1/call-log",
+                 "/v1/call-log.csv"):
+        for name in ("since", "until"):
+            requests.append(("GET", path, {"params": {name: value}}, comp))
+    with TestClient(seeded.app, raise_server_exceptions=False) as client:
+        for method, path, kwargs, headers in requests:
+            resp = client.request(method, path, headers=headers, **kwargs)
+            where = (method, path, kwargs, resp.status_code, resp.text[:200])
+            assert resp.status_code < 500, where
+            if value in MUST_REFUSE:
+                assert resp.status_code == 422, where
+            if resp.status_code >= 400:
+                assert set(resp.json()["error"]) == {"code", "message", "details"}, where

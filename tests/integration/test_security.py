@@ -1,7 +1,7 @@
 """Security checks (issue 6, item 6).
 
-* The RBAC matrix: every ``/v1`` route and ``/healthz`` (read from ``app.routes``) × every
-  role × no key, against the roles API.md names, written out below; a route added without
+* The RBAC matrix: every ``/v1`` route and ``/healthz`` (read from ``app.routes``) x every
+  role x no key, against the roles API.md names, written out below; a route added without
   an entry here fails the test.
 * Keys are never logged: neither in the app's log records at DEBUG nor in a real
   ``callgate serve``'s output.
@@ -123,7 +123,7 @@ def _concrete(path: str) -> str:
 def test_rbac_matrix(client: TestClient, keys: Keys, method: str, path: str) -> None:
     allowed = EXPECTED[(method, path)]
     url = _concrete(path)
-    body = [] if path.endswith("/calls") else {}
+    body: list[Any] | dict[str, Any] = [] if path.endswith("/calls") else {}
     kwargs: dict[str, Any] = {"json": body} if method in ("POST", "DELETE") else {}
     for role in [None, *ROLES]:
         headers = keys[role] if role else {}
@@ -423,3 +423,19 @@ def test_real_server_logs_no_keys_numbers_or_patient_refs(tmp_path: Path) -> Non
     for ref in PATIENT_REFS:
         assert ref not in info
     assert json.dumps(text)  # the log is text, not bytes we failed to read
+
+
+def test_log_detectors_find_leaks() -> None:
+    """The checks above would see a number in any of its formats, and only at INFO+."""
+    pattern = _phone_pattern("3145550142")
+    for fmt in [*_formats("3145550142"), "%2B13145550142", "555-0142", "tel:+1-314-555-0142"]:
+        assert pattern.search(f"INFO callgate.access: GET /v1/dnc/{fmt} 200"), fmt
+    assert not pattern.search("GET /v1/dnc/{phone} 200 3.1ms +1314555****")
+    text = ("callgate: listening\n"
+            "2026-11-23 04:52:30,255 DEBUG callgate.api: detail 3145550142\n"
+            "Traceback: 3145550142\n"
+            "2026-11-23 04:52:30,256 INFO callgate.access: GET /healthz 200 1.0ms\n")
+    assert _lines_at_info(text) == [
+        "callgate: listening",
+        "2026-11-23 04:52:30,256 INFO callgate.access: GET /healthz 200 1.0ms",
+    ]

@@ -36,7 +36,7 @@ THREADS = 16
 NUMBERS = 100
 CAMPAIGNS = 6
 ROUNDS = 12  # > 7 days, so the weekly cap binds
-POLLS_PER_THREAD = 8
+POLLS_PER_THREAD = 4
 PURPOSES = ("discharge_followup", "appointment_reminder", "test_results")
 
 
@@ -106,7 +106,7 @@ def _poller(
                     # Withdrawn meanwhile by another poller's opt-out, or expired.
                     assert exc.code == "LEASE_NOT_HELD", exc.code
                     stats["lost"] += 1
-            clock.advance(timedelta(seconds=rnd.randint(0, 5)))
+            clock.advance(timedelta(seconds=rnd.randint(0, 2)))
     except BaseException as exc:  # surfaced in the main thread
         errors.append(exc)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -221,3 +222,35 @@ def test_empty_and_unreadable_headers_are_invalid() -> None:
             assert exc.code == "VALIDATION_ERROR"
         else:
             raise AssertionError("an empty body must be refused")
+
+
+# --- the answer's encoding ---------------------------------------------------------------
+
+reasons_st = st.lists(
+    st.sampled_from(list(Code)).flatmap(
+        lambda c: st.builds(
+            intake.reason, st.just(c), st.none() | st.text(max_size=20),
+            st.none() | st.text(max_size=10),
+            st.none() | st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
+        )
+    ),
+    max_size=3,
+)
+row_results = st.builds(
+    intake.RowResult,
+    st.integers(min_value=1, max_value=10**6),
+    st.none() | st.text(max_size=20),
+    st.sampled_from(["queued", "refused", "invalid", "duplicate"]),
+    st.none() | st.uuids().map(str),
+    reasons_st,
+)
+
+
+@given(st.lists(row_results, max_size=8), st.booleans(),
+       st.lists(st.text(max_size=8), max_size=3))
+def test_to_json_is_json_dumps_of_as_dict(
+    results: list[intake.RowResult], dry_run: bool, ignored: list[str]
+) -> None:
+    res = intake.IntakeResult(results, dry_run, ignored)
+    expected = json.dumps(res.as_dict(), separators=(",", ":")).encode()
+    assert res.to_json() == expected
