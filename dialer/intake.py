@@ -26,9 +26,9 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Select,
     String,
     Table,
-    any_,
     bindparam,
     func,
     insert,
@@ -359,13 +359,18 @@ def _one_of(
 
     A chunk's ids would otherwise be thousands of bind parameters, each rendered and
     processed by SQLAlchemy (most of the cost of these reads). SQLite reads a JSON array
-    with ``json_each``; PostgreSQL takes a ``text[]`` with ``= ANY``. Both use the index.
+    with ``json_each``; PostgreSQL unnests a ``text[]``. Either way the list is a set the
+    planner joins against (index probes or a hash), never ``= ANY(array)`` as a row filter:
+    in a generic plan of a prepared statement that is a linear search of the array for
+    every row of the campaign, quadratic in the list's size.
     """
+    listed: Select[tuple[str]]
     if s.get_bind().dialect.name == "postgresql":
-        return col == any_(bindparam(None, list(values), type_=ARRAY(String)))
-    listed = select(literal_column("value", String)).select_from(
-        func.json_each(json.dumps(list(values)))
-    )
+        listed = select(func.unnest(bindparam(None, list(values), type_=ARRAY(String))))
+    else:
+        listed = select(literal_column("value", String)).select_from(
+            func.json_each(json.dumps(list(values)))
+        )
     return col.in_(listed.scalar_subquery())
 
 

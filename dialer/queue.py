@@ -501,17 +501,33 @@ def expire_leases(rt: Runtime) -> int:
 
 
 def expire_deadlines(rt: Runtime) -> int:
-    """Scheduled job: queued calls past not_after leave the queue with DEADLINE_PASSED."""
+    """Scheduled job: queued calls past not_after leave the queue with DEADLINE_PASSED.
+
+    Only the eligible range is searched: a queued call is never deferred to or past its
+    not_after (the decision expires it instead), nor queued at intake with not_after before
+    next_eligible_at, so not_after <= now implies next_eligible_at < now. The search runs in
+    a read transaction, without the write lock (with no index on not_after it reads every
+    eligible call: seconds for a fresh list of a million, which under the lock stalled every
+    poller and outcome); the write lock is taken only for the calls found, re-checked."""
     now = rt.clock.now()
     total = 0
     while True:
+        with rt.db.read() as s:
+            ids = list(s.scalars(
+                select(Call.id).where(
+                    Call.status == _QUEUED, Call.next_eligible_at <= now, Call.not_after <= now
+                ).limit(500)
+            ))
+        if not ids:
+            return total
         with _write(rt) as s:
-            q = select(Call).where(
-                Call.status == "queued", Call.not_after.is_not(None), Call.not_after <= now
-            ).limit(500)
+            q = select(Call).where(Call.id.in_(ids))
             if s.get_bind().dialect.name == "postgresql":
                 q = q.with_for_update(skip_locked=True)
-            rows = list(s.scalars(q))
+            rows = [
+                c for c in s.scalars(q)
+                if c.status == "queued" and c.not_after is not None and c.not_after <= now
+            ]
             for c in rows:
                 why = [reason(Code.DEADLINE_PASSED)]
                 if c.last_reason:
@@ -523,7 +539,7 @@ def expire_deadlines(rt: Runtime) -> int:
                     )
                 _log_refusal(rt, s, c, "expired", why, now, "system:jobs")
         total += len(rows)
-        if len(rows) < 500:
+        if len(ids) < 500 or not rows:
             return total
 
 

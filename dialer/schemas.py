@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from consent.schemas import IsoDatetime
 
 Channel = Literal["autodialed_voice", "prerecorded_voice", "sms"]
+# Request numbers and flags are Strict*: pydantic would otherwise read `true` as 1 and `1` or
+# "yes" as true, which the documented schema (integer, boolean) does not allow.
 
 
 class WindowIn(BaseModel):
@@ -43,7 +45,7 @@ class CampaignIn(BaseModel):
     provider_name: str = Field(min_length=1, max_length=200)
     callback_number: str = Field(min_length=1, max_length=40)
     calling_window: WindowIn | None = None
-    max_attempts: int = Field(default=3, ge=1, le=20)
+    max_attempts: StrictInt = Field(default=3, ge=1, le=20)
     script_id: str | None = Field(default=None, max_length=128)
 
 
@@ -143,8 +145,8 @@ class LeaseIn(BaseModel):
     )
 
     dialer_id: str = Field(min_length=1, max_length=128)
-    limit: int = Field(default=10, ge=1, le=100)
-    lease_seconds: int = Field(default=120, ge=15, le=900)
+    limit: StrictInt = Field(default=10, ge=1, le=100)
+    lease_seconds: StrictInt = Field(default=120, ge=15, le=900)
 
 
 class TaskOut(BaseModel):
@@ -243,7 +245,7 @@ class CheckIn(BaseModel):
     state: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")
     postal_code: str | None = Field(default=None, pattern=r"^\d{5}(-?\d{4})?$")
     at: IsoDatetime | None = None
-    reserve: bool = False
+    reserve: StrictBool = False
     agent_id: str | None = Field(default=None, max_length=128)
     agent_name: str | None = Field(default=None, max_length=200)
     campaign_id: str | None = Field(default=None, max_length=36)

@@ -302,6 +302,23 @@ def test_expire_deadlines_job(api: Api, runtime: Runtime, clock: FakeClock) -> N
     left(api, call, "expired", "DEADLINE_PASSED")
 
 
+def test_expire_deadlines_job_finds_deferred_calls(
+    api: Api, runtime: Runtime, clock: FakeClock
+) -> None:
+    api.consent(num(1))
+    [first] = api.submit(api.campaign(name="a"), {"phone": num(1), "priority": 9})
+    [late] = api.submit(api.campaign(name="b"), {"phone": num(1),
+                                                  "not_after": iso(T0 + timedelta(hours=30))})
+    [task] = api.lease()
+    assert task["call_id"] == first
+    deferred(api, late, "DAILY_CAP", T0 + timedelta(hours=24))
+    clock.advance(timedelta(hours=31))  # nobody polled meanwhile
+    assert queue.expire_deadlines(runtime) == 1
+    row = left(api, late, "expired", "DEADLINE_PASSED")
+    assert row.reasons[0]["details"] == {"blocked_by": ["DAILY_CAP"]}
+    assert queue.expire_deadlines(runtime) == 0
+
+
 # --- deferrals -----------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from config.errors import Invalid
 from config.policy import load_policy
-from config.reasons import Code
+from config.reasons import Code, reason
 from dialer import intake
 
 RT: Any = SimpleNamespace(policy=load_policy())
@@ -229,7 +229,7 @@ def test_empty_and_unreadable_headers_are_invalid() -> None:
 reasons_st = st.lists(
     st.sampled_from(list(Code)).flatmap(
         lambda c: st.builds(
-            intake.reason, st.just(c), st.none() | st.text(max_size=20),
+            reason, st.just(c), st.none() | st.text(max_size=20),
             st.none() | st.text(max_size=10),
             st.none() | st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
         )
