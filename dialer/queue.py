@@ -316,12 +316,14 @@ def _nothing_to_do(s: Session, now: datetime) -> bool:
 def lease(rt: Runtime, who: Identity, req: LeaseRequest) -> list[dict[str, Any]]:
     now = rt.clock.now()
     tasks: list[dict[str, Any]] = []
-    # An empty or fully capped queue is answered from a read transaction: no write lock, no
-    # queueing behind the writers (a call that becomes eligible meanwhile goes to the next
-    # poll, as it would have had it become eligible a moment later).
-    with rt.db.read() as s:
-        if _nothing_to_do(s, now):
-            return tasks
+    # SQLite: an empty or fully capped queue is answered from a read transaction, without
+    # queueing for the database's one write lock behind the outcomes (a call that becomes
+    # eligible meanwhile goes to the next poll, as if it had become eligible a moment later).
+    # PostgreSQL has no such lock to spare; the write transaction is as cheap.
+    if rt.db.is_sqlite:
+        with rt.db.read() as s:
+            if _nothing_to_do(s, now):
+                return tasks
     with _write(rt) as s:
         _sweep_expired(rt, s, now, who.actor)
         pg = s.get_bind().dialect.name == "postgresql"

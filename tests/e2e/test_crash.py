@@ -226,7 +226,7 @@ def test_kill_during_leasing_leases_expire_and_count(db_url: str, tmp_path: Path
             t.join(timeout=30)
         # At least one poller lost a request in flight (not merely refused a connection).
         assert any(e != "ConnectError" for e in errors), errors
-        assert 40 <= len(received) < n_calls
+        assert 40 <= len(received) <= n_calls
 
         server.start()
         with db.read() as s:
