@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import event, select, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -169,8 +169,18 @@ class Verification:
 def verify(session: Session) -> Verification:
     """Recompute the chain from the start; report the first broken link."""
     prev, expected_seq, count = GENESIS, 1, 0
-    rows = session.execute(select(AuditEntry).order_by(AuditEntry.seq)).yield_per(2000)
-    for (e,) in rows:
+    # The entries and the head in one statement, so one snapshot: on PostgreSQL (READ
+    # COMMITTED) a head read by a later statement may already count entries appended by a
+    # concurrent commit, and a sound chain would be reported broken.
+    head_row = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).subquery()
+    rows = session.execute(
+        select(AuditEntry, head_row.c.seq, head_row.c.hash)
+        .outerjoin(head_row, true())
+        .order_by(AuditEntry.seq)
+    ).yield_per(2000)
+    head: tuple[int, str] | None = None
+    for e, head_seq, head_hash in rows:
+        head = (head_seq, head_hash) if head_seq is not None else None
         if e.seq != expected_seq:
             return Verification(False, count, e.seq, f"sequence gap: expected {expected_seq}")
         if e.prev_hash != prev:
@@ -179,7 +189,9 @@ def verify(session: Session) -> Verification:
         if h != e.hash:
             return Verification(False, count, e.seq, "entry content does not match its hash")
         prev, expected_seq, count = h, expected_seq + 1, count + 1
-    head = session.get(AuditHead, 1)
-    if head is not None and (head.seq != count or head.hash != prev):
+    if count == 0:
+        row = session.get(AuditHead, 1)
+        head = (row.seq, row.hash) if row is not None else None
+    if head is not None and head != (count, prev):
         return Verification(False, count, count + 1, "entries missing after the last one")
     return Verification(True, count, last_hash=prev if count else None)

@@ -254,3 +254,30 @@ def test_to_json_is_json_dumps_of_as_dict(
     res = intake.IntakeResult(results, dry_run, ignored)
     expected = json.dumps(res.as_dict(), separators=(",", ":")).encode()
     assert res.to_json() == expected
+
+
+# --- csv_lines is io.StringIO(text, newline="") without the copy -------------------------
+
+
+@SETTINGS
+@given(csv_like_text | st.text(alphabet=st.sampled_from("ab,\"\r\n\x00 \x0b\x85\u2028"),
+                               max_size=80))
+@example("a\r\nb\rc\nd")
+@example("\r\r\n\n")
+@example("last line without end")
+def test_csv_lines_match_stringio(text: str) -> None:
+    clean = text.replace("\x00", "")
+    assert list(intake.csv_lines(text)) == list(io.StringIO(clean, newline=""))
+
+    def records(lines: Any) -> list[Any]:
+        out: list[Any] = []
+        reader = csv.reader(lines)
+        while True:
+            try:
+                out.append(next(reader))
+            except StopIteration:
+                return out
+            except csv.Error as exc:
+                out.append(("error", str(exc)))
+
+    assert records(intake.csv_lines(text)) == records(io.StringIO(clean, newline=""))
