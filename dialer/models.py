@@ -122,6 +122,7 @@ class Attempt(Base):
         Index("ix_attempts_phone_at", "phone", "at"),
         Index("ix_attempts_state_expires", "state", "expires_at"),
         Index("ix_attempts_recorded", "recorded_at", "id"),
+        Index("ix_attempts_at_id", "at", "id"),  # the call log, newest first
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

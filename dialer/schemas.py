@@ -17,8 +17,8 @@ Channel = Literal["autodialed_voice", "prerecorded_voice", "sms"]
 class WindowIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    start: str = Field(pattern=r"^\d{2}:\d{2}$", examples=["09:00"])
-    end: str = Field(pattern=r"^\d{2}:\d{2}$", examples=["18:00"])
+    start: str = Field(pattern=r"^[0-9]{2}:[0-9]{2}$", examples=["09:00"])
+    end: str = Field(pattern=r"^[0-9]{2}:[0-9]{2}$", examples=["18:00"])
 
 
 class CampaignIn(BaseModel):
@@ -243,7 +243,7 @@ class CheckIn(BaseModel):
     purpose: str = Field(min_length=1, max_length=64)
     channel: Channel = "autodialed_voice"
     state: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")
-    postal_code: str | None = Field(default=None, pattern=r"^\d{5}(-?\d{4})?$")
+    postal_code: str | None = Field(default=None, pattern=r"^[0-9]{5}(-?[0-9]{4})?$")
     at: IsoDatetime | None = None
     reserve: StrictBool = False
     agent_id: str | None = Field(default=None, max_length=128)

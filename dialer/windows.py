@@ -138,7 +138,7 @@ _STATE_NAMES: Final[dict[str, str]] = {
 # zipcodes.matching is only partly annotated.
 _zip_matching = cast(Callable[[str], list[dict[str, Any]]], zipcodes.matching)
 _CITY_STATE = re.compile(r",\s*([A-Z]{2})$")
-_ZIP = re.compile(r"^\s*(\d{5})(?:[-\s]?\d{4})?\s*$")
+_ZIP = re.compile(r"^\s*([0-9]{5})(?:[-\s]?[0-9]{4})?\s*$")
 
 
 # --------------------------------------------------------------------------------------------

@@ -222,6 +222,7 @@ def upgrade() -> None:
     with op.batch_alter_table('attempts', schema=None) as batch_op:
         batch_op.create_index('ix_attempts_phone_at', ['phone', 'at'], unique=False)
         batch_op.create_index('ix_attempts_recorded', ['recorded_at', 'id'], unique=False)
+        batch_op.create_index('ix_attempts_at_id', ['at', 'id'], unique=False)
         batch_op.create_index('ix_attempts_state_expires', ['state', 'expires_at'], unique=False)
         batch_op.create_index('uq_attempts_call_live', ['call_id'], unique=True, sqlite_where=sa.text("state = 'live'"), postgresql_where=sa.text("state = 'live'"))
 
@@ -234,6 +235,7 @@ def downgrade() -> None:
         batch_op.drop_index('uq_attempts_call_live', sqlite_where=sa.text("state = 'live'"), postgresql_where=sa.text("state = 'live'"))
         batch_op.drop_index('ix_attempts_state_expires')
         batch_op.drop_index('ix_attempts_recorded')
+        batch_op.drop_index('ix_attempts_at_id')
         batch_op.drop_index('ix_attempts_phone_at')
 
     op.drop_table('attempts')
