@@ -472,10 +472,10 @@ def test_lease_order_with_many_eligible(api: Api, runtime: Runtime, with_index: 
     for i in range(12):
         api.consent(num(i))
     cid = api.campaign()
-    rows = [{"phone": num(i), "priority": 1 + (i * 7) % 10} for i in range(12)]
-    ids = api.submit(cid, *rows)
+    prio = [1 + (i * 7) % 10 for i in range(12)]
+    ids = api.submit(cid, *({"phone": num(i), "priority": prio[i]} for i in range(12)))
     # One submission: the same created_at for all, so ties fall to the call id.
-    by_prio = sorted(range(12), key=lambda i: (-rows[i]["priority"], ids[i]))
+    by_prio = sorted(range(12), key=lambda i: (-prio[i], ids[i]))
     original = queue.SMALL_ELIGIBLE
     queue.SMALL_ELIGIBLE = 3
     try:
