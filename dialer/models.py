@@ -76,8 +76,10 @@ class Call(Base):
             sqlite_where=text(PENDING_SQL),
             postgresql_where=text(PENDING_SQL),
         ),
-        # The dispatch scan: queued calls by when they next become eligible.
-        Index("ix_calls_status_next_eligible", "status", "next_eligible_at"),
+        # The dispatch scan: queued calls by when they next become eligible (not_after too,
+        # so the deadline job's scan reads the index only).
+        Index("ix_calls_status_next_eligible", "status", "next_eligible_at", "not_after"),
+
         Index("ix_calls_phone_status", "phone", "status"),
         Index("ix_calls_lease_expires", "lease_expires_at"),
     )
@@ -103,6 +105,18 @@ class Call(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(String(36))
     policy_version: Mapped[str] = mapped_column(String(64))
+
+
+# The queue's order, for a poll over many eligible calls (dialer/queue.py).
+Index(
+    "ix_calls_queue_order",
+    Call.priority.desc(),
+    Call.created_at,
+    Call.id,
+    Call.next_eligible_at,
+    sqlite_where=text("status = 'queued'"),
+    postgresql_where=text("status = 'queued'"),
+)
 
 
 class Attempt(Base):

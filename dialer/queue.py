@@ -223,7 +223,7 @@ def _log_refusal(
 # * many (a fresh list): walk ix_calls_queue_order in priority order, skipping the deferred
 #   ones inside the index, and stop after n.
 #
-# ix_calls_queue_order is not in the migrations yet (docs/performance.md, "Lease"):
+# ix_calls_queue_order (migration 0001):
 #   CREATE INDEX ix_calls_queue_order ON calls (priority DESC, created_at, id,
 #   next_eligible_at) WHERE status = 'queued'
 # Without it the second plan is the first one: every eligible call is sorted on each poll.

@@ -191,7 +191,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_calls_campaign_id'), ['campaign_id'], unique=False)
         batch_op.create_index('ix_calls_lease_expires', ['lease_expires_at'], unique=False)
         batch_op.create_index('ix_calls_phone_status', ['phone', 'status'], unique=False)
-        batch_op.create_index('ix_calls_status_next_eligible', ['status', 'next_eligible_at'], unique=False)
+        batch_op.create_index('ix_calls_status_next_eligible', ['status', 'next_eligible_at', 'not_after'], unique=False)
+        batch_op.create_index('ix_calls_queue_order', [sa.literal_column('priority').desc(), 'created_at', 'id', 'next_eligible_at'], unique=False, sqlite_where=sa.text("status = 'queued'"), postgresql_where=sa.text("status = 'queued'"))
         batch_op.create_index('uq_calls_campaign_external_accepted', ['campaign_id', 'external_id'], unique=True, sqlite_where=sa.text("status <> 'refused'"), postgresql_where=sa.text("status <> 'refused'"))
         batch_op.create_index('uq_calls_campaign_phone_pending', ['campaign_id', 'phone'], unique=True, sqlite_where=sa.text("status IN ('queued', 'leased')"), postgresql_where=sa.text("status IN ('queued', 'leased')"))
 
@@ -243,6 +244,7 @@ def downgrade() -> None:
         batch_op.drop_index('uq_calls_campaign_phone_pending', sqlite_where=sa.text("status IN ('queued', 'leased')"), postgresql_where=sa.text("status IN ('queued', 'leased')"))
         batch_op.drop_index('uq_calls_campaign_external_accepted', sqlite_where=sa.text("status <> 'refused'"), postgresql_where=sa.text("status <> 'refused'"))
         batch_op.drop_index('ix_calls_status_next_eligible')
+        batch_op.drop_index('ix_calls_queue_order', sqlite_where=sa.text("status = 'queued'"), postgresql_where=sa.text("status = 'queued'"))
         batch_op.drop_index('ix_calls_phone_status')
         batch_op.drop_index('ix_calls_lease_expires')
         batch_op.drop_index(batch_op.f('ix_calls_campaign_id'))
