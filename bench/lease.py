@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from sqlalchemy import func, make_url, select, text, update  # noqa: E402
+from sqlalchemy import func, make_url, select, update  # noqa: E402
 
 from config.policy import _default_policy_bytes, parse_policy  # noqa: E402
 from dialer import queue  # noqa: E402
@@ -72,10 +72,6 @@ PURPOSES = ("discharge_followup", "appointment_reminder", "test_results", "treat
             "wellness_checkup")
 CALLBACK = "+13145550199"
 LIMIT = 10
-QUEUE_ORDER_INDEX_SQL = (
-    f"CREATE INDEX {queue.QUEUE_ORDER_INDEX} ON calls (priority DESC, created_at, id, "
-    "next_eligible_at) WHERE status = 'queued'"
-)
 
 
 def log(msg: str) -> None:
@@ -391,8 +387,8 @@ def main() -> None:
         "postgresql+psycopg://callgate:callgate@localhost:5432/callgate_test"),
         help="an existing database to connect to for CREATE/DROP DATABASE")
     ap.add_argument("--with-index", action="store_true",
-                    help=f"create the proposed {queue.QUEUE_ORDER_INDEX} (not in the migrations "
-                    "yet) before loading")
+                    help=f"accepted for old command lines: {queue.QUEUE_ORDER_INDEX} is now "
+                    "created by migration 0001")
     ap.add_argument("--lease-only", action="store_true",
                     help="pollers do not report outcomes (the lease endpoint alone; leases "
                     "last 300 s, longer than a run)")
@@ -419,15 +415,12 @@ def main() -> None:
             t = time.perf_counter()
             upgrade(url)
             db = Database(url)
-            if args.with_index:
-                with db.write() as s:
-                    s.execute(text(QUEUE_ORDER_INDEX_SQL))
             key, plaintext = create_key(db, Role.dialer, "bench-dialer", now)
             auth = {"Authorization": f"Bearer {plaintext}"}
             out: dict[str, Any] = {
                 "db": args.db, "calls": args.calls, "numbers": args.numbers,
                 "server_workers": args.workers,
-                "extra_index": queue.QUEUE_ORDER_INDEX if args.with_index else None,
+                "queue_index": queue.QUEUE_ORDER_INDEX,
                 "outcomes": REPORT_OUTCOMES,
                 "results": [],
             }
