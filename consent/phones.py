@@ -7,6 +7,8 @@ from functools import lru_cache
 
 import phonenumbers
 from phonenumbers import PhoneNumberType
+from phonenumbers import timezone as pn_timezone
+from phonenumbers.phonenumberutil import is_number_type_geographical
 
 from config.reasons import Code, Reason, reason
 
@@ -51,12 +53,37 @@ def _normalise(raw: str, default_region: str, allowed_regions: tuple[str, ...]) 
         return "!is not a phone number"
     if not phonenumbers.is_valid_number(num):
         return "!is not a valid number"
-    if phonenumbers.number_type(num) not in DIALABLE_TYPES:
+    ntype = phonenumbers.number_type(num)
+    if ntype not in DIALABLE_TYPES:
         return "!is not dialable (premium-rate, shared-cost, pager or unknown type)"
     region = phonenumbers.region_code_for_number(num)
     if region not in allowed_regions:
         return "!is not in an allowed region"
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    e164: str = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    _remember_zones(e164, num, ntype)
+    return e164
+
+
+# The number's own time zones, worked out from the parse above so that the zone lookup at
+# intake (dialer.windows) does not parse the number and compute its type again. Same answer
+# as ``phonenumbers.timezone.time_zones_for_number``, whose steps these are.
+_ZONES: dict[str, tuple[str, ...]] = {}
+_ZONES_MAX = 262_144
+
+
+def _remember_zones(e164: str, num: phonenumbers.PhoneNumber, ntype: int) -> None:
+    if num.country_code is not None and is_number_type_geographical(ntype, num.country_code):
+        zones = pn_timezone.time_zones_for_geographical_number(num)
+    else:
+        zones = pn_timezone.time_zones_for_number(num)
+    if len(_ZONES) >= _ZONES_MAX:
+        _ZONES.clear()
+    _ZONES[e164] = tuple(str(z) for z in zones)
+
+
+def known_zones(e164: str) -> tuple[str, ...] | None:
+    """The number's zones if this process has validated it, else None."""
+    return _ZONES.get(e164)
 
 
 def normalise(

@@ -32,6 +32,7 @@ from phonenumbers import timezone as pn_timezone
 
 from config.policy import DayWindows, Policy, Window, format_hhmm
 from config.reasons import Code, Reason, reason
+from consent import phones
 
 __all__ = [
     "HORIZON",
@@ -239,9 +240,13 @@ def _candidate_zones(
             if z and z != pn_timezone.UNKNOWN_TIMEZONE and _zone_usable(z):
                 found.setdefault(z, source)
 
-    number = _parse(phone_e164, default_region)
-    if number is not None:
-        add([str(z) for z in pn_timezone.time_zones_for_number(number)], "area_code")
+    known = phones.known_zones(phone_e164)  # validated in this process: no second parse
+    if known is not None:
+        add(known, "area_code")
+    else:
+        number = _parse(phone_e164, default_region)
+        if number is not None:
+            add([str(z) for z in pn_timezone.time_zones_for_number(number)], "area_code")
     postal_zones = [z for _, z in _postal(postal_code)] if postal_code else []
     if any(postal_zones):
         add(postal_zones, "postal_code")
