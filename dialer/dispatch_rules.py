@@ -97,9 +97,11 @@ def earliest_clear(f: CallFacts, policy: Policy, start: datetime) -> datetime | 
 
 
 def blocks_now(
-    f: CallFacts, policy: Policy, now: datetime
+    f: CallFacts, policy: Policy, now: datetime, *, lease_margin: bool = True
 ) -> tuple[list[Reason], datetime | None]:
-    """Temporary blocks at ``now`` and, when there are none, when the window closes."""
+    """Temporary blocks at ``now`` and, when there are none, when the window closes.
+    ``lease_margin``: a window closing within MIN_LEASE counts as closed (for a new lease;
+    not for a dial check on a lease already held)."""
     pw = _purpose_window(policy, f.purpose)
     reasons: list[Reason] = []
     if f.not_before is not None and f.not_before > now:
@@ -110,7 +112,7 @@ def blocks_now(
     w = check_window(now, f.zones, f.states, policy, f.campaign_window, pw)
     if not w.allowed:
         reasons.extend(w.reasons)
-    elif w.closes_at is not None and w.closes_at - now < MIN_LEASE:
+    elif lease_margin and w.closes_at is not None and w.closes_at - now < MIN_LEASE:
         reasons.append(
             reason(Code.OUTSIDE_CALLING_WINDOW, "the calling window closes too soon for a lease")
         )

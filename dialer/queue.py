@@ -607,9 +607,8 @@ def dial_check(rt: Runtime, who: Identity, call_id: str, lease_id: str | None) -
 
         why_list = permanent_reasons(facts, rt.policy, now)
         if not why_list:
-            blocks, _ = blocks_now(facts, rt.policy, now)
-            why_list = [b for b in blocks if b.code is not Code.OUTSIDE_CALLING_WINDOW
-                        or b.message != "the calling window closes too soon for a lease"]
+            # The attempt was counted at lease time (facts carry no attempts): window only.
+            why_list, _ = blocks_now(facts, rt.policy, now, lease_margin=False)
         if why_list:
             raise Conflict(
                 why_list[0].code.value, why_list[0].message,

@@ -3,21 +3,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
 
 from api.deps import Manager, ManagerOrCompliance, RuntimeDep
 from consent import service
 from consent.schemas import ConsentHistory, ConsentIn, ConsentOut, RevocationIn, RevocationOut
 
 router = APIRouter(tags=["consents"])
-
-
-class RevocationResult(RevocationOut):
-    pass
-
-
-class WithdrawnOut(BaseModel):
-    withdrawn_calls: int
 
 
 @router.post(
@@ -35,7 +26,7 @@ def record_consent(body: ConsentIn, rt: RuntimeDep, who: Manager) -> ConsentOut:
     "/consents/revocations",
     name="revoke_consent",
     status_code=201,
-    response_model=RevocationResult,
+    response_model=RevocationOut,
     summary="Revoke every consent for a number, add it to do-not-call, withdraw its calls",
 )
 def revoke_consent(body: RevocationIn, rt: RuntimeDep, who: Manager) -> RevocationOut:
