@@ -48,6 +48,11 @@ def create_app(
             from dialer.jobs import start_scheduler
 
             jobs = start_scheduler(runtime)
+            if runtime.settings.intake_parallel_min_rows:
+                # A served process starts its intake helper now, not on the first big list.
+                from dialer import intake_pool
+
+                intake_pool.start()
         try:
             yield
         finally:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 
+import phonenumbers.geocoder  # noqa: F401  (dialer.windows imports it lazily; load it now)
+
 from api.app import create_app
 
 app = create_app(migrate=False, scheduler=True)
@@ -13,3 +15,8 @@ app = create_app(migrate=False, scheduler=True)
 # the cyclic garbage collector from walking it again and again during large intakes.
 gc.collect()
 gc.freeze()
+# And collect the youngest generation every 50,000 net allocations instead of every 700: an
+# intake allocates millions of short-lived objects, nearly none in reference cycles, and the
+# default thresholds spent about a quarter of a 100,000-row intake in the collector
+# (measured: 15.7 s → 12.0 s in-process). Full collections stay rare (every 20 x 100).
+gc.set_threshold(50_000, 20, 100)

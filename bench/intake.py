@@ -265,6 +265,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    """Every descendant process of ``pid`` (the intake helper and multiprocessing's resource
+    tracker)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids = [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for k in kids:
+            out.append(k)
+            out.extend(children(k))
+    return out
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -280,6 +295,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def in_process(url: str, body: bytes, admin_key: str, rows: int, profile: bool) -> float:
     """The service alone (no HTTP), optionally under pyinstrument; returns rows/s."""
+    import gc
+
     from config.settings import Settings
     from dialer import intake
     from dialer.campaigns import create_campaign
@@ -288,6 +305,9 @@ def in_process(url: str, body: bytes, admin_key: str, rows: int, profile: bool) 
     from dialer.schemas import CampaignIn
 
     rt = build_runtime(Settings(database_url=url, max_list_rows=rows + 1000))
+    gc.collect()
+    gc.freeze()  # as api/asgi.py does for the server
+    gc.set_threshold(50_000, 20, 100)
     who = authenticate(rt.db, admin_key)
     assert who is not None
     cid = create_campaign(rt, who, CampaignIn(
@@ -320,6 +340,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--in-process", action="store_true",
                     help="also time the service in-process (no HTTP) on a second campaign")
+    ap.add_argument("--in-process-only", action="store_true",
+                    help="only time the service in-process (no server, no profiler)")
     ap.add_argument("--profile", action="store_true",
                     help="only profile the service in-process with pyinstrument (no server)")
     args = ap.parse_args()
@@ -343,8 +365,8 @@ def main() -> None:
         log(f"setup        {time.perf_counter() - t:.1f} s: {args.rows} numbers; consents "
             f"{dict(kinds)}; list {dict(mix)}; {len(body) / 1e6:.1f} MB CSV")
 
-        if args.profile:
-            in_process(target.url, body, admin_key, args.rows, True)
+        if args.profile or args.in_process_only:
+            in_process(target.url, body, admin_key, args.rows, args.profile)
             return
         port = free_port()
         proc = start_server(target.url, args.rows, port, tmp)
@@ -357,15 +379,20 @@ def main() -> None:
             r.raise_for_status()
             cid = r.json()["id"]
             rss_before = proc_status(proc.pid, "VmRSS")
+            helpers = children(proc.pid)
             cpu_before = cpu_seconds(proc.pid)
+            helper_cpu_before = sum(cpu_seconds(k) for k in helpers)
             t = time.perf_counter()
             r = client.post(f"/v1/campaigns/{cid}/calls", content=body,
                             headers={"Content-Type": "text/csv"})
             result = r.json()
             seconds = time.perf_counter() - t
             server_cpu = cpu_seconds(proc.pid) - cpu_before
+            helpers = children(proc.pid)
+            helper_cpu = sum(cpu_seconds(k) for k in helpers) - helper_cpu_before
         r.raise_for_status()
         peak = proc_status(proc.pid, "VmHWM")
+        helper_peak = sum(proc_status(k, "VmHWM") for k in helpers)
         stop(proc)
         proc = None
         assert len(result["results"]) == args.rows, "one result per row"
@@ -375,7 +402,8 @@ def main() -> None:
         floor = parse_floor([raw for raw, _ in pop])
         rate = args.rows / seconds
         log(f"server       callgate serve, {target.kind}, RSS {rss_before:.0f} MB before the "
-            f"request, peak (VmHWM) {peak:.0f} MB")
+            f"request, peak (VmHWM) {peak:.0f} MB; its {len(helpers)} helper processes "
+            f"{helper_peak:.0f} MB, {helper_cpu:.2f} s CPU")
         log(f"intake       {args.rows} rows in {seconds:.2f} s = {rate:,.0f} rows/s "
             f"(POST to parsed response); server CPU {server_cpu:.2f} s; {counts}")
         log(f"first codes  {dict(codes.most_common())}")
@@ -388,6 +416,8 @@ def main() -> None:
             "parse_floor_per_s": round(floor), "ratio_to_floor": round(rate / floor, 3),
             "peak_rss_mb": round(peak, 1), "db": target.kind,
             "server_cpu_s": round(server_cpu, 2),
+            "helper_peak_rss_mb": round(helper_peak, 1), "helper_cpu_s": round(helper_cpu, 2),
+            "total_peak_rss_mb": round(peak + helper_peak, 1),
         }))
     finally:
         if proc is not None:

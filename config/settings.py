@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     # A call list with more rows than this is refused with 413.
     max_list_rows: int = Field(default=200_000, ge=1)
+    # Lists of at least this many rows have their rows parsed (phones, dates, zones) in a
+    # helper process while this one decides and stores the rows parsed before: the phone
+    # work runs on a second core. 0 turns the helper off (everything in this process).
+    intake_parallel_min_rows: int = Field(default=20_000, ge=0)
     # Scheduled-job intervals, seconds.
     job_interval_seconds: float = Field(default=15.0, gt=0)
     retention_days: int = Field(default=6 * 366, ge=1)

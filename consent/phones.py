@@ -6,9 +6,16 @@ from __future__ import annotations
 from functools import lru_cache
 
 import phonenumbers
-from phonenumbers import PhoneNumberType
+from phonenumbers import REGION_CODE_FOR_NON_GEO_ENTITY, PhoneMetadata, PhoneNumberType
 from phonenumbers import timezone as pn_timezone
-from phonenumbers.phonenumberutil import is_number_type_geographical
+from phonenumbers.phonenumberutil import (
+    COUNTRY_CODE_TO_REGION_CODE,
+    _number_type_helper,
+    country_code_for_valid_region,
+    is_number_type_geographical,
+    national_significant_number,
+)
+from phonenumbers.re_util import re_compile
 
 from config.reasons import Code, Reason, reason
 
@@ -51,17 +58,57 @@ def _normalise(raw: str, default_region: str, allowed_regions: tuple[str, ...]) 
         num = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException:
         return "!is not a phone number"
-    if not phonenumbers.is_valid_number(num):
+    region, ntype = region_and_type(num)
+    if ntype == PhoneNumberType.UNKNOWN:
         return "!is not a valid number"
-    ntype = phonenumbers.number_type(num)
     if ntype not in DIALABLE_TYPES:
         return "!is not dialable (premium-rate, shared-cost, pager or unknown type)"
-    region = phonenumbers.region_code_for_number(num)
     if region not in allowed_regions:
         return "!is not in an allowed region"
     e164: str = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
     _remember_zones(e164, num, ntype)
     return e164
+
+
+def region_and_type(num: phonenumbers.PhoneNumber) -> tuple[str | None, int]:
+    """``(region_code_for_number(num), number_type(num))`` with the type computed once.
+
+    ``is_valid_number`` is ``number_type != UNKNOWN``. The public calls each find the region
+    (which, for a shared calling code such as +1, matches the number against each region's
+    patterns) and then match the number type again: five pattern walks per number where
+    this does one. The steps are phonenumbers' own (``region_code_for_number``,
+    ``is_valid_number_for_region``, ``number_type``); tests/unit/test_phones.py checks the
+    answers against the public calls.
+    """
+    cc = num.country_code
+    regions = COUNTRY_CODE_TO_REGION_CODE.get(cc) if cc is not None else None
+    if cc is None or regions is None:
+        return None, PhoneNumberType.UNKNOWN
+    nsn = national_significant_number(num)
+    region: str | None = None
+    if len(regions) == 1:
+        region = regions[0]
+    else:
+        for code in regions:
+            md = PhoneMetadata.metadata_for_region(code.upper(), None)
+            if md is None:
+                continue
+            if md.leading_digits is not None:
+                if re_compile(md.leading_digits).match(nsn):
+                    region = code
+                    break
+            else:
+                ntype = _number_type_helper(nsn, md)
+                if ntype != PhoneNumberType.UNKNOWN:
+                    return code, int(ntype)
+        if region is None:
+            return None, PhoneNumberType.UNKNOWN
+    md = PhoneMetadata.metadata_for_region_or_calling_code(cc, region.upper())
+    if md is None or (
+        region != REGION_CODE_FOR_NON_GEO_ENTITY and cc != country_code_for_valid_region(region)
+    ):
+        return region, PhoneNumberType.UNKNOWN
+    return region, int(_number_type_helper(nsn, md))
 
 
 # The number's own time zones, worked out from the parse above so that the zone lookup at

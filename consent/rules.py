@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from config.reasons import Code, Reason, reason
 
@@ -38,8 +39,10 @@ REVOCATION_SOURCES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ConsentFact:
+class ConsentFact(NamedTuple):
+    """A consent as the decision needs it. (A named tuple: intake builds one per consent of
+    every number on a list, and a frozen dataclass costs three times as much to make.)"""
+
     id: str
     method: str
     channels: frozenset[str]
@@ -48,8 +51,7 @@ class ConsentFact:
     expires_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RevocationFact:
+class RevocationFact(NamedTuple):
     received_at: datetime
 
 

@@ -4,12 +4,12 @@ in the same transaction (PRODUCT.md 2 and 6: honoured immediately)."""
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import Text, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from config.errors import Forbidden, Invalid, NotFound
@@ -279,52 +279,66 @@ def history(rt: Runtime, who: Identity, raw_phone: str) -> ConsentHistory:
         return out
 
 
+_SETS: dict[object, frozenset[str]] = {}
+
+
+def _frozen(value: str | list[str]) -> frozenset[str]:
+    """A consent's channels or purposes as a frozenset, shared between consents with the
+    same list (there are few distinct lists; intake reads thousands of consents)."""
+    key: object = value if isinstance(value, str) else tuple(value)
+    out = _SETS.get(key)
+    if out is None:
+        items: list[str] = json.loads(value) if isinstance(value, str) else value
+        out = frozenset(str(v) for v in items)
+        if len(_SETS) < 4096:
+            _SETS[key] = out
+    return out
+
+
 def facts_for(
     s: Session, phone_list: Iterable[str]
 ) -> dict[str, tuple[list[ConsentFact], list[RevocationFact]]]:
     """Consent history for many numbers in two queries (set-based, for intake and dispatch)."""
     wanted = sorted(set(phone_list))
-    out: dict[str, tuple[list[ConsentFact], list[RevocationFact]]] = defaultdict(
-        lambda: ([], [])
-    )
+    out: dict[str, tuple[list[ConsentFact], list[RevocationFact]]] = {}
     chunk = 900
+    # The JSON lists as stored (text on SQLite; PostgreSQL's driver decodes them): decoded
+    # once per distinct list by _frozen rather than once per row.
+    channels = type_coerce(Consent.channels, Text)
+    purposes = type_coerce(Consent.purposes, Text)
     for i in range(0, len(wanted), chunk):
         part = wanted[i : i + chunk]
-        superseded: set[str] = set()
-        rows = list(s.execute(
+        rows = s.execute(
             select(
                 Consent.id,
                 Consent.phone,
                 Consent.method,
-                Consent.channels,
-                Consent.purposes,
+                channels,
+                purposes,
                 Consent.obtained_at,
                 Consent.expires_at,
                 Consent.supersedes_id,
             ).where(Consent.phone.in_(part))
-        ))
-        for r in rows:
-            if r.supersedes_id:
-                superseded.add(r.supersedes_id)
-        for r in rows:
-            if r.id in superseded:
+        ).all()
+        superseded = {r[7] for r in rows if r[7]}
+        for cid, phone, method, chans, purps, obtained, expires, _ in rows:
+            if cid in superseded:
                 continue
-            out[r.phone][0].append(
-                ConsentFact(
-                    r.id,
-                    r.method,
-                    frozenset(r.channels),
-                    frozenset(r.purposes),
-                    r.obtained_at,
-                    r.expires_at,
-                )
+            hist = out.get(phone)
+            if hist is None:
+                hist = out[phone] = ([], [])
+            hist[0].append(
+                ConsentFact(cid, method, _frozen(chans), _frozen(purps), obtained, expires)
             )
-        for rv in s.execute(
+        for phone, received, recorded in s.execute(
             select(Revocation.phone, Revocation.received_at, Revocation.recorded_at).where(
                 Revocation.phone.in_(part)
             )
         ):
-            out[rv.phone][1].append(RevocationFact(min(rv.received_at, rv.recorded_at)))
+            hist = out.get(phone)
+            if hist is None:
+                hist = out[phone] = ([], [])
+            hist[1].append(RevocationFact(min(received, recorded)))
     return out
 
 

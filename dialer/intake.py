@@ -18,7 +18,6 @@ import csv
 import hashlib
 import json
 import re
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from config.errors import Invalid, TooLarge
+from config.ids import new_id
 from config.reasons import Code, Reason, reason
 from consent import phones
 from consent import rules as consent_rules
@@ -49,7 +49,7 @@ from dialer import audit, refusals
 from dialer.keys import Identity
 from dialer.models import PENDING, Call, Campaign
 from dialer.runtime import Runtime
-from dialer.windows import STATE_ZONES, CandidateZone, candidate_zones
+from dialer.windows import STATE_ZONES, CandidateZone, candidate_zone_tuple
 from purpose_rules import rules as purpose_rules
 
 COLUMNS = (
@@ -85,6 +85,8 @@ class Row:
     state: str | None = None
     priority: int = 5
     invalid: list[Reason] = field(default_factory=list)
+    # The callee's candidate zones, worked out at parse time for a valid row.
+    zones: tuple[CandidateZone, ...] = ()
 
 
 @dataclass(slots=True)
@@ -213,6 +215,28 @@ def parse_row(
     rows so that one tuple is built (and held by the phone cache's keys), not one per row."""
     if regions is None:
         regions = tuple(rt.policy.allowed_regions)
+    return _parse(n, data, rt.policy.default_region, regions)
+
+
+def parse_chunk(
+    first: int, records: list[dict[str, Any]], default_region: str, regions: tuple[str, ...]
+) -> list[Row]:
+    """Rows ``first, first + 1, ...`` parsed, each valid one with its candidate zones: all the
+    per-row work that needs no database (run here, or in the helper process of
+    ``dialer.intake_pool``)."""
+    out: list[Row] = []
+    for i, rec in enumerate(records):
+        if rec.get("__malformed__"):
+            out.append(Row(first + i, invalid=[_bad("row", str(rec["__malformed__"]))]))
+            continue
+        row = _parse(first + i, rec, default_region, regions)
+        if not row.invalid and row.phone is not None:
+            row.zones = candidate_zone_tuple(row.phone, row.state, row.postal_code, default_region)
+        out.append(row)
+    return out
+
+
+def _parse(n: int, data: dict[str, Any], default_region: str, regions: tuple[str, ...]) -> Row:
     row = Row(n)
     for name in REQUIRED:
         if _text(data.get(name)) is None:
@@ -236,7 +260,7 @@ def parse_row(
     raw_phone = _text(data.get("phone"))
     row.phone_raw = raw_phone
     if raw_phone is not None:
-        e164, bad = phones.check(raw_phone, rt.policy.default_region, regions)
+        e164, bad = phones.check(raw_phone, default_region, regions)
         if bad is not None:
             row.invalid.append(bad)
         row.phone = e164
@@ -497,9 +521,9 @@ def _decide_chunk(
             why.extend(decision.reasons)
         if r.not_after is not None and r.not_after <= now:
             why.append(_DEADLINE_PASSED)
-        call_id = str(uuid.uuid4())
+        call_id = new_id()
         status = "refused" if why else "queued"
-        zones = tuple(candidate_zones(r.phone, r.state, r.postal_code, region))
+        zones = r.zones or candidate_zone_tuple(r.phone, r.state, r.postal_code, region)
         zone_dicts = zone_lists.get(zones)
         if zone_dicts is None:
             # Few distinct zone lists in a chunk: rows share one (read-only) list of dicts.
@@ -578,8 +602,10 @@ def submit(
     dry_run: bool = False,
     ignored_columns: Sequence[str] = (),
     progress: Callable[[int], None] | None = None,
+    parallel: bool = False,
 ) -> IntakeResult:
-    """Decide every record and queue the good ones, chunk by chunk."""
+    """Decide every record and queue the good ones, chunk by chunk. With ``parallel``, rows
+    are parsed in the helper process (``dialer.intake_pool``) ahead of the deciding."""
     from dialer.campaigns import load_campaign
 
     campaign = load_campaign(rt, campaign_id)
@@ -608,20 +634,41 @@ def submit(
                 if attempt == 2:
                     raise
 
-    chunk: list[Row] = []
-    n = 0
-    for rec in records:
-        n += 1
-        if rec.get("__malformed__"):
-            chunk.append(Row(n, invalid=[_bad("row", str(rec["__malformed__"]))]))
-        else:
-            chunk.append(parse_row(n, rec, rt, regions))
-        if len(chunk) >= CHUNK_ROWS:
-            run_chunk(chunk)
-            chunk = []
-    if chunk:
+    for chunk in _parsed(records, rt.policy.default_region, regions, parallel):
         run_chunk(chunk)
     return IntakeResult(results, dry_run, list(ignored_columns))
+
+
+def _record_chunks(records: Iterable[dict[str, Any]]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    chunk: list[dict[str, Any]] = []
+    first = 1
+    for rec in records:
+        chunk.append(rec)
+        if len(chunk) >= CHUNK_ROWS:
+            yield first, chunk
+            first += len(chunk)
+            chunk = []
+    if chunk:
+        yield first, chunk
+
+
+def _parsed(
+    records: Iterable[dict[str, Any]], default_region: str, regions: tuple[str, ...],
+    parallel: bool,
+) -> Iterator[list[Row]]:
+    chunks = _record_chunks(records)
+    if parallel:
+        from dialer import intake_pool
+
+        yield from intake_pool.parse_in_helper(chunks, default_region, regions)
+        return
+    for first, recs in chunks:
+        yield parse_chunk(first, recs, default_region, regions)
+
+
+def _parallel(rt: Runtime, rows: int) -> bool:
+    least = rt.settings.intake_parallel_min_rows
+    return least > 0 and rows >= least
 
 
 def json_records(body: bytes) -> list[dict[str, Any]]:
@@ -660,10 +707,12 @@ def submit_body(
         names = sorted({k for r in recs for k in r if not k.startswith("__")})
         ignored = sorted({n for n in names if n not in COLUMNS})
         return submit(rt, who, campaign_id, recs, dry_run=dry_run,
-                      ignored_columns=ignored, progress=progress)
+                      ignored_columns=ignored, progress=progress,
+                      parallel=_parallel(rt, len(recs)))
     text = decode_text(body)
-    check_row_limit(rt, count_csv_rows(text))
+    n = count_csv_rows(text)
+    check_row_limit(rt, n)
     names, rows = csv_records(text)
     ignored = check_header(names)
     return submit(rt, who, campaign_id, rows, dry_run=dry_run, ignored_columns=ignored,
-                  progress=progress)
+                  progress=progress, parallel=_parallel(rt, n))

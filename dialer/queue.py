@@ -17,7 +17,6 @@ whatever the number of pollers and API processes.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +41,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from config.errors import Conflict, Invalid, NotFound
+from config.ids import new_id
 from config.reasons import Code, Reason, reason
 from consent import phones
 from consent import rules as consent_rules
@@ -367,7 +367,7 @@ def _lease_batch(
         if d.outcome != "go":
             _apply_not_go(rt, s, c, d, now, who.actor)
             continue
-        attempt_id = str(uuid.uuid4())
+        attempt_id = new_id()
         expires = now + timedelta(seconds=req.lease_seconds)
         if d.window_closes_at is not None and d.window_closes_at < expires:
             expires = d.window_closes_at  # a lease never outlives the calling window
@@ -811,7 +811,7 @@ def check(rt: Runtime, who: Identity, req: CheckRequest) -> dict[str, Any]:
         }
         if req.reserve and allowed:
             assert campaign is not None
-            rid = str(uuid.uuid4())
+            rid = new_id()
             s.add(Attempt(
                 id=rid, call_id=None, campaign_id=campaign.id, phone=e164, kind="manual",
                 state="manual", counted=True, at=now, expires_at=None, dialer_id=None,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from config.reasons import Reason
@@ -43,6 +43,11 @@ def refusal_row(
     }
 
 
+REFUSALS = cast(Table, Refusal.__table__)
+
+
 def write(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """One executemany for all rows (Core: every row has every key; the ORM's bulk insert
+    splits rows by which keys are None into many statements)."""
     if rows:
-        session.execute(insert(Refusal), list(rows))
+        session.execute(insert(REFUSALS), list(rows))

@@ -27,7 +27,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 import zipcodes
 from dateutil.rrule import rrule, rruleset, rrulestr
-from phonenumbers import geocoder
 from phonenumbers import timezone as pn_timezone
 
 from config.policy import DayWindows, Policy, Window, format_hhmm
@@ -259,6 +258,13 @@ def _candidate_zones(
     return tuple(CandidateZone(z, s) for z, s in found.items())
 
 
+def candidate_zone_tuple(
+    phone_e164: str, state: str | None, postal_code: str | None, default_region: str = "US"
+) -> tuple[CandidateZone, ...]:
+    """:func:`candidate_zones` as one shared, cached tuple (intake: no list per row)."""
+    return _candidate_zones(phone_e164, state, postal_code, default_region)
+
+
 def candidate_zones(
     phone_e164: str,
     state: str | None,
@@ -284,6 +290,10 @@ def state_for_area_code(phone_e164: str) -> str | None:
     if region in _TERRITORIES:
         return str(region)
     # Area-code level description; works for numbers that are not (yet) valid too.
+    # Imported here, not at the top: the geocoder's data is ~100 MB, and the intake helper
+    # process (dialer.intake_pool), which imports this module for the zones, never needs it.
+    from phonenumbers import geocoder
+
     text = str(geocoder.description_for_valid_number(number, "en")).strip()
     if not text:
         return None

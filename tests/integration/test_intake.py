@@ -432,3 +432,46 @@ def test_limits_and_request_errors(
         r = client.post(f"/v1/campaigns/{cid}/calls", json=[], headers=keys[role])
         assert r.status_code == 403
     assert json.loads(submit(client, keys, cid, []).text)["results"] == []
+
+
+# --- the parsing helper process ----------------------------------------------------------
+
+
+def test_helper_process_parsing_answers_exactly_like_parsing_here(
+    client: TestClient, keys: H, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list parsed in the helper process (dialer.intake_pool) gets, row for row, the
+    answer the same list gets when parsed in the server process; the stored calls carry the
+    same zones."""
+    monkeypatch.setattr(intake, "CHUNK_ROWS", 4)  # several chunks in flight at once
+    good = [num(i) for i in range(8)]
+    bulk_consents(runtime, good)
+    rows = [row(f"h{i}", p) for i, p in enumerate(good)]
+    rows[1]["state"] = "CA"
+    rows[2]["postal_code"] = "99501"
+    rows[3]["not_after"] = "2020-01-01T00:00:00Z"
+    rows += [row("h0", num(20)), row("hx", good[4]), row("bad", "555"), row("nc", num(9)),
+             row("date", num(10), not_before="tomorrow"), {"external_id": "", "phone": ""}]
+    answers = []
+    zones = []
+    for least in (0, 1):  # 0: parsed here; 1: every list goes to the helper
+        monkeypatch.setattr(runtime.settings, "intake_parallel_min_rows", least)
+        cid = new_campaign(client, keys)
+        body = to_csv(rows, ["external_id", "phone", "state", "postal_code", "not_before",
+                             "not_after"])
+        r = client.post(f"/v1/campaigns/{cid}/calls", content=body,
+                        headers={**keys["admin"], "Content-Type": "text/csv"})
+        assert r.status_code == 200, r.text
+        answers.append(_comparable(r.json()))
+        with runtime.db.read() as s:
+            zones.append(sorted(
+                (c.external_id, json.dumps(c.candidate_zones))
+                for c in s.scalars(select(Call).where(Call.campaign_id == cid))
+            ))
+    assert answers[0] == answers[1]
+    assert zones[0] == zones[1] and len(zones[0]) == 9  # 8 good rows and one refused
+    assert {c for r in answers[1]["results"] for c in codes_of(r)} >= {
+        "INVALID_PHONE", "INVALID_FIELD", "DUPLICATE_REQUEST", "NO_CONSENT", "DEADLINE_PASSED"}
+    from dialer import intake_pool
+
+    assert intake_pool._pool is not None  # the helper really ran

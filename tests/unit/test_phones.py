@@ -65,3 +65,40 @@ def test_other_region_allowed_when_policy_allows_it() -> None:
 def test_mask_hides_the_last_four_digits() -> None:
     assert phones.mask("+13145550100") == "+1314555****"
     assert phones.mask("+1") == "**"
+
+
+def test_region_and_type_agrees_with_the_public_calls() -> None:
+    """The fused check gives exactly what region_code_for_number, is_valid_number and
+    number_type give, over valid, invalid and odd numbers of many calling codes."""
+    import random
+
+    import phonenumbers
+
+    from consent.phones import region_and_type
+
+    rng = random.Random(7)
+    codes = [1, 1, 1, 1, 7, 33, 44, 49, 61, 64, 81, 86, 91, 262, 290, 599, 800, 808, 870, 882]
+    seen_types: set[int] = set()
+    checked = 0
+    for _ in range(6000):
+        cc = rng.choice(codes)
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(4, 12)))
+        try:
+            num = phonenumbers.parse(f"+{cc}{digits}", None)
+        except phonenumbers.NumberParseException:
+            continue
+        region, ntype = region_and_type(num)
+        assert region == phonenumbers.region_code_for_number(num)
+        assert ntype == phonenumbers.number_type(num)
+        assert (ntype != phonenumbers.PhoneNumberType.UNKNOWN) == phonenumbers.is_valid_number(num)
+        seen_types.add(ntype)
+        checked += 1
+    for region in ("US", "CA", "JM", "PR", "GB", "GG", "FR", "RE", "AU", "CX"):
+        for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE,
+                     phonenumbers.PhoneNumberType.TOLL_FREE):
+            ex = phonenumbers.example_number_for_type(region, kind)
+            if ex is not None:
+                assert region_and_type(ex) == (phonenumbers.region_code_for_number(ex),
+                                               phonenumbers.number_type(ex))
+    assert checked > 5000
+    assert len(seen_types) >= 4  # unknown plus several real types were exercised

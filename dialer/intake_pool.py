@@ -1,0 +1,102 @@
+"""A helper process that parses call-list rows while the server process decides and stores
+the rows parsed before (two cores: phone validation runs beside the database work).
+
+Parsing a row (``dialer.intake.parse_chunk``: fields, dates, ``phonenumbers``, the candidate
+zones) needs nothing from the database, and is about half of an intake's CPU. The helper is
+a ``spawn``-ed process (never ``fork``: the server has threads), started once per server
+process and kept; its answers are exactly those of the same code run here, in order. If the
+helper dies, the chunk is parsed here and a new helper is started for the next list.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dialer.intake import Row
+
+log = logging.getLogger("callgate.intake")
+
+_pool: ProcessPoolExecutor | None = None
+_lock = threading.Lock()
+# Chunks handed to the helper ahead of the one being decided: enough to keep it busy while
+# this process works, few enough that parsed rows do not pile up in memory.
+AHEAD = 2
+
+
+def _warm() -> int:
+    """Run in the helper at start: import and exercise the parsing code once."""
+    from dialer.intake import parse_chunk
+
+    return len(parse_chunk(1, [{"external_id": "w", "phone": "+1 314 555 0100"}], "US", ("US",)))
+
+
+def pool() -> ProcessPoolExecutor:
+    """The helper, started on first use (or by :func:`start` when a server boots)."""
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+            _pool.submit(_warm)
+        return _pool
+
+
+def start() -> None:
+    """Start the helper now, so that the first large list does not wait for it."""
+    pool()
+
+
+def _discard(broken: ProcessPoolExecutor) -> None:
+    global _pool
+    with _lock:
+        if _pool is broken:
+            _pool = None
+    broken.shutdown(wait=False, cancel_futures=True)
+
+
+def parse_in_helper(
+    chunks: Iterable[tuple[int, list[dict[str, Any]]]],
+    default_region: str,
+    regions: tuple[str, ...],
+) -> Iterator[list[Row]]:
+    """Each ``(first_row_number, records)`` chunk parsed, in order, ``AHEAD`` chunks ahead."""
+    from dialer.intake import parse_chunk
+
+    executor: ProcessPoolExecutor | None = pool()
+    pending: deque[tuple[int, list[dict[str, Any]], Future[list[Row]] | None]] = deque()
+
+    def take() -> list[Row]:
+        nonlocal executor
+        first, recs, fut = pending.popleft()
+        if fut is not None:
+            try:
+                return fut.result()
+            except BrokenProcessPool:
+                log.error("intake helper process died; parsing the rest of the list here")
+                if executor is not None:
+                    _discard(executor)
+                executor = None
+        return parse_chunk(first, recs, default_region, regions)
+
+    for first, recs in chunks:
+        fut: Future[list[Row]] | None = None
+        if executor is not None:
+            try:
+                fut = executor.submit(parse_chunk, first, recs, default_region, regions)
+            except BrokenProcessPool:
+                _discard(executor)
+                executor = None
+        pending.append((first, recs, fut))
+        if len(pending) > AHEAD:
+            yield take()
+    while pending:
+        yield take()
