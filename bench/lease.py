@@ -317,13 +317,37 @@ def run_threads(n: int, seconds: float, body: Callable[[httpx.Client, float, dic
     return results, time.perf_counter() - began
 
 
-REPORT_OUTCOMES = True
+OUTCOMES = "batch"  # batch | single | none
+OPEN_LOOP_INTERVAL = 0.0  # > 0: each poller starts a cycle every this many seconds
+
+
+def _outcome(task: dict[str, Any], rnd: random.Random) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "lease_id": task["lease_id"], "agent_id": "A-1", "agent_name": "Dana",
+        "disclosed_callback_number": CALLBACK,
+        "started_at": now.isoformat(), "ended_at": (now + timedelta(seconds=40)).isoformat(),
+        "result": "no_answer" if rnd.random() < 0.2 else "connected",
+    }
 
 
 def lease_loop(c: httpx.Client, deadline: float, out: dict[str, Any]) -> None:
+    """Lease, then report every task's outcome; again. Closed loop (the next cycle starts
+    when this one ends) or, with OPEN_LOOP_INTERVAL, one cycle every interval from a random
+    phase, latency counted from the scheduled start (a late cycle's wait is latency)."""
     rnd = random.Random(threading.get_ident())
-    while time.perf_counter() < deadline:
-        t = time.perf_counter()
+    due = time.perf_counter() + rnd.random() * OPEN_LOOP_INTERVAL
+    while True:
+        if OPEN_LOOP_INTERVAL:
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            t = due
+            due += OPEN_LOOP_INTERVAL
+        else:
+            t = time.perf_counter()
+        if t >= deadline:
+            return
         r = c.post("/v1/queue/lease", json={"dialer_id": "bench", "limit": LIMIT,
                                             "lease_seconds": 300})
         out["lat"].append(time.perf_counter() - t)
@@ -333,19 +357,18 @@ def lease_loop(c: httpx.Client, deadline: float, out: dict[str, Any]) -> None:
             continue
         tasks = r.json()["tasks"]
         out["leased"] += len(tasks)
-        for task in tasks if REPORT_OUTCOMES else ():
-            now = datetime.now(UTC)
-            o = c.post(f"/v1/queue/{task['call_id']}/outcome", json={
-                "lease_id": task["lease_id"], "agent_id": "A-1", "agent_name": "Dana",
-                "disclosed_callback_number": CALLBACK,
-                "started_at": now.isoformat(), "ended_at": (now + timedelta(seconds=40))
-                .isoformat(),
-                "result": "no_answer" if rnd.random() < 0.2 else "connected",
-            })
+        if tasks and OUTCOMES == "batch":
+            o = c.post("/v1/queue/outcomes", json={"outcomes": [
+                {"call_id": task["call_id"], **_outcome(task, rnd)} for task in tasks]})
+            out["requests"] += 1
+            if o.status_code != 200 or not all(x["ok"] for x in o.json()["results"]):
+                out["errors"] += 1
+        for task in tasks if OUTCOMES == "single" else ():
+            o = c.post(f"/v1/queue/{task['call_id']}/outcome", json=_outcome(task, rnd))
             out["requests"] += 1
             if o.status_code != 200:
                 out["errors"] += 1
-        if not tasks:
+        if not tasks and not OPEN_LOOP_INTERVAL:
             time.sleep(0.01)
 
 
@@ -389,14 +412,19 @@ def main() -> None:
     ap.add_argument("--with-index", action="store_true",
                     help=f"accepted for old command lines: {queue.QUEUE_ORDER_INDEX} is now "
                     "created by migration 0001")
-    ap.add_argument("--lease-only", action="store_true",
-                    help="pollers do not report outcomes (the lease endpoint alone; leases "
-                    "last 300 s, longer than a run)")
+    ap.add_argument("--outcomes", choices=("batch", "single", "none"), default="batch",
+                    help="after each lease, report the tasks' outcomes in one "
+                    "POST /v1/queue/outcomes (batch), one POST per task (single), or not at "
+                    "all (none: the lease endpoint alone; leases last 300 s)")
+    ap.add_argument("--lease-only", action="store_true", help="same as --outcomes none")
+    ap.add_argument("--rate", type=float, default=1000.0,
+                    help="then, at the largest N, an open-loop run offering this many calls/s "
+                    "(each poller leasing every N*limit/rate s); 0 to skip")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     pollers = [int(x) for x in args.pollers.split(",") if x.strip()]
-    global REPORT_OUTCOMES
-    REPORT_OUTCOMES = not args.lease_only
+    global OUTCOMES, OPEN_LOOP_INTERVAL
+    OUTCOMES = "none" if args.lease_only else args.outcomes
     workdir = Path(tempfile.mkdtemp(prefix="callgate-bench-"))
     policy_text = bench_policy_text()
     policy_file = workdir / "bench-policy.toml"
@@ -421,7 +449,7 @@ def main() -> None:
                 "db": args.db, "calls": args.calls, "numbers": args.numbers,
                 "server_workers": args.workers,
                 "queue_index": queue.QUEUE_ORDER_INDEX,
-                "outcomes": REPORT_OUTCOMES,
+                "outcomes": OUTCOMES,
                 "results": [],
             }
             with server(url, policy_file, workdir, args.workers) as (base, pid):
@@ -468,6 +496,29 @@ def main() -> None:
                         f"{row['server_cpu_ms_per_request']} ms per request (floor "
                         f"{row['floor_server_cpu_ms_per_request']} ms); load "
                         f"{row['load_avg']}; errors {errors}")
+                if args.rate > 0 and pollers:
+                    n = max(pollers)
+                    OPEN_LOOP_INTERVAL = n * LIMIT / args.rate
+                    cpu0 = tree_cpu_seconds(pid)
+                    res, took = run_threads(n, args.seconds, lease_loop, base, auth)
+                    server_cpu = tree_cpu_seconds(pid) - cpu0
+                    OPEN_LOOP_INTERVAL = 0.0
+                    lat = [x for r in res for x in r["lat"]]
+                    leased = sum(r["leased"] for r in res)
+                    out["open_loop"] = {
+                        "pollers": n, "offered_calls_per_s": args.rate,
+                        "leases_per_s": round(leased / took, 1),
+                        "p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2),
+                        "server_cpu_ms_per_lease": round(server_cpu * 1000 / max(leased, 1), 2),
+                        "errors": sum(r["errors"] for r in res),
+                        "load_avg": round(os.getloadavg()[0], 2),
+                    }
+                    ol = out["open_loop"]
+                    log(f"open loop N={n}, {args.rate:.0f} calls/s offered: {ol['leases_per_s']} "
+                        f"calls leased/s, lease p50 {ol['p50_ms']} ms p99 {ol['p99_ms']} ms "
+                        f"(from each cycle's scheduled start); server CPU "
+                        f"{ol['server_cpu_ms_per_lease']} ms per leased call; errors "
+                        f"{ol['errors']}")
                 # A fully capped queue: every remaining call deferred (as the lease leaves
                 # them once their numbers are capped), set directly for speed.
                 with db.write() as s:

@@ -14,9 +14,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, select, true
+from sqlalchemy import Table, event, insert, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -100,33 +100,34 @@ def flush_pending(session: Session) -> int:
         session.execute(_insert_head(session))
         head = _lock_head(session)
         assert head is not None
-    seq, prev = head.seq, head.hash
+    seq, prev = head
+    rows: list[dict[str, Any]] = []
     for p in pending:
         seq += 1
         h = entry_hash(prev, seq, p.at, p.actor, p.kind, p.subject, p.payload, p.policy_version)
-        session.add(
-            AuditEntry(
-                seq=seq,
-                at=p.at,
-                actor=p.actor,
-                kind=p.kind,
-                subject=p.subject,
-                payload=p.payload,
-                policy_version=p.policy_version,
-                prev_hash=prev,
-                hash=h,
-            )
-        )
+        rows.append({
+            "seq": seq, "at": p.at, "actor": p.actor, "kind": p.kind, "subject": p.subject,
+            "payload": p.payload, "policy_version": p.policy_version, "prev_hash": prev,
+            "hash": h,
+        })
         prev = h
-    head.seq, head.hash = seq, prev
-    session.flush()
+    # Core statements (one executemany, one update): no ORM objects to build and flush.
+    session.execute(insert(_ENTRIES), rows)
+    session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=seq, hash=prev))
     return len(pending)
 
 
-def _lock_head(session: Session) -> AuditHead | None:
-    return session.execute(
-        select(AuditHead).where(AuditHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
+_ENTRIES = cast(Table, AuditEntry.__table__)
+_HEAD = cast(Table, AuditHead.__table__)
+
+
+def _lock_head(session: Session) -> tuple[int, str] | None:
+    """The head's (seq, hash), locked (FOR UPDATE on PostgreSQL; SQLite's write lock is
+    held already)."""
+    row = session.execute(
+        select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+    ).one_or_none()
+    return None if row is None else (int(row[0]), str(row[1]))
 
 
 def _insert_head(session: Session) -> Any:

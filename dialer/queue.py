@@ -40,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from config.errors import Conflict, Invalid, NotFound
+from config.errors import Conflict, DomainError, Invalid, NotFound
 from config.ids import new_id
 from config.reasons import Code, Reason, reason
 from consent import phones
@@ -567,7 +567,13 @@ def _held(
     row = s.execute(q).one_or_none()
     if row is None:
         raise NotFound("NOT_FOUND", "no such call")
-    c, joined, campaign = row
+    return _check_held(s, row[0], row[1], row[2], lease_id, now)
+
+
+def _check_held(
+    s: Session, c: Call, joined: Attempt | None, campaign: Campaign, lease_id: str | None,
+    now: datetime,
+) -> tuple[Call, Attempt, Campaign]:
     if (
         c.status != "leased"
         or c.lease_id is None
@@ -586,6 +592,24 @@ def _held(
         a = s.get(Attempt, c.lease_id)
     assert a is not None
     return c, a, campaign
+
+
+def _held_many(
+    s: Session, call_ids: Sequence[str]
+) -> dict[str, tuple[Call, Attempt | None, Campaign]]:
+    """:func:`_held`'s rows for many calls in one statement (locked in id order on
+    PostgreSQL, so two batches never wait on each other in a cycle); not yet checked."""
+    q = (
+        select(Call, Attempt, Campaign)
+        .join(Campaign, Campaign.id == Call.campaign_id)
+        .outerjoin(Attempt, Attempt.id == Call.lease_id)
+        .where(Call.id.in_(sorted(set(call_ids))))
+        .order_by(Call.id)
+        .execution_options(populate_existing=True)
+    )
+    if s.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(of=Call)
+    return {c.id: (c, a, campaign) for c, a, campaign in s.execute(q)}
 
 
 def dial_check(rt: Runtime, who: Identity, call_id: str, lease_id: str | None) -> None:
@@ -646,56 +670,117 @@ class Outcome:
 
 def report_outcome(rt: Runtime, who: Identity, call_id: str, o: Outcome) -> dict[str, Any]:
     now = rt.clock.now()
-    problem: tuple[str, str, list[str]] | None = None
     with _write(rt) as s:
-        c, a, campaign = _held(s, call_id, o.lease_id, now)
-        prerecorded = campaign.channel == "prerecorded_voice"
-        missing = [
-            f for f, v in (("agent_id", o.agent_id), ("agent_name", o.agent_name),
-                           ("disclosed_callback_number", o.disclosed_callback_number))
-            if v is None or not str(v).strip()
-        ]
-        if o.agent_id is not None and o.agent_id.strip().lower() == "ivr" and not prerecorded:
-            missing.append("agent_id")
-        flags = list(a.flags or [])
-        if missing:
-            problem = ("AGENT_ID_MISSING",
-                       "agent identification is required: " + ", ".join(missing), missing)
-        else:
-            assert o.disclosed_callback_number is not None
-            disclosed, _bad = phones.check(
-                o.disclosed_callback_number, rt.policy.default_region,
-                tuple(rt.policy.allowed_regions), "disclosed_callback_number",
-            )
-            if disclosed != campaign.callback_number:
-                problem = ("CALLBACK_MISMATCH",
-                           "disclosed_callback_number is not the campaign's callback number",
-                           ["disclosed_callback_number"])
-        if problem is not None:
-            code, _message, fields = problem
-            if code not in flags:
-                flags.append(code)
-            a.flags = flags
-            audit.record(
-                s, at=now, actor=who.actor, kind="outcome.rejected", subject=f"call:{c.id}",
-                policy_version=rt.policy_version,
-                payload={"lease": a.id, "flag": code, "fields": fields},
-            )
-        else:
-            _apply_outcome(rt, who, s, c, a, campaign, o, flags, now)
+        out, problem = _one_outcome(rt, who, s, call_id, o, now)
     if problem is not None:
         # Committed above: the flag and the audit entry stay; the lease stays held.
-        raise Invalid(problem[0], problem[1], {"fields": problem[2], "lease_held": True})
-    return {"call_id": call_id, "status": c.status, "attempts": c.attempts, "flags": flags}
+        raise problem
+    return out
+
+
+MAX_BATCH = 100
+
+
+def report_outcomes(
+    rt: Runtime, who: Identity, items: Sequence[tuple[str, Outcome]]
+) -> list[dict[str, Any]]:
+    """Several outcomes in one transaction, each treated exactly as :func:`report_outcome`
+    treats it, in the order given (an opt-out withdraws the number's other leases, so a later
+    item for one of them gets ``LEASE_NOT_HELD``). One answer per item, in order:
+    ``{"call_id", "ok": true, "status", "attempts", "flags"}`` or
+    ``{"call_id", "ok": false, "error": {"code", "message", "details"}, "http_status"}``
+    with the error and status the single-call endpoint would have answered."""
+    now = rt.clock.now()
+    answers: list[dict[str, Any]] = []
+    with _write(rt) as s:
+        rows: dict[str, tuple[Call, Attempt | None, Campaign]] | None = _held_many(
+            s, [call_id for call_id, _ in items])
+        for call_id, o in items:
+            problem: DomainError | None
+            try:
+                out, problem = _one_outcome(rt, who, s, call_id, o, now, rows)
+                if o.result in ("opted_out", "wrong_number") and problem is None:
+                    # The revocation changed other calls (maybe later items'): read each
+                    # later item's call afresh, as the single endpoint would.
+                    rows = None
+            except DomainError as e:  # raised before anything was changed for this item
+                problem = e
+            if problem is None:
+                answers.append({"call_id": call_id, "ok": True, **out})
+            else:
+                answers.append({
+                    "call_id": call_id, "ok": False, "http_status": STATUS[problem.kind],
+                    "error": {"code": problem.code, "message": problem.message,
+                              "details": problem.details},
+                })
+    return answers
+
+
+# The HTTP status of each kind of domain error (as api/errors.py maps them).
+STATUS = {"invalid": 422, "not_found": 404, "conflict": 409, "forbidden": 403,
+          "too_large": 413}
+
+
+def _one_outcome(
+    rt: Runtime, who: Identity, s: Session, call_id: str, o: Outcome, now: datetime,
+    prefetched: dict[str, tuple[Call, Attempt | None, Campaign]] | None = None,
+) -> tuple[dict[str, Any], Invalid | None]:
+    """One outcome in ``s``. Identification problems are recorded (flag, audit entry) and
+    returned, to be raised after the commit; other errors raise before any change."""
+    if o.started_at and o.ended_at and o.ended_at < o.started_at:
+        raise Invalid("VALIDATION_ERROR", "ended_at is before started_at",
+                      [{"field": "body.ended_at", "message": "before started_at"}])
+    if prefetched is None:
+        c, a, campaign = _held(s, call_id, o.lease_id, now)
+    elif call_id not in prefetched:
+        raise NotFound("NOT_FOUND", "no such call")
+    else:
+        c, a, campaign = _check_held(s, *prefetched[call_id], o.lease_id, now)
+    if o.result not in RESULTS:
+        raise Invalid("VALIDATION_ERROR", "result is not a known outcome",
+                      [{"field": "body.result", "message": "unknown"}])
+    prerecorded = campaign.channel == "prerecorded_voice"
+    missing = [
+        f for f, v in (("agent_id", o.agent_id), ("agent_name", o.agent_name),
+                       ("disclosed_callback_number", o.disclosed_callback_number))
+        if v is None or not str(v).strip()
+    ]
+    if o.agent_id is not None and o.agent_id.strip().lower() == "ivr" and not prerecorded:
+        missing.append("agent_id")
+    flags = list(a.flags or [])
+    problem: tuple[str, str, list[str]] | None = None
+    if missing:
+        problem = ("AGENT_ID_MISSING",
+                   "agent identification is required: " + ", ".join(missing), missing)
+    else:
+        assert o.disclosed_callback_number is not None
+        disclosed, _bad = phones.check(
+            o.disclosed_callback_number, rt.policy.default_region,
+            tuple(rt.policy.allowed_regions), "disclosed_callback_number",
+        )
+        if disclosed != campaign.callback_number:
+            problem = ("CALLBACK_MISMATCH",
+                       "disclosed_callback_number is not the campaign's callback number",
+                       ["disclosed_callback_number"])
+    if problem is not None:
+        code, message, fields = problem
+        if code not in flags:
+            flags.append(code)
+        a.flags = flags
+        audit.record(
+            s, at=now, actor=who.actor, kind="outcome.rejected", subject=f"call:{c.id}",
+            policy_version=rt.policy_version,
+            payload={"lease": a.id, "flag": code, "fields": fields},
+        )
+        return {}, Invalid(code, message, {"fields": fields, "lease_held": True})
+    _apply_outcome(rt, who, s, c, a, campaign, o, flags, now)
+    return {"call_id": call_id, "status": c.status, "attempts": c.attempts, "flags": flags}, None
 
 
 def _apply_outcome(
     rt: Runtime, who: Identity, s: Session, c: Call, a: Attempt, campaign: Campaign,
     o: Outcome, flags: list[str], now: datetime,
 ) -> None:
-    if o.result not in RESULTS:
-        raise Invalid("VALIDATION_ERROR", "result is not a known outcome",
-                      [{"field": "body.result", "message": "unknown"}])
     spec = rt.policy.purposes.get(campaign.purpose)
     if (
         campaign.channel == "prerecorded_voice" and spec is not None

@@ -200,6 +200,43 @@ class OutcomeIn(BaseModel):
     ]
 
 
+class OutcomeItemIn(OutcomeIn):
+    """One outcome of a batch: the single-call body plus the call it is for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call_id: str = Field(min_length=1, max_length=36)
+
+
+class OutcomesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcomes: list[OutcomeItemIn] = Field(min_length=1, max_length=100)
+
+
+class ItemError(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class OutcomeItemOut(BaseModel):
+    """``ok`` true: what ``POST /v1/queue/{call_id}/outcome`` answers with 200. ``ok``
+    false: the error (and HTTP status) that endpoint would have answered."""
+
+    call_id: str
+    ok: bool
+    status: str | None = None
+    attempts: int | None = None
+    flags: list[str] | None = None
+    http_status: int | None = None
+    error: ItemError | None = None
+
+
+class OutcomesOut(BaseModel):
+    results: list[OutcomeItemOut]
+
+
 class OutcomeOut(BaseModel):
     call_id: str
     status: str

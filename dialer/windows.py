@@ -280,7 +280,10 @@ def candidate_zones(
     return list(_candidate_zones(phone_e164, state, postal_code, default_region))
 
 
-@lru_cache(maxsize=4096)
+# Per number, not per area code: the geocoder's data gives a few exchanges a different state
+# from the rest of their area code (201: NJ, and some NY). Sized for a queue's worth of
+# numbers (200,000 in bench/lease.py): a miss costs a parse and a geocoder lookup per lease.
+@lru_cache(maxsize=262_144)
 def state_for_area_code(phone_e164: str) -> str | None:
     """The US state / territory a NANP number's area code belongs to, or None."""
     number = _parse(phone_e164, "US")
@@ -302,7 +305,7 @@ def state_for_area_code(phone_e164: str) -> str | None:
     return code if code in STATE_ZONES else None
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=262_144)
 def _applicable_states(
     phone_e164: str, state: str | None, postal_code: str | None
 ) -> tuple[str, ...]:

@@ -16,7 +16,10 @@ from dialer.schemas import (
     LeaseOut,
     LeaseRefIn,
     OutcomeIn,
+    OutcomeItemOut,
     OutcomeOut,
+    OutcomesIn,
+    OutcomesOut,
     ReleasedOut,
     TaskOut,
 )
@@ -73,6 +76,21 @@ def report_outcome(call_id: CallId, body: OutcomeIn, rt: RuntimeDep, who: Dialer
                       body.disclosed_callback_number, body.started_at, body.ended_at),
     )
     return OutcomeOut(**out)
+
+
+@router.post(
+    "/queue/outcomes",
+    name="report_outcomes",
+    response_model=OutcomesOut,
+    summary="Report up to 100 leased calls' outcomes at once (one answer per item, in order)",
+)
+def report_outcomes(body: OutcomesIn, rt: RuntimeDep, who: DialerKey) -> OutcomesOut:
+    answers = queue.report_outcomes(rt, who, [
+        (i.call_id, queue.Outcome(i.lease_id, i.result, i.agent_id, i.agent_name,
+                                  i.disclosed_callback_number, i.started_at, i.ended_at))
+        for i in body.outcomes
+    ])
+    return OutcomesOut(results=[OutcomeItemOut(**a) for a in answers])
 
 
 @router.post(

@@ -834,3 +834,92 @@ def test_roles(api: Api) -> None:
     r = api.client.post(f"/v1/queue/{fake['call_id']}/outcome", headers=api.mgr,
                         json={"lease_id": fake["lease_id"], "result": "connected"})
     assert r.status_code == 403
+
+
+# --- batch outcomes ----------------------------------------------------------------------
+
+
+def test_batch_outcomes_answer_each_item_like_the_single_endpoint(
+    api: Api, runtime: Runtime, clock: FakeClock
+) -> None:
+    """POST /v1/queue/outcomes: one transaction, one answer per item in order, each the
+    single-call endpoint's answer (200 body, or its error and status); an opt-out earlier in
+    the batch withdraws the number's lease that a later item reports; identification
+    problems are flagged and audited with the lease kept."""
+    swap_policy(runtime, "per_day = 1", "per_day = 3")
+    for i in (1, 2, 3, 4):
+        api.consent(num(i))
+    cid = api.campaign()
+    api.submit(cid, {"phone": num(2)}, {"phone": num(3)}, {"phone": num(4)})
+    api.submit(api.campaign(name="b"), {"phone": num(1)})
+    api.submit(api.campaign(name="c"), {"phone": num(1)})
+    tasks = {t["call_id"]: t for t in api.lease(limit=10)}
+    assert len(tasks) == 5
+    by_phone: dict[str, list[dict[str, Any]]] = {}
+    for t in tasks.values():
+        by_phone.setdefault(t["phone"], []).append(t)
+    opt, other = by_phone[num(1)]
+    [t2], [t3], [t4] = by_phone[num(2)], by_phone[num(3)], by_phone[num(4)]
+
+    def item(t: dict[str, Any], result: str, **kw: Any) -> dict[str, Any]:
+        body = {"call_id": t["call_id"], "lease_id": t["lease_id"], "agent_id": "A-17",
+                "agent_name": "Dana", "disclosed_callback_number": CALLBACK,
+                "result": result, "started_at": iso(clock.now()),
+                "ended_at": iso(clock.now() + timedelta(seconds=30))}
+        body.update(kw)
+        return body
+
+    forged = {**item(t3, "connected"), "lease_id": str(uuid.uuid4())}
+    r = api.client.post("/v1/queue/outcomes", headers=api.dialer, json={"outcomes": [
+        item(t2, "connected"),
+        item(opt, "opted_out"),
+        item(other, "connected"),           # withdrawn by the opt-out just before
+        forged,                              # not this call's lease
+        item(t4, "connected", agent_name=" "),
+        item(t3, "no_answer"),
+    ]})
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert [x["call_id"] for x in res] == [t2["call_id"], opt["call_id"], other["call_id"],
+                                           t3["call_id"], t4["call_id"], t3["call_id"]]
+    assert res[0] == {"call_id": t2["call_id"], "ok": True, "status": "completed",
+                      "attempts": 1, "flags": [], "http_status": None, "error": None}
+    assert (res[1]["ok"], res[1]["status"]) == (True, "completed")
+    assert (res[2]["ok"], res[2]["http_status"], res[2]["error"]["code"]) == (
+        False, 409, "LEASE_NOT_HELD")
+    assert (res[3]["ok"], res[3]["http_status"], res[3]["error"]["code"]) == (
+        False, 409, "LEASE_NOT_HELD")
+    assert (res[4]["ok"], res[4]["http_status"], res[4]["error"]["code"]) == (
+        False, 422, "AGENT_ID_MISSING")
+    assert res[4]["error"]["details"] == {"fields": ["agent_name"], "lease_held": True}
+    assert (res[5]["ok"], res[5]["status"], res[5]["attempts"]) == (True, "queued", 1)
+    left(api, other["call_id"], "withdrawn", "CONSENT_REVOKED")
+    # The flagged item's lease is still held, and the single endpoint finishes it.
+    [a4] = api.attempts(num(4))
+    assert (a4.state, a4.flags) == ("live", ["AGENT_ID_MISSING"])
+    assert len(audit_entries(runtime, "outcome.rejected")) == 1
+    r1 = api.outcome(t4, "connected")
+    assert r1.status_code == 200 and r1.json()["flags"] == ["AGENT_ID_MISSING"]
+    # Every reported attempt is in the call log with its agent.
+    log = api.client.get("/v1/call-log", headers=api.keys["compliance"]).json()["items"]
+    reported = {(x["call_id"], x["result"], x["agent_id"]) for x in log if x["result"]}
+    assert {(t2["call_id"], "connected", "A-17"), (opt["call_id"], "opted_out", "A-17"),
+            (t3["call_id"], "no_answer", "A-17")} <= reported
+
+
+def test_batch_outcomes_validation(api: Api) -> None:
+    one = {"call_id": str(uuid.uuid4()), "lease_id": str(uuid.uuid4()), "result": "connected",
+           "agent_id": "A", "agent_name": "B", "disclosed_callback_number": CALLBACK}
+    for body in ({"outcomes": []}, {"outcomes": [one] * 101}, {"outcomes": [{**one, "x": 1}]},
+                 {"outcomes": [{**one, "result": "maybe"}]}, {}):
+        r = api.client.post("/v1/queue/outcomes", headers=api.dialer, json=body)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "VALIDATION_ERROR", body
+    r = api.client.post("/v1/queue/outcomes", headers=api.dialer, json={"outcomes": [one]})
+    assert r.status_code == 200
+    assert r.json()["results"][0]["http_status"] == 404
+    bad_times = {**one, "started_at": "2026-11-24T17:00:00Z", "ended_at": "2026-11-24T16:00:00Z"}
+    r = api.client.post("/v1/queue/outcomes", headers=api.dialer, json={"outcomes": [bad_times]})
+    assert r.json()["results"][0]["error"]["code"] == "VALIDATION_ERROR"
+    for role, status in (("compliance", 403), ("campaign_manager", 403)):
+        r = api.client.post("/v1/queue/outcomes", headers=api.keys[role], json={"outcomes": [one]})
+        assert r.status_code == status
