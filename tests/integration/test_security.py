@@ -55,6 +55,7 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/v1/calls/{call_id}"): {A, M, C},
     ("POST", "/v1/queue/lease"): {A, D},
     ("POST", "/v1/queue/{call_id}/outcome"): {A, D},
+    ("POST", "/v1/queue/outcomes"): {A, D},
     ("POST", "/v1/queue/{call_id}/release"): {A, D},
     ("POST", "/v1/queue/{call_id}/dial"): {A, D},
     ("POST", "/v1/check"): {A, M, D},
