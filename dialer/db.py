@@ -13,6 +13,9 @@ serialisation take row locks (``FOR UPDATE``) or advisory locks themselves.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -106,6 +109,42 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
+# SQLite writers wait their turn on a lock of ours before BEGIN IMMEDIATE. A connection that
+# finds the database's write lock taken sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100
+# ms) however soon the lock is released; a thread waiting on a mutex, or a process waiting on
+# flock(2), is woken the moment the holder lets go. One gate per database file: a mutex for
+# the threads of this process, then an exclusive flock on "<file>-writelock" for the other
+# processes serving the same file (``callgate serve --workers N``, CLI commands, jobs). The
+# busy handler stays as the fallback for any writer that does not use this class.
+_gates: dict[str, tuple[threading.Lock, int | None]] = {}
+_gates_guard = threading.Lock()
+
+
+def _sqlite_gate(url: str, path: str | None) -> tuple[threading.Lock, int | None]:
+    with _gates_guard:
+        gate = _gates.get(url)
+        if gate is None:
+            fd = None
+            if path and path != ":memory:" and not path.startswith("file::memory:"):
+                fd = os.open(f"{path}-writelock", os.O_RDWR | os.O_CREAT, 0o600)
+            gate = _gates[url] = (threading.Lock(), fd)
+        return gate
+
+
+@contextmanager
+def _gated(gate: tuple[threading.Lock, int | None]) -> Iterator[None]:
+    mutex, fd = gate
+    with mutex:
+        if fd is None:
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 class Database:
     """The process's engine with two kinds of unit of work: ``read()`` and ``write()``."""
 
@@ -120,6 +159,9 @@ class Database:
         )
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(write_engine, expire_on_commit=False)
+        self._gate = (
+            _sqlite_gate(url, self.engine.url.database) if self.dialect == "sqlite" else None
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -129,7 +171,18 @@ class Database:
     def write(self, rollback: bool = False) -> Iterator[Session]:
         """A transaction that holds the write lock from its first statement (SQLite).
 
-        ``rollback=True`` runs the same unit of work and discards it (dry runs)."""
+        ``rollback=True`` runs the same unit of work and discards it (dry runs).
+        On SQLite, writers take turns at the gate above first (not reentrant: a unit of
+        work never opens another)."""
+        if self._gate is not None:
+            with _gated(self._gate), self._write_session(rollback) as session:
+                yield session
+            return
+        with self._write_session(rollback) as session:
+            yield session
+
+    @contextmanager
+    def _write_session(self, rollback: bool) -> Iterator[Session]:
         if not rollback:
             with self._write() as session, session.begin():
                 yield session

@@ -16,18 +16,18 @@ whatever the number of pollers and API processes.
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Engine,
     Integer,
     String,
+    Table,
     bindparam,
     func,
     insert,
@@ -48,7 +48,7 @@ from consent import rules as consent_rules
 from consent.service import dnc_numbers, facts_for
 from dialer import audit, refusals
 from dialer.campaigns import campaign_window
-from dialer.db import Database, UTCDateTime
+from dialer.db import UTCDateTime
 from dialer.dispatch_rules import CallFacts, DispatchDecision, decide
 from dialer.keys import Identity
 from dialer.models import Attempt, Call, Campaign, NumberLedger
@@ -75,30 +75,13 @@ class LeaseRequest:
 # --- units of work ------------------------------------------------------------------------
 
 # SQLite has one write lock, and a connection that finds it taken sleeps in its busy handler
-# (1, 2, 5, 10 ... 100 ms) before it looks again, however soon the lock was released. Under
-# many concurrent pollers that sleeping, not the work, set the pace (and the p99). Within a
-# process the queue's units of work therefore queue up on a mutex first and take the
-# database's lock only when it is theirs; other processes still meet the busy handler.
-_sqlite_gates: dict[str, threading.Lock] = {}
-_gates_guard = threading.Lock()
-
-
-def _gate(db: Database) -> threading.Lock | None:
-    if not db.is_sqlite:
-        return None
-    with _gates_guard:
-        return _sqlite_gates.setdefault(db.url, threading.Lock())
-
-
+# before it looks again, however soon the lock was released: under many concurrent pollers
+# that sleeping, not the work, set the pace (and the p99). Database.write() therefore queues
+# every writer, of every process, on a gate of its own first (dialer/db.py).
 @contextmanager
 def _write(rt: Runtime) -> Iterator[Session]:
-    """``rt.db.write()``, behind the process's SQLite gate."""
-    gate = _gate(rt.db)
-    if gate is None:
-        with rt.db.write() as s:
-            yield s
-        return
-    with gate, rt.db.write() as s:
+    """``rt.db.write()`` (which queues SQLite writers on its gate)."""
+    with rt.db.write() as s:
         yield s
 
 
@@ -301,6 +284,13 @@ def _lock_calls(s: Session, ids: Sequence[str], now: datetime) -> list[Call]:
     return [by_id[i] for i in ids if i in by_id]
 
 
+_ATTEMPTS = cast(Table, Attempt.__table__)
+# Whether this process's last lease found work: then the next one goes straight to the write
+# transaction instead of probing first in a read transaction (the probe only saves an empty
+# or fully capped poll a wait for the write lock).
+_last_found: dict[str, bool] = {}
+
+
 def _nothing_to_do(s: Session, now: datetime) -> bool:
     """No lease has expired and no queued call is eligible: two index probes."""
     one = literal_column("1", Integer())
@@ -318,7 +308,7 @@ def lease(rt: Runtime, who: Identity, req: LeaseRequest) -> list[dict[str, Any]]
     # queueing for the database's one write lock behind the outcomes (a call that becomes
     # eligible meanwhile goes to the next poll, as if it had become eligible a moment later).
     # PostgreSQL has no such lock to spare; the write transaction is as cheap.
-    if rt.db.is_sqlite:
+    if rt.db.is_sqlite and not _last_found.get(rt.db.url):
         with rt.db.read() as s:
             if _nothing_to_do(s, now):
                 return tasks
@@ -339,6 +329,7 @@ def lease(rt: Runtime, who: Identity, req: LeaseRequest) -> list[dict[str, Any]]
             if not calls:
                 continue
             tasks.extend(_lease_batch(rt, who, s, req, calls, want, now))
+    _last_found[rt.db.url] = bool(tasks)
     return tasks
 
 
@@ -418,7 +409,7 @@ def _lease_batch(
         )
     if attempt_rows:
         s.flush()  # the calls' new state first: the live-lease index checks against it
-        s.execute(insert(Attempt), attempt_rows)
+        s.execute(insert(_ATTEMPTS), attempt_rows)  # Core: one executemany
     return out
 
 
