@@ -2,16 +2,22 @@
 
     python bench/lease.py [--calls 1000000] [--numbers 200000] [--pollers 1,8,32]
                           [--db sqlite|postgres] [--seconds 10] [--workers 1]
+                          [--outcomes batch|single|none] [--rate 1000]
 
 Builds a fresh database (``dialer.migrate.upgrade``), bulk-inserts one written consent per
 number and ``--calls`` queued calls over ``--numbers`` numbers (round-robin, so each number
 has calls/numbers calls in as many campaigns; random priorities and ages), starts
 ``callgate serve`` as a subprocess, creates a dialer key, then for each N runs N pollers
-(threads, one ``httpx.Client`` each) for ``--seconds``: lease (limit 10), report an outcome
-for every task (connected, or no_answer 1 time in 5), and so on. Afterwards the same N
-threads measure the HTTP floor, and one client times polls of an empty and of a fully
-capped queue. The last line printed is JSON; ``cap_violations`` is computed from the
-database at the end.
+(threads, one ``httpx.Client`` each) for ``--seconds``: lease (limit 10), report every
+task's outcome (connected, or no_answer 1 time in 5) in one ``POST /v1/queue/outcomes``
+(``--outcomes single``: one ``POST /v1/queue/{id}/outcome`` each), and so on, with no pause
+(a closed loop: the figure is the most the server gives). Afterwards the same N threads
+measure the HTTP floor. Then, at the largest N, an open loop: each poller starts a cycle
+every N x 10 / ``--rate`` seconds, whether or not the last one has finished, and a lease's
+latency is counted from when it was due (a closed loop at N = 32 measures queueing, not
+service: by Little's law its latency is N / throughput whatever the server does). Last, one
+client times polls of an empty and of a fully capped queue. The last line printed is JSON;
+``cap_violations`` is computed from the database at the end.
 
 Policy: the benchmark runs with its own policy file (written next to the database):
 calling hours 00:00-23:59 and no quiet days, so that it can run at any hour, with the
