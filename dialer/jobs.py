@@ -68,5 +68,21 @@ def start_scheduler(runtime: Runtime) -> Any:
         scheduler.add_job(
             _run, "interval", seconds=interval, args=(runtime, name, fn), id=name, name=name
         )
+    if runtime.db.is_sqlite:
+        # Checkpoints off the request path: see Database.checkpoint.
+        scheduler.add_job(
+            _checkpoint, "interval", seconds=CHECKPOINT_SECONDS, args=(runtime,),
+            id="wal_checkpoint", name="wal_checkpoint",
+        )
     scheduler.start()
     return scheduler
+
+
+CHECKPOINT_SECONDS = 1.0
+
+
+def _checkpoint(runtime: Runtime) -> None:
+    try:
+        runtime.db.checkpoint()
+    except Exception as exc:  # the next tick tries again; SQLite's own remains the fallback
+        log.error("WAL checkpoint failed: %s", type(exc).__name__)
