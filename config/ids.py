@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 
 _VERSION = 0x7 << 76
 _VARIANT = 0b10 << 62
@@ -25,4 +24,5 @@ def new_id() -> str:
     ms = time.time_ns() // 1_000_000
     r = int.from_bytes(os.urandom(10), "big")
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | _VERSION | (r & _RAND_A) | _VARIANT | (r & _RAND_B)
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"  # str(uuid.UUID(int=value)), without building the object
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Select,
     String,
@@ -46,6 +47,7 @@ from consent import phones
 from consent import rules as consent_rules
 from consent.service import dnc_numbers, facts_for
 from dialer import audit, refusals
+from dialer.db import UTCDateTime
 from dialer.keys import Identity
 from dialer.models import PENDING, Call, Campaign
 from dialer.runtime import Runtime
@@ -234,6 +236,46 @@ def parse_chunk(
             row.zones = candidate_zone_tuple(row.phone, row.state, row.postal_code, default_region)
         out.append(row)
     return out
+
+
+# What the helper process sends back per chunk: plain tuples, which pickle in a fraction of the
+# time a dataclass does (measured: 5.3 → 1.5 µs a row to dump, 5.5 → 2 to load), dates as
+# ISO text, and each distinct zone list once per chunk with rows pointing at it.
+Packed = tuple[list[tuple[Any, ...]], list[tuple[CandidateZone, ...]]]
+
+
+def parse_chunk_packed(
+    first: int, records: list[dict[str, Any]], default_region: str, regions: tuple[str, ...]
+) -> Packed:
+    """:func:`parse_chunk`, packed for the trip back from the helper process."""
+    zones: list[tuple[CandidateZone, ...]] = []
+    index: dict[tuple[CandidateZone, ...], int] = {}
+    rows: list[tuple[Any, ...]] = []
+    for r in parse_chunk(first, records, default_region, regions):
+        z = index.get(r.zones)
+        if z is None:
+            z = index[r.zones] = len(zones)
+            zones.append(r.zones)
+        rows.append((
+            r.row, r.external_id, r.patient_ref, r.phone, r.state, r.postal_code, r.priority,
+            None if r.not_before is None else r.not_before.isoformat(),
+            None if r.not_after is None else r.not_after.isoformat(),
+            r.invalid or None, z,
+        ))
+    return rows, zones
+
+
+def unpack(packed: Packed) -> list[Row]:
+    rows, zones = packed
+    fromiso = datetime.fromisoformat
+    return [
+        Row(row=n, external_id=ext, patient_ref=ref, phone=phone, state=state,
+            postal_code=postal, priority=prio,
+            not_before=None if nb is None else fromiso(nb),
+            not_after=None if na is None else fromiso(na),
+            invalid=invalid or [], zones=zones[z])
+        for n, ext, ref, phone, state, postal, prio, nb, na, invalid, z in rows
+    ]
 
 
 def _parse(n: int, data: dict[str, Any], default_region: str, regions: tuple[str, ...]) -> Row:
@@ -569,10 +611,7 @@ def _decide_chunk(
         results.append(RowResult(r.row, r.external_id, status, call_id, why))
         digest.update(f"{r.row}|{call_id}|{status}|{' '.join(w.code for w in why)}\n".encode())
     if call_rows:
-        # Core executemany on the table: every row has every key, so this is one statement
-        # for the chunk. (The ORM's bulk insert leaves out None-valued keys, so rows with
-        # different empty columns became separate single-row INSERTs: 3x slower.)
-        s.execute(insert(CALLS), call_rows)
+        _insert_calls(s, call_rows)
     refusals.write(s, refusal_rows)
     counts = {"queued": 0, "refused": 0, "invalid": 0, "duplicate": 0}
     for res in results:
@@ -591,6 +630,60 @@ def _decide_chunk(
         },
     )
     return results
+
+
+# --- storing the calls --------------------------------------------------------------------
+
+_CALL_COLUMNS = tuple(c.name for c in CALLS.columns)
+_SQLITE_INSERT_CALLS = (
+    f"INSERT INTO calls ({', '.join(_CALL_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _CALL_COLUMNS)})"
+)
+_DATETIME_COLUMNS = frozenset(
+    c.name for c in CALLS.columns if isinstance(c.type, UTCDateTime)
+)
+_JSON_COLUMNS = frozenset(c.name for c in CALLS.columns if isinstance(c.type, JSON))
+
+
+def sqlite_datetime(value: datetime) -> str:
+    """An aware datetime as SQLAlchemy binds a ``UTCDateTime`` on SQLite (naive UTC text)."""
+    d = value.astimezone(UTC)
+    return (f"{d.year:04d}-{d.month:02d}-{d.day:02d} "
+            f"{d.hour:02d}:{d.minute:02d}:{d.second:02d}.{d.microsecond:06d}")
+
+
+def _insert_calls(s: Session, rows: list[dict[str, Any]]) -> None:
+    """One executemany for the chunk. PostgreSQL: Core on the table (every row has every
+    key; the ORM's bulk insert splits rows by which keys are None). SQLite: straight to the
+    driver, with the values exactly as SQLAlchemy would bind them (datetimes as naive UTC
+    text, JSON as ``json.dumps``; tests/integration/test_intake.py compares the two): its
+    per-value bind processing was a fifth of an intake's time, for a few distinct values."""
+    if s.get_bind().dialect.name != "sqlite":
+        s.execute(insert(CALLS), rows)
+        return
+    memo: dict[Any, str] = {}  # most datetimes are the submission instant; zones repeat
+
+    def conv(name: str, v: Any) -> Any:
+        if v is None:
+            return None
+        if name in _DATETIME_COLUMNS:
+            out = memo.get(v)
+            if out is None:
+                out = memo[v] = sqlite_datetime(v)
+            return out
+        if name in _JSON_COLUMNS:
+            key = id(v)  # rows share their zone lists (see _decide_chunk)
+            out = memo.get(key)
+            if out is None:
+                out = memo[key] = json.dumps(v)
+            return out
+        return v
+
+    special = _DATETIME_COLUMNS | _JSON_COLUMNS
+    values = [
+        tuple(conv(c, r[c]) if c in special else r[c] for c in _CALL_COLUMNS) for r in rows
+    ]
+    s.connection().exec_driver_sql(_SQLITE_INSERT_CALLS, values)
 
 
 def submit(

@@ -69,17 +69,17 @@ def parse_in_helper(
     regions: tuple[str, ...],
 ) -> Iterator[list[Row]]:
     """Each ``(first_row_number, records)`` chunk parsed, in order, ``AHEAD`` chunks ahead."""
-    from dialer.intake import parse_chunk
+    from dialer.intake import Packed, parse_chunk, parse_chunk_packed, unpack
 
     executor: ProcessPoolExecutor | None = pool()
-    pending: deque[tuple[int, list[dict[str, Any]], Future[list[Row]] | None]] = deque()
+    pending: deque[tuple[int, list[dict[str, Any]], Future[Packed] | None]] = deque()
 
     def take() -> list[Row]:
         nonlocal executor
         first, recs, fut = pending.popleft()
         if fut is not None:
             try:
-                return fut.result()
+                return unpack(fut.result())
             except BrokenProcessPool:
                 log.error("intake helper process died; parsing the rest of the list here")
                 if executor is not None:
@@ -88,10 +88,10 @@ def parse_in_helper(
         return parse_chunk(first, recs, default_region, regions)
 
     for first, recs in chunks:
-        fut: Future[list[Row]] | None = None
+        fut: Future[Packed] | None = None
         if executor is not None:
             try:
-                fut = executor.submit(parse_chunk, first, recs, default_region, regions)
+                fut = executor.submit(parse_chunk_packed, first, recs, default_region, regions)
             except BrokenProcessPool:
                 _discard(executor)
                 executor = None

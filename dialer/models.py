@@ -81,7 +81,13 @@ class Call(Base):
         Index("ix_calls_status_next_eligible", "status", "next_eligible_at", "not_after"),
 
         Index("ix_calls_phone_status", "phone", "status"),
-        Index("ix_calls_lease_expires", "lease_expires_at"),
+        # Only a leased call has one: new calls (intake) never enter this index.
+        Index(
+            "ix_calls_lease_expires",
+            "lease_expires_at",
+            sqlite_where=text("lease_expires_at IS NOT NULL"),
+            postgresql_where=text("lease_expires_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -189,7 +189,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('calls', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_calls_campaign_id'), ['campaign_id'], unique=False)
-        batch_op.create_index('ix_calls_lease_expires', ['lease_expires_at'], unique=False)
+        batch_op.create_index('ix_calls_lease_expires', ['lease_expires_at'], unique=False, sqlite_where=sa.text('lease_expires_at IS NOT NULL'), postgresql_where=sa.text('lease_expires_at IS NOT NULL'))
         batch_op.create_index('ix_calls_phone_status', ['phone', 'status'], unique=False)
         batch_op.create_index('ix_calls_status_next_eligible', ['status', 'next_eligible_at', 'not_after'], unique=False)
         batch_op.create_index('ix_calls_queue_order', [sa.literal_column('priority').desc(), 'created_at', 'id', 'next_eligible_at'], unique=False, sqlite_where=sa.text("status = 'queued'"), postgresql_where=sa.text("status = 'queued'"))

@@ -102,3 +102,4 @@ def test_region_and_type_agrees_with_the_public_calls() -> None:
                                                phonenumbers.number_type(ex))
     assert checked > 5000
     assert len(seen_types) >= 4  # unknown plus several real types were exercised
+
