@@ -281,3 +281,13 @@ def test_csv_lines_match_stringio(text: str) -> None:
                 out.append(("error", str(exc)))
 
     assert records(intake.csv_lines(text)) == records(io.StringIO(clean, newline=""))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.text(max_size=8), min_size=1, max_size=4), max_size=8),
+       st.sampled_from(["\n", "\r\n", "\r"]))
+def test_most_csv_rows_is_never_below_the_exact_count(rows: list[list[str]], eol: str) -> None:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator=eol).writerows([["external_id", "phone"], *rows])
+    text = buf.getvalue()
+    assert intake.most_csv_rows(text) >= intake.count_csv_rows(text)
