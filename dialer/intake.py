@@ -49,7 +49,7 @@ from consent.service import dnc_numbers, facts_for
 from dialer import audit, refusals
 from dialer.db import UTCDateTime
 from dialer.keys import Identity
-from dialer.models import PENDING_SQL, Call, Campaign
+from dialer.models import ACCEPTED_SQL, PENDING_SQL, Call, Campaign
 from dialer.runtime import Runtime
 from dialer.windows import STATE_ZONES, CandidateZone, candidate_zone_tuple
 from purpose_rules import rules as purpose_rules
@@ -478,17 +478,17 @@ def _existing(
     pend: set[str] = set()
     if ext_ids:
         ext.update(
-            s.scalars(
+            s.connection().execute(
                 select(Call.external_id).where(
                     Call.campaign_id == campaign_id,
-                    Call.status != "refused",
+                    sql_text(f"calls.{ACCEPTED_SQL}"),  # literal: see below
                     _one_of(s, Call.external_id, ext_ids),
                 )
-            )
+            ).scalars()
         )
     if phone_list:
         pend.update(
-            s.scalars(
+            s.connection().execute(
                 select(Call.phone).where(
                     Call.campaign_id == campaign_id,
                     # As SQL text, not bound parameters: only then can a planner match the
@@ -497,7 +497,7 @@ def _existing(
                     sql_text(f"calls.{PENDING_SQL}"),
                     _one_of(s, Call.phone, phone_list),
                 )
-            )
+            ).scalars()
         )
     return ext, pend
 

@@ -232,6 +232,24 @@ def region_zones(region: str) -> tuple[str, ...]:
 def _candidate_zones(
     phone_e164: str, state: str | None, postal_code: str | None, default_region: str
 ) -> tuple[CandidateZone, ...]:
+    known = phones.known_zones(phone_e164)  # validated in this process: no second parse
+    if known is None:
+        number = _parse(phone_e164, default_region)
+        known = (
+            tuple(str(z) for z in pn_timezone.time_zones_for_number(number))
+            if number is not None else ()
+        )
+    return _zones_for(known, state, postal_code, default_region)
+
+
+@lru_cache(maxsize=8192)
+def _zones_for(
+    number_zones: tuple[str, ...], state: str | None, postal_code: str | None,
+    default_region: str,
+) -> tuple[CandidateZone, ...]:
+    """The candidate zones from the number's own zones and the address: keyed by the zones,
+    not the number, so that the numbers of one area share one answer (intake decides
+    100,000 distinct numbers in a handful of zone lists)."""
     found: dict[str, str] = {}  # zone -> first source, in order
 
     def add(zones: Sequence[str], source: str) -> None:
@@ -239,13 +257,7 @@ def _candidate_zones(
             if z and z != pn_timezone.UNKNOWN_TIMEZONE and _zone_usable(z):
                 found.setdefault(z, source)
 
-    known = phones.known_zones(phone_e164)  # validated in this process: no second parse
-    if known is not None:
-        add(known, "area_code")
-    else:
-        number = _parse(phone_e164, default_region)
-        if number is not None:
-            add([str(z) for z in pn_timezone.time_zones_for_number(number)], "area_code")
+    add(number_zones, "area_code")
     postal_zones = [z for _, z in _postal(postal_code)] if postal_code else []
     if any(postal_zones):
         add(postal_zones, "postal_code")
