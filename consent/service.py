@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import Text, or_, select, type_coerce
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from config.errors import Forbidden, Invalid, NotFound
@@ -279,6 +280,14 @@ def history(rt: Runtime, who: Identity, raw_phone: str) -> ConsentHistory:
         return out
 
 
+def read_conn(s: Session) -> Connection:
+    """The session's connection for a plain column read, after flushing pending ORM changes
+    (as ``Session.execute`` would autoflush): the read sees this unit of work's writes."""
+    if s.new or s.dirty or s.deleted:
+        s.flush()
+    return s.connection()
+
+
 _SETS: dict[object, frozenset[str]] = {}
 
 
@@ -310,7 +319,7 @@ def facts_for(
         part = wanted[i : i + chunk]
         # Through the session's connection: a plain column select needs none of the ORM's
         # result machinery (a third of this function's time at intake).
-        conn = s.connection()
+        conn = read_conn(s)
         rows = conn.execute(
             select(
                 Consent.id,
@@ -460,7 +469,7 @@ def dnc_numbers(s: Session, phone_list: Iterable[str]) -> set[str]:
     for i in range(0, len(wanted), 900):
         part = wanted[i : i + 900]
         out.update(
-            s.connection().execute(
+            read_conn(s).execute(
                 select(DncEntry.phone).where(DncEntry.phone.in_(part), DncEntry.lifted_at.is_(None))
             ).scalars()
         )

@@ -45,7 +45,7 @@ from config.ids import new_id
 from config.reasons import Code, Reason, reason
 from consent import phones
 from consent import rules as consent_rules
-from consent.service import dnc_numbers, facts_for
+from consent.service import dnc_numbers, facts_for, read_conn
 from dialer import audit, refusals
 from dialer.db import UTCDateTime
 from dialer.keys import Identity
@@ -478,7 +478,7 @@ def _existing(
     pend: set[str] = set()
     if ext_ids:
         ext.update(
-            s.connection().execute(
+            read_conn(s).execute(
                 select(Call.external_id).where(
                     Call.campaign_id == campaign_id,
                     sql_text(f"calls.{ACCEPTED_SQL}"),  # literal: see below
@@ -488,7 +488,7 @@ def _existing(
         )
     if phone_list:
         pend.update(
-            s.connection().execute(
+            read_conn(s).execute(
                 select(Call.phone).where(
                     Call.campaign_id == campaign_id,
                     # As SQL text, not bound parameters: only then can a planner match the
