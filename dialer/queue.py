@@ -285,11 +285,6 @@ def _lock_calls(s: Session, ids: Sequence[str], now: datetime) -> list[Call]:
 
 
 _ATTEMPTS = cast(Table, Attempt.__table__)
-# A lease first returns expired leases to the queue, at most once a second per process (and
-# the lease-expiry job every job interval): an expired lease's call is back a second later at
-# worst; its attempt counted at lease time either way, and an outcome for it is refused.
-SWEEP_EVERY = timedelta(seconds=1)
-_last_sweep: dict[str, datetime] = {}
 # Whether this process's last lease found work: then the next one goes straight to the write
 # transaction instead of probing first in a read transaction (the probe only saves an empty
 # or fully capped poll a wait for the write lock).
@@ -318,10 +313,7 @@ def lease(rt: Runtime, who: Identity, req: LeaseRequest) -> list[dict[str, Any]]
             if _nothing_to_do(s, now):
                 return tasks
     with _write(rt) as s:
-        last = _last_sweep.get(rt.db.url)
-        if last is None or not timedelta(0) <= now - last < SWEEP_EVERY:
-            _sweep_expired(rt, s, now, who.actor)
-            _last_sweep[rt.db.url] = now
+        _sweep_expired(rt, s, now, who.actor)
         pg = s.get_bind().dialect.name == "postgresql"
         seen: set[str] = set()
         for _round in range(6):
