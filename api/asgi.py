@@ -5,9 +5,21 @@ from __future__ import annotations
 
 import gc
 
-import phonenumbers.geocoder  # noqa: F401  (dialer.windows imports it lazily; load it now)
-
 from api.app import create_app
+from dialer import windows
+
+
+def _area_table_from_a_helper() -> None:
+    """The area-code → state table, built in a short-lived process: the geocoder data it is
+    read from (~100 MB for every country and language) never enters this one."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+        windows.use_area_table(ex.submit(windows.area_table).result())
+
+
+_area_table_from_a_helper()
 
 app = create_app(migrate=False, scheduler=True)
 

@@ -304,17 +304,62 @@ def state_for_area_code(phone_e164: str) -> str | None:
     region = phonenumbers.region_code_for_number(number)
     if region in _TERRITORIES:
         return str(region)
-    # Area-code level description; works for numbers that are not (yet) valid too.
-    # Imported here, not at the top: the geocoder's data is ~100 MB, and the intake helper
-    # process (dialer.intake_pool), which imports this module for the zones, never needs it.
-    from phonenumbers import geocoder
+    # The geocoder's English description of the longest +1 prefix that has one ("St. Louis,
+    # MO", "Missouri"), read from area_table(): the same answer as
+    # geocoder.description_for_valid_number(number, "en") (tests/unit/test_windows.py checks
+    # every prefix), without holding all of the geocoder's data.
+    digits = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    table = _area_states()
+    for n in range(min(len(digits), _AREA_LONGEST), 0, -1):
+        code = table.get(digits[:n])
+        if code is not None:
+            return code or None
+    return None
 
-    text = str(geocoder.description_for_valid_number(number, "en")).strip()
+
+def state_from_description(text: str) -> str | None:
+    """"St. Louis, MO" or "Missouri" → "MO"; None when the text names no state."""
+    text = text.strip()
     if not text:
         return None
-    m = _CITY_STATE.search(text)  # "St. Louis, MO"
-    code = m.group(1) if m else _STATE_NAMES.get(text.lower())  # "Missouri"
+    m = _CITY_STATE.search(text)
+    code = m.group(1) if m else _STATE_NAMES.get(text.lower())
     return code if code in STATE_ZONES else None
+
+
+def area_table() -> dict[str, str]:
+    """Every +1 prefix phonenumbers' geocoder describes in English, mapped to the state the
+    description names ("" when it names none: the lookup stops there, as the geocoder's
+    does). Importing the geocoder loads its data for every country and language (~100 MB);
+    ``callgate serve`` builds this table in a short-lived process instead (api/asgi.py) and
+    hands it over with :func:`use_area_table`, so the server never holds that data."""
+    from phonenumbers.geodata import GEOCODE_DATA
+
+    out: dict[str, str] = {}
+    for prefix, names in GEOCODE_DATA.items():
+        if prefix.startswith("1"):
+            text = names.get("en")
+            if text is not None:
+                out[prefix] = state_from_description(str(text)) or ""
+    return out
+
+
+_AREA: dict[str, str] | None = None
+_AREA_LONGEST = 11  # digits of a +1 number; the geocoder's +1 prefixes are shorter
+
+
+def use_area_table(table: dict[str, str]) -> None:
+    global _AREA
+    _AREA = table
+    state_for_area_code.cache_clear()
+    _applicable_states.cache_clear()
+
+
+def _area_states() -> dict[str, str]:
+    global _AREA
+    if _AREA is None:
+        _AREA = area_table()  # in this process: loads the geocoder's data
+    return _AREA
 
 
 @lru_cache(maxsize=262_144)

@@ -649,3 +649,47 @@ def test_property_allowed_means_inside_everywhere_and_next_open_is_exact(
             t = first_minute + timedelta(minutes=m)
             if t < opens:
                 assert not check_window(t, zs, states, policy, campaign).allowed, t
+
+
+def _state_via_geocoder(phone_e164: str) -> str | None:
+    """The former dialer.windows.state_for_area_code: the geocoder, live."""
+    import phonenumbers
+    from phonenumbers import geocoder
+
+    from dialer.windows import _TERRITORIES, state_from_description
+
+    try:
+        number = phonenumbers.parse(phone_e164, "US")
+    except phonenumbers.NumberParseException:
+        return None
+    if number.country_code != 1:
+        return None
+    region = phonenumbers.region_code_for_number(number)
+    if region in _TERRITORIES:
+        return str(region)
+    return state_from_description(str(geocoder.description_for_valid_number(number, "en")))
+
+
+def test_area_table_answers_exactly_like_the_geocoder() -> None:
+    """Every +1 prefix the geocoder describes (padded two ways into a full number), and
+    random numbers: the table gives the state the geocoder's description names."""
+    import random
+
+    from phonenumbers.geodata import GEOCODE_DATA
+
+    from dialer import windows
+
+    windows.use_area_table(windows.area_table())
+    rng = random.Random(11)
+    prefixes = [p for p in GEOCODE_DATA if p.startswith("1")]
+    numbers = []
+    for p in prefixes:
+        numbers.append("+" + (p + "0" * 11)[:11])
+        numbers.append("+" + p + "".join(rng.choice("0123456789") for _ in range(11 - len(p))))
+    numbers += [f"+1{rng.randint(2000000000, 9999999999)}" for _ in range(5000)]
+    mismatches = [n for n in numbers
+                  if windows.state_for_area_code(n) != _state_via_geocoder(n)]
+    assert mismatches == []
+    states = {windows.state_for_area_code(n) for n in numbers}
+    assert {"MO", "NJ", "NY", "CA", "TX", "PR", None} <= states
+    assert windows.state_for_area_code("+12015550123") == "NJ"
