@@ -280,6 +280,23 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def wait_helpers_idle(pid: int, timeout: float = 30.0) -> float:
+    """Wait until the server's helper processes have started and gone idle (their CPU time
+    stops growing): a server that has been up a few seconds, as a production one has. The
+    first list after a boot would also wait for the intake helper's start (about a second).
+    Returns the seconds waited."""
+    t0 = time.monotonic()
+    last = -1.0
+    while time.monotonic() - t0 < timeout:
+        kids = children(pid)
+        cpu = sum(cpu_seconds(k) for k in kids)
+        if kids and cpu == last:
+            break
+        last = cpu
+        time.sleep(0.3)
+    return time.monotonic() - t0
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -378,6 +395,7 @@ def main() -> None:
                 "provider_name": "Bench Clinic", "callback_number": "+1 314 555 0199"})
             r.raise_for_status()
             cid = r.json()["id"]
+            waited = wait_helpers_idle(proc.pid)
             rss_before = proc_status(proc.pid, "VmRSS")
             helpers = children(proc.pid)
             cpu_before = cpu_seconds(proc.pid)
@@ -401,7 +419,8 @@ def main() -> None:
 
         floor = parse_floor([raw for raw, _ in pop])
         rate = args.rows / seconds
-        log(f"server       callgate serve, {target.kind}, RSS {rss_before:.0f} MB before the "
+        log(f"server       callgate serve, {target.kind}, up and helpers idle after "
+            f"{waited:.1f} s; RSS {rss_before:.0f} MB before the "
             f"request, peak (VmHWM) {peak:.0f} MB; its {len(helpers)} helper processes "
             f"{helper_peak:.0f} MB, {helper_cpu:.2f} s CPU")
         log(f"intake       {args.rows} rows in {seconds:.2f} s = {rate:,.0f} rows/s "
