@@ -221,13 +221,16 @@ def parse_row(
 
 
 def parse_chunk(
-    first: int, records: list[dict[str, Any]], default_region: str, regions: tuple[str, ...]
+    first: int, records: list[Any], default_region: str, regions: tuple[str, ...],
+    columns: Sequence[str] | None = None,
 ) -> list[Row]:
     """Rows ``first, first + 1, ...`` parsed, each valid one with its candidate zones: all the
     per-row work that needs no database (run here, or in the helper process of
     ``dialer.intake_pool``)."""
     out: list[Row] = []
     for i, rec in enumerate(records):
+        if columns is not None and isinstance(rec, list):  # a CSV record's values
+            rec = dict(zip(columns, rec, strict=False))
         if rec.get("__malformed__"):
             out.append(Row(first + i, invalid=[_bad("row", str(rec["__malformed__"]))]))
             continue
@@ -245,13 +248,14 @@ Packed = tuple[list[tuple[Any, ...]], list[tuple[CandidateZone, ...]]]
 
 
 def parse_chunk_packed(
-    first: int, records: list[dict[str, Any]], default_region: str, regions: tuple[str, ...]
+    first: int, records: list[Any], default_region: str, regions: tuple[str, ...],
+    columns: Sequence[str] | None = None,
 ) -> Packed:
     """:func:`parse_chunk`, packed for the trip back from the helper process."""
     zones: list[tuple[CandidateZone, ...]] = []
     index: dict[tuple[CandidateZone, ...], int] = {}
     rows: list[tuple[Any, ...]] = []
-    for r in parse_chunk(first, records, default_region, regions):
+    for r in parse_chunk(first, records, default_region, regions, columns):
         z = index.get(r.zones)
         if z is None:
             z = index[r.zones] = len(zones)
@@ -360,8 +364,10 @@ def csv_lines(text: str) -> Iterator[str]:
     return (m.group() for m in _LINE.finditer(text))
 
 
-def csv_records(text: str) -> tuple[list[str], Iterator[dict[str, Any]]]:
-    """Header names (lower-cased) and a lazy iterator of row dicts."""
+def csv_records(text: str, as_lists: bool = False) -> tuple[list[str], Iterator[Any]]:
+    """Header names (lower-cased) and a lazy iterator of row dicts (``as_lists``: of the
+    records' value lists, zipped with the names where they are parsed; a malformed record
+    is still a dict)."""
     reader = csv.reader(csv_lines(text))
     try:
         header = next(reader)
@@ -373,7 +379,7 @@ def csv_records(text: str) -> tuple[list[str], Iterator[dict[str, Any]]]:
                       [{"field": "body", "message": "bad CSV"}]) from None
     names = [h.strip().lower() for h in header]
 
-    def rows() -> Iterator[dict[str, Any]]:
+    def rows() -> Iterator[Any]:
         while True:
             try:
                 values = next(reader)
@@ -384,7 +390,7 @@ def csv_records(text: str) -> tuple[list[str], Iterator[dict[str, Any]]]:
                 continue
             if not any(v.strip() for v in values):
                 continue
-            yield dict(zip(names, values, strict=False))
+            yield values if as_lists else dict(zip(names, values, strict=False))
 
     return names, rows()
 
@@ -701,15 +707,18 @@ def submit(
     rt: Runtime,
     who: Identity,
     campaign_id: str,
-    records: Iterable[dict[str, Any]],
+    records: Iterable[Any],
     *,
     dry_run: bool = False,
     ignored_columns: Sequence[str] = (),
     progress: Callable[[int], None] | None = None,
     parallel: bool = False,
+    columns: Sequence[str] | None = None,
+    total: int | None = None,
 ) -> IntakeResult:
     """Decide every record and queue the good ones, chunk by chunk. With ``parallel``, rows
-    are parsed in the helper process (``dialer.intake_pool``) ahead of the deciding."""
+    are parsed in the helper process (``dialer.intake_pool``) ahead of the deciding.
+    Records are dicts, or value lists named by ``columns``."""
     from dialer.campaigns import load_campaign
 
     campaign = load_campaign(rt, campaign_id)
@@ -738,18 +747,19 @@ def submit(
                 if attempt == 2:
                     raise
 
-    for chunk in _parsed(records, rt.policy.default_region, regions, parallel):
+    for chunk in _parsed(records, rt.policy.default_region, regions, parallel, columns, total):
         run_chunk(chunk)
     return IntakeResult(results, dry_run, list(ignored_columns))
 
 
 def _record_chunks(
-    records: Iterable[dict[str, Any]], ramp: bool = False
-) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    records: Iterable[Any], ramp: bool = False, total: int | None = None
+) -> Iterator[tuple[int, list[Any]]]:
     """Chunks of CHUNK_ROWS records. With ``ramp`` the first ones are smaller (a fifth, two
     fifths, ...): the deciding of a list parsed in the helper starts as soon as a small first
-    chunk is parsed, not after a whole one."""
-    chunk: list[dict[str, Any]] = []
+    chunk is parsed, not after a whole one; and, given the list's ``total`` (or a bound on
+    it), so are the last ones: what is left to decide after the last parse is small."""
+    chunk: list[Any] = []
     first = 1
     size = max(1, CHUNK_ROWS // 5) if ramp else CHUNK_ROWS
     for rec in records:
@@ -759,22 +769,24 @@ def _record_chunks(
             first += len(chunk)
             chunk = []
             size = min(CHUNK_ROWS, size * 2)
+            if ramp and total is not None and total - first + 1 < 2 * CHUNK_ROWS:
+                size = max(CHUNK_ROWS // 10, min(size, (total - first + 1) // 3), 1)
     if chunk:
         yield first, chunk
 
 
 def _parsed(
-    records: Iterable[dict[str, Any]], default_region: str, regions: tuple[str, ...],
-    parallel: bool,
+    records: Iterable[Any], default_region: str, regions: tuple[str, ...],
+    parallel: bool, columns: Sequence[str] | None, total: int | None = None,
 ) -> Iterator[list[Row]]:
-    chunks = _record_chunks(records, ramp=parallel)
+    chunks = _record_chunks(records, ramp=parallel, total=total)
     if parallel:
         from dialer import intake_pool
 
-        yield from intake_pool.parse_in_helper(chunks, default_region, regions)
+        yield from intake_pool.parse_in_helper(chunks, default_region, regions, columns)
         return
     for first, recs in chunks:
-        yield parse_chunk(first, recs, default_region, regions)
+        yield parse_chunk(first, recs, default_region, regions, columns)
 
 
 def _parallel(rt: Runtime, rows: int) -> bool:
@@ -819,13 +831,13 @@ def submit_body(
         ignored = sorted({n for n in names if n not in COLUMNS})
         return submit(rt, who, campaign_id, recs, dry_run=dry_run,
                       ignored_columns=ignored, progress=progress,
-                      parallel=_parallel(rt, len(recs)))
+                      parallel=_parallel(rt, len(recs)), total=len(recs))
     text = decode_text(body)
     n = most_csv_rows(text)
     if n > rt.settings.max_list_rows:
         n = count_csv_rows(text)  # the bound is over the limit: count exactly
         check_row_limit(rt, n)
-    names, rows = csv_records(text)
+    names, rows = csv_records(text, as_lists=True)
     ignored = check_header(names)
     return submit(rt, who, campaign_id, rows, dry_run=dry_run, ignored_columns=ignored,
-                  progress=progress, parallel=_parallel(rt, n))
+                  progress=progress, parallel=_parallel(rt, n), columns=names, total=n)

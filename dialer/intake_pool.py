@@ -14,7 +14,7 @@ import logging
 import multiprocessing
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
@@ -66,15 +66,16 @@ def _discard(broken: ProcessPoolExecutor) -> None:
 
 
 def parse_in_helper(
-    chunks: Iterable[tuple[int, list[dict[str, Any]]]],
+    chunks: Iterable[tuple[int, list[Any]]],
     default_region: str,
     regions: tuple[str, ...],
+    columns: Sequence[str] | None = None,
 ) -> Iterator[list[Row]]:
     """Each ``(first_row_number, records)`` chunk parsed, in order, ``AHEAD`` chunks ahead."""
     from dialer.intake import Packed, parse_chunk, parse_chunk_packed, unpack
 
     executor: ProcessPoolExecutor | None = pool()
-    pending: deque[tuple[int, list[dict[str, Any]], Future[Packed] | None]] = deque()
+    pending: deque[tuple[int, list[Any], Future[Packed] | None]] = deque()
 
     def take() -> list[Row]:
         nonlocal executor
@@ -87,13 +88,14 @@ def parse_in_helper(
                 if executor is not None:
                     _discard(executor)
                 executor = None
-        return parse_chunk(first, recs, default_region, regions)
+        return parse_chunk(first, recs, default_region, regions, columns)
 
     for first, recs in chunks:
         fut: Future[Packed] | None = None
         if executor is not None:
             try:
-                fut = executor.submit(parse_chunk_packed, first, recs, default_region, regions)
+                fut = executor.submit(parse_chunk_packed, first, recs, default_region, regions,
+                                      columns)
             except BrokenProcessPool:
                 _discard(executor)
                 executor = None
