@@ -12,10 +12,9 @@ from dialer import windows
 def _area_table_from_a_helper() -> None:
     """The area-code → state table, built in a short-lived process: the geocoder data it is
     read from (~100 MB for every country and language) never enters this one."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from dialer.intake_pool import helper_pool
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+    with helper_pool() as ex:
         windows.use_area_table(ex.submit(windows.area_table).result())
 
 

@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
-    JSON,
     ColumnElement,
     Select,
     String,
@@ -47,7 +46,6 @@ from consent import phones
 from consent import rules as consent_rules
 from consent.service import dnc_numbers, facts_for, read_conn
 from dialer import audit, refusals
-from dialer.db import UTCDateTime
 from dialer.keys import Identity
 from dialer.models import ACCEPTED_SQL, PENDING_SQL, Call, Campaign
 from dialer.runtime import Runtime
@@ -536,12 +534,18 @@ def _decide_chunk(
     dnc = dnc_numbers(s, phone_list)
     purpose = purpose_rules.decide(rt.policy, campaign.purpose, campaign.channel)
     results: list[RowResult] = []
-    call_rows: list[dict[str, Any]] = []
     refusal_rows: list[dict[str, Any]] = []
     digest = hashlib.sha256()
     empty: tuple[list[consent_rules.ConsentFact], list[consent_rules.RevocationFact]] = ([], [])
     region = rt.policy.default_region
     zone_lists: dict[tuple[CandidateZone, ...], list[dict[str, str]]] = {}
+    # SQLite: calls go straight to the driver, their values bound as SQLAlchemy would bind
+    # them (datetimes as naive UTC text, JSON as json.dumps; a test compares the stored
+    # bytes): its per-value bind processing was a fifth of an intake's time.
+    sqlite = s.get_bind().dialect.name == "sqlite"
+    now_text = sqlite_datetime(now)
+    zone_texts: dict[tuple[CandidateZone, ...], str] = {}
+    call_rows: list[Any] = []
     for r in rows:
         if r.invalid:
             res = RowResult(r.row, r.external_id, "invalid", None, r.invalid)
@@ -583,37 +587,38 @@ def _decide_chunk(
         call_id = new_id()
         status = "refused" if why else "queued"
         zones = r.zones or candidate_zone_tuple(r.phone, r.state, r.postal_code, region)
-        zone_dicts = zone_lists.get(zones)
-        if zone_dicts is None:
-            # Few distinct zone lists in a chunk: rows share one (read-only) list of dicts.
-            zone_dicts = zone_lists[zones] = [z.as_dict() for z in zones]
-        call_rows.append(
-            {
-                "id": call_id,
-                "campaign_id": campaign.id,
-                "external_id": r.external_id,
-                "patient_ref": r.patient_ref,
-                "phone": r.phone,
-                "state": r.state,
-                "postal_code": r.postal_code,
-                "priority": r.priority,
-                "not_before": r.not_before,
-                "not_after": r.not_after,
-                "status": status,
-                "next_eligible_at": (max(now, r.not_before) if r.not_before else now)
-                if status == "queued"
-                else None,
-                "attempts": 0,
-                "candidate_zones": zone_dicts,
-                "last_reason": why[0].code.value if why else None,
-                "lease_id": None,
-                "lease_expires_at": None,
-                "created_at": now,
-                "updated_at": now,
-                "created_by": who.key_id,
-                "policy_version": pv,
-            }
+        next_eligible = (
+            (max(now, r.not_before) if r.not_before else now) if status == "queued" else None
         )
+        last_reason = why[0].code.value if why else None
+        if sqlite:
+            # The row as the driver binds it (see _insert_calls), in _CALL_COLUMNS order.
+            zone_json = zone_texts.get(zones)
+            if zone_json is None:
+                zone_json = zone_texts[zones] = json.dumps([z.as_dict() for z in zones])
+            call_rows.append((
+                call_id, campaign.id, r.external_id, r.patient_ref, r.phone, r.state,
+                r.postal_code, r.priority, _sqlite_dt(r.not_before), _sqlite_dt(r.not_after),
+                status,
+                None if next_eligible is None
+                else now_text if next_eligible is now else sqlite_datetime(next_eligible),
+                0, zone_json, last_reason, None, None, now_text, now_text, who.key_id, pv,
+            ))
+        else:
+            zone_dicts = zone_lists.get(zones)
+            if zone_dicts is None:
+                # Few distinct zone lists in a chunk: rows share one (read-only) list.
+                zone_dicts = zone_lists[zones] = [z.as_dict() for z in zones]
+            call_rows.append({
+                "id": call_id, "campaign_id": campaign.id, "external_id": r.external_id,
+                "patient_ref": r.patient_ref, "phone": r.phone, "state": r.state,
+                "postal_code": r.postal_code, "priority": r.priority,
+                "not_before": r.not_before, "not_after": r.not_after, "status": status,
+                "next_eligible_at": next_eligible, "attempts": 0,
+                "candidate_zones": zone_dicts, "last_reason": last_reason, "lease_id": None,
+                "lease_expires_at": None, "created_at": now, "updated_at": now,
+                "created_by": who.key_id, "policy_version": pv,
+            })
         if why:
             refusal_rows.append(
                 refusals.refusal_row(
@@ -628,7 +633,10 @@ def _decide_chunk(
         results.append(RowResult(r.row, r.external_id, status, call_id, why))
         digest.update(f"{r.row}|{call_id}|{status}|{' '.join(w.code for w in why)}\n".encode())
     if call_rows:
-        _insert_calls(s, call_rows)
+        if sqlite:
+            s.connection().exec_driver_sql(_SQLITE_INSERT_CALLS, call_rows)
+        else:
+            s.execute(insert(CALLS), call_rows)
     refusals.write(s, refusal_rows)
     counts = {"queued": 0, "refused": 0, "invalid": 0, "duplicate": 0}
     for res in results:
@@ -651,17 +659,6 @@ def _decide_chunk(
 
 # --- storing the calls --------------------------------------------------------------------
 
-_CALL_COLUMNS = tuple(c.name for c in CALLS.columns)
-_SQLITE_INSERT_CALLS = (
-    f"INSERT INTO calls ({', '.join(_CALL_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _CALL_COLUMNS)})"
-)
-_DATETIME_COLUMNS = frozenset(
-    c.name for c in CALLS.columns if isinstance(c.type, UTCDateTime)
-)
-_JSON_COLUMNS = frozenset(c.name for c in CALLS.columns if isinstance(c.type, JSON))
-
-
 def sqlite_datetime(value: datetime) -> str:
     """An aware datetime as SQLAlchemy binds a ``UTCDateTime`` on SQLite (naive UTC text)."""
     d = value.astimezone(UTC)
@@ -669,38 +666,22 @@ def sqlite_datetime(value: datetime) -> str:
             f"{d.hour:02d}:{d.minute:02d}:{d.second:02d}.{d.microsecond:06d}")
 
 
-def _insert_calls(s: Session, rows: list[dict[str, Any]]) -> None:
-    """One executemany for the chunk. PostgreSQL: Core on the table (every row has every
-    key; the ORM's bulk insert splits rows by which keys are None). SQLite: straight to the
-    driver, with the values exactly as SQLAlchemy would bind them (datetimes as naive UTC
-    text, JSON as ``json.dumps``; tests/integration/test_intake.py compares the two): its
-    per-value bind processing was a fifth of an intake's time, for a few distinct values."""
-    if s.get_bind().dialect.name != "sqlite":
-        s.execute(insert(CALLS), rows)
-        return
-    memo: dict[Any, str] = {}  # most datetimes are the submission instant; zones repeat
+def _sqlite_dt(value: datetime | None) -> str | None:
+    return None if value is None else sqlite_datetime(value)
 
-    def conv(name: str, v: Any) -> Any:
-        if v is None:
-            return None
-        if name in _DATETIME_COLUMNS:
-            out = memo.get(v)
-            if out is None:
-                out = memo[v] = sqlite_datetime(v)
-            return out
-        if name in _JSON_COLUMNS:
-            key = id(v)  # rows share their zone lists (see _decide_chunk)
-            out = memo.get(key)
-            if out is None:
-                out = memo[key] = json.dumps(v)
-            return out
-        return v
 
-    special = _DATETIME_COLUMNS | _JSON_COLUMNS
-    values = [
-        tuple(conv(c, r[c]) if c in special else r[c] for c in _CALL_COLUMNS) for r in rows
-    ]
-    s.connection().exec_driver_sql(_SQLITE_INSERT_CALLS, values)
+# The column order of the rows _decide_chunk builds for SQLite.
+_CALL_COLUMNS = (
+    "id", "campaign_id", "external_id", "patient_ref", "phone", "state", "postal_code",
+    "priority", "not_before", "not_after", "status", "next_eligible_at", "attempts",
+    "candidate_zones", "last_reason", "lease_id", "lease_expires_at", "created_at",
+    "updated_at", "created_by", "policy_version",
+)
+assert set(_CALL_COLUMNS) == {c.name for c in CALLS.columns}, "calls changed: update this"
+_SQLITE_INSERT_CALLS = (
+    f"INSERT INTO calls ({', '.join(_CALL_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _CALL_COLUMNS)})"
+)
 
 
 def submit(

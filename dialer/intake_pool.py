@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -31,6 +33,27 @@ _lock = threading.Lock()
 AHEAD = 2
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Runs in a helper: end it when the process that started it is gone (killed with -9,
+    say), instead of lingering as an orphan holding ~180 MB."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def helper_pool() -> ProcessPoolExecutor:
+    """A one-process ``spawn`` pool whose process ends with this one."""
+    return ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_exit_with_parent, initargs=(os.getpid(),),
+    )
+
+
 def _warm() -> int:
     """Run in the helper at start: import and exercise the parsing code once."""
     from dialer.intake import parse_chunk
@@ -45,9 +68,7 @@ def pool() -> ProcessPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
-            _pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
-            )
+            _pool = helper_pool()
             _pool.submit(_warm)
         return _pool
 

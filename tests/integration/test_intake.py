@@ -10,7 +10,7 @@ import io
 import json
 import threading
 import uuid
-from datetime import timedelta, timezone
+from datetime import timedelta
 from importlib import resources
 from typing import Any
 
@@ -477,44 +477,38 @@ def test_helper_process_parsing_answers_exactly_like_parsing_here(
     assert intake_pool._pool is not None  # the helper really ran
 
 
-def test_sqlite_driver_level_insert_stores_what_sqlalchemy_would(runtime: Runtime) -> None:
-    """dialer.intake._insert_calls writes SQLite rows straight through the driver; the
-    stored text must be byte for byte what SQLAlchemy's Core insert stores."""
-    from datetime import UTC, datetime
-
+def test_sqlite_driver_level_insert_stores_what_sqlalchemy_would(
+    client: TestClient, keys: H, runtime: Runtime
+) -> None:
+    """On SQLite, intake writes calls straight through the driver (dialer.intake); every
+    stored column must be byte for byte what SQLAlchemy's Core insert of the same values
+    stores."""
     from sqlalchemy import text
 
     if not runtime.db.is_sqlite:
         pytest.skip("the driver-level path is SQLite's")
-    from config.ids import new_id
-    from dialer.campaigns import create_campaign
-    from dialer.keys import Identity, Role
-    from dialer.schemas import CampaignIn
-
-    who = Identity(key_id="k", name="t", role=Role.admin)
-    cid = create_campaign(runtime, who, CampaignIn(
-        name="raw", purpose="discharge_followup", provider_name="P",
-        callback_number="+1 314 555 0199")).id
-    odd = datetime(987, 6, 5, 4, 3, 2, 1, tzinfo=UTC)
-    base = {
-        "campaign_id": cid, "patient_ref": None, "state": "MO", "postal_code": None,
-        "priority": 7, "not_before": odd, "not_after": T0 + timedelta(days=3),
-        "status": "queued", "next_eligible_at": T0, "attempts": 0,
-        "candidate_zones": [{"zone": "America/Chicago", "source": "area_code"}],
-        "last_reason": None, "lease_id": None, "lease_expires_at": None,
-        "created_at": T0, "updated_at": T0.astimezone(timezone(timedelta(hours=-6))),
-        "created_by": "k", "policy_version": "v1",
-    }
-    a = {**base, "id": new_id(), "external_id": "sa", "phone": "+13145550101"}
-    b = {**base, "id": new_id(), "external_id": "raw", "phone": "+13145550102"}
+    cid = new_campaign(client, keys)
+    bulk_consents(runtime, [num(1), num(2)])
+    rows = [row("q", num(1), state="MO", postal_code="63110", priority=7,
+                not_before="0987-06-05T04:03:02.000001+01:00",
+                not_after=(T0 + timedelta(days=3)).isoformat()),
+            row("later", num(2), not_before=(T0 + timedelta(hours=5)).isoformat()),
+            row("r", num(3))]  # refused: no consent
+    r = submit(client, keys, cid, rows)
+    assert [x["status"] for x in r.json()["results"]] == ["queued", "queued", "refused"]
+    cols = [c for c in intake._CALL_COLUMNS if c not in ("id", "external_id")]
     with runtime.db.write() as s:
-        s.execute(insert(intake.CALLS), [a])
-        intake._insert_calls(s, [b])
+        stored = {x.external_id: x for x in s.scalars(select(Call).where(Call.campaign_id == cid))}
+        copies = []
+        for ext, c in stored.items():
+            values = {col: getattr(c, col) for col in intake._CALL_COLUMNS}
+            copies.append({**values, "id": str(uuid.uuid4()), "external_id": f"sa-{ext}"})
+        s.execute(text("DROP INDEX uq_calls_campaign_phone_pending"))  # the copies repeat numbers
+        s.execute(insert(intake.CALLS), copies)
     with runtime.db.read() as s:
-        rows = {r[0]: r[1:] for r in s.execute(text(
-            "SELECT external_id, " + ", ".join(
-                c for c in intake._CALL_COLUMNS if c not in ("id", "external_id", "phone"))
-            + " FROM calls WHERE campaign_id = :c"), {"c": cid})}
-    assert rows["sa"] == rows["raw"]
-    assert any(isinstance(v, str) and v.startswith("0987-06-05 04:03:02.000001")
-               for v in rows["raw"])
+        raw = {r[0]: r[1:] for r in s.execute(text(
+            f"SELECT external_id, {', '.join(cols)} FROM calls WHERE campaign_id = :c"),
+            {"c": cid})}
+    for ext in ("q", "later", "r"):
+        assert raw[ext] == raw[f"sa-{ext}"], ext
+    assert "0987-06-05 03:03:02.000001" in raw["q"]
