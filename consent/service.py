@@ -29,6 +29,7 @@ from consent.schemas import (
     RevocationOut,
 )
 from dialer import audit
+from dialer.db import one_of
 from dialer.keys import Identity, Role
 from dialer.runtime import Runtime
 from dialer.withdraw import withdraw_number
@@ -310,13 +311,14 @@ def facts_for(
     """Consent history for many numbers in two queries (set-based, for intake and dispatch)."""
     wanted = sorted(set(phone_list))
     out: dict[str, tuple[list[ConsentFact], list[RevocationFact]]] = {}
-    chunk = 900
+    chunk = 10_000  # one list parameter per query (dialer.db.one_of), however long
     # The JSON lists as stored (text on SQLite; PostgreSQL's driver decodes them): decoded
     # once per distinct list by _frozen rather than once per row.
     channels = type_coerce(Consent.channels, Text)
     purposes = type_coerce(Consent.purposes, Text)
     conn = read_conn(s)
-    sqlite = conn.dialect.name == "sqlite"
+    dialect = conn.dialect.name
+    sqlite = dialect == "sqlite"
     when = _when
     obtained_c, expires_c, received_c, recorded_c = (
         (type_coerce(c, Text) if sqlite else c)
@@ -337,7 +339,7 @@ def facts_for(
                 obtained_c,
                 expires_c,
                 Consent.supersedes_id,
-            ).where(Consent.phone.in_(part))
+            ).where(one_of(dialect, Consent.phone, part))
         ).all()
         superseded = {r[7] for r in rows if r[7]}
         for cid, phone, method, chans, purps, obtained, expires, _ in rows:
@@ -352,7 +354,7 @@ def facts_for(
             )
         for phone, received, recorded in conn.execute(
             select(Revocation.phone, received_c, recorded_c).where(
-                Revocation.phone.in_(part)
+                one_of(dialect, Revocation.phone, part)
             )
         ):
             hist = out.get(phone)
@@ -484,12 +486,11 @@ def lift_dnc(rt: Runtime, who: Identity, raw_phone: str, lift_reason: str) -> Dn
 def dnc_numbers(s: Session, phone_list: Iterable[str]) -> set[str]:
     """Which of these numbers are on the do-not-call list now (set-based)."""
     wanted = sorted(set(phone_list))
-    out: set[str] = set()
-    for i in range(0, len(wanted), 900):
-        part = wanted[i : i + 900]
-        out.update(
-            read_conn(s).execute(
-                select(DncEntry.phone).where(DncEntry.phone.in_(part), DncEntry.lifted_at.is_(None))
-            ).scalars()
+    if not wanted:
+        return set()
+    conn = read_conn(s)
+    return set(conn.execute(
+        select(DncEntry.phone).where(
+            one_of(conn.dialect.name, DncEntry.phone, wanted), DncEntry.lifted_at.is_(None)
         )
-    return out
+    ).scalars())

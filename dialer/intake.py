@@ -25,17 +25,11 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
-    Select,
-    String,
     Table,
-    bindparam,
-    func,
     insert,
-    literal_column,
     select,
 )
 from sqlalchemy import text as sql_text
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -46,6 +40,7 @@ from consent import phones
 from consent import rules as consent_rules
 from consent.service import dnc_numbers, facts_for, read_conn
 from dialer import audit, refusals
+from dialer.db import one_of
 from dialer.keys import Identity
 from dialer.models import ACCEPTED_SQL, PENDING_SQL, Call, Campaign
 from dialer.runtime import Runtime
@@ -454,23 +449,7 @@ class _ListState:
 def _one_of(
     s: Session, col: InstrumentedAttribute[str], values: Sequence[str]
 ) -> ColumnElement[bool]:
-    """``col IN values`` with the whole list as one bound parameter.
-
-    A chunk's ids would otherwise be thousands of bind parameters, each rendered and
-    processed by SQLAlchemy (most of the cost of these reads). SQLite reads a JSON array
-    with ``json_each``; PostgreSQL unnests a ``text[]``. Either way the list is a set the
-    planner joins against (index probes or a hash), never ``= ANY(array)`` as a row filter:
-    in a generic plan of a prepared statement that is a linear search of the array for
-    every row of the campaign, quadratic in the list's size.
-    """
-    listed: Select[str]
-    if s.get_bind().dialect.name == "postgresql":
-        listed = select(func.unnest(bindparam(None, list(values), type_=ARRAY(String))))
-    else:
-        listed = select(literal_column("value", String)).select_from(
-            func.json_each(json.dumps(list(values)))
-        )
-    return col.in_(listed.scalar_subquery())
+    return one_of(s.get_bind().dialect.name, col, values)
 
 
 def _existing(
