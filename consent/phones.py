@@ -3,6 +3,7 @@ input (cached). Used by every package. Messages name the field, never the value.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import phonenumbers
@@ -16,6 +17,7 @@ from phonenumbers.phonenumberutil import (
     national_significant_number,
 )
 from phonenumbers.re_util import re_compile
+from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
 
 from config.reasons import Code, Reason, reason
 
@@ -46,7 +48,8 @@ def _invalid(field: str, what: str) -> Reason:
     )
 
 
-@lru_cache(maxsize=262_144)
+# Repeats of a number (within a list, across requests) hit this; 65,536 numbers hold ~20 MB.
+@lru_cache(maxsize=65_536)
 def _normalise(raw: str, default_region: str, allowed_regions: tuple[str, ...]) -> str:
     """E.164 on success; on failure, a string starting with '!' naming what failed."""
     text = raw.strip()
@@ -58,14 +61,15 @@ def _normalise(raw: str, default_region: str, allowed_regions: tuple[str, ...]) 
         num = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException:
         return "!is not a phone number"
-    region, ntype = region_and_type(num)
+    region, ntype, nsn = _classify(num)
     if ntype == PhoneNumberType.UNKNOWN:
         return "!is not a valid number"
     if ntype not in DIALABLE_TYPES:
         return "!is not dialable (premium-rate, shared-cost, pager or unknown type)"
     if region not in allowed_regions:
         return "!is not in an allowed region"
-    e164: str = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    # format_number(num, E164) of a valid number is exactly this (its own steps).
+    e164 = f"+{num.country_code}{nsn}"
     _remember_zones(e164, num, ntype)
     return e164
 
@@ -80,11 +84,17 @@ def region_and_type(num: phonenumbers.PhoneNumber) -> tuple[str | None, int]:
     ``is_valid_number_for_region``, ``number_type``); tests/unit/test_phones.py checks the
     answers against the public calls.
     """
+    region, ntype, _ = _classify(num)
+    return region, ntype
+
+
+def _classify(num: phonenumbers.PhoneNumber) -> tuple[str | None, int, str]:
+    """:func:`region_and_type` and the national significant number."""
     cc = num.country_code
+    nsn = national_significant_number(num)
     regions = COUNTRY_CODE_TO_REGION_CODE.get(cc) if cc is not None else None
     if cc is None or regions is None:
-        return None, PhoneNumberType.UNKNOWN
-    nsn = national_significant_number(num)
+        return None, PhoneNumberType.UNKNOWN, nsn
     region: str | None = None
     if len(regions) == 1:
         region = regions[0]
@@ -100,32 +110,44 @@ def region_and_type(num: phonenumbers.PhoneNumber) -> tuple[str | None, int]:
             else:
                 ntype = _number_type_helper(nsn, md)
                 if ntype != PhoneNumberType.UNKNOWN:
-                    return code, int(ntype)
+                    return code, int(ntype), nsn
         if region is None:
-            return None, PhoneNumberType.UNKNOWN
+            return None, PhoneNumberType.UNKNOWN, nsn
     md = PhoneMetadata.metadata_for_region_or_calling_code(cc, region.upper())
     if md is None or (
         region != REGION_CODE_FOR_NON_GEO_ENTITY and cc != country_code_for_valid_region(region)
     ):
-        return region, PhoneNumberType.UNKNOWN
-    return region, int(_number_type_helper(nsn, md))
+        return region, PhoneNumberType.UNKNOWN, nsn
+    return region, int(_number_type_helper(nsn, md)), nsn
 
 
 # The number's own time zones, worked out from the parse above so that the zone lookup at
 # intake (dialer.windows) does not parse the number and compute its type again. Same answer
-# as ``phonenumbers.timezone.time_zones_for_number``, whose steps these are.
+# as ``phonenumbers.timezone.time_zones_for_number``, whose steps these are. Read right
+# after the parse that wrote it, so it only needs to be big enough for that; the zone lists
+# themselves are shared (a few distinct ones for thousands of numbers).
 _ZONES: dict[str, tuple[str, ...]] = {}
-_ZONES_MAX = 262_144
+_ZONES_MAX = 16_384
+_ZONE_LISTS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def _remember_zones(e164: str, num: phonenumbers.PhoneNumber, ntype: int) -> None:
+    zones: Sequence[str] | None = None
     if num.country_code is not None and is_number_type_geographical(ntype, num.country_code):
-        zones = pn_timezone.time_zones_for_geographical_number(num)
+        # time_zones_for_geographical_number's own lookup, on the E.164 we already have
+        # (it would format the number again): the longest prefix in its data.
+        for n in range(min(len(e164) - 1, TIMEZONE_LONGEST_PREFIX), 0, -1):
+            zones = TIMEZONE_DATA.get(e164[1 : 1 + n])
+            if zones is not None:
+                break
+        if zones is None:
+            zones = (pn_timezone.UNKNOWN_TIMEZONE,)
     else:
         zones = pn_timezone.time_zones_for_number(num)
     if len(_ZONES) >= _ZONES_MAX:
         _ZONES.clear()
-    _ZONES[e164] = tuple(str(z) for z in zones)
+    found = tuple(str(z) for z in zones)
+    _ZONES[e164] = _ZONE_LISTS.setdefault(found, found)
 
 
 def known_zones(e164: str) -> tuple[str, ...] | None:

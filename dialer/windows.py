@@ -228,7 +228,7 @@ def region_zones(region: str) -> tuple[str, ...]:
     return tuple(sorted(z for z in names if z != pn_timezone.UNKNOWN_TIMEZONE and _zone_usable(z)))
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=8192)  # per number: the answer itself is shared (_zones_for)
 def _candidate_zones(
     phone_e164: str, state: str | None, postal_code: str | None, default_region: str
 ) -> tuple[CandidateZone, ...]:

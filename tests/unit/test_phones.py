@@ -103,3 +103,38 @@ def test_region_and_type_agrees_with_the_public_calls() -> None:
     assert checked > 5000
     assert len(seen_types) >= 4  # unknown plus several real types were exercised
 
+
+
+def test_e164_and_zones_agree_with_the_public_calls() -> None:
+    """The E.164 form and the zones remembered by the validating parse are what
+    format_number(E164) and timezone.time_zones_for_number give, for valid numbers of many
+    regions (geographic and not)."""
+    import random
+
+    import phonenumbers
+    from phonenumbers import timezone
+
+    rng = random.Random(5)
+    regions = ("US", "CA", "PR", "JM", "GB", "FR", "DE", "IT", "AU", "BR", "IN", "MX", "RU")
+    allowed = tuple(regions)
+    checked = 0
+    for region in regions:
+        for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE,
+                     phonenumbers.PhoneNumberType.TOLL_FREE, phonenumbers.PhoneNumberType.VOIP):
+            ex = phonenumbers.example_number_for_type(region, kind)
+            if ex is None:
+                continue
+            base = phonenumbers.format_number(ex, phonenumbers.PhoneNumberFormat.E164)
+            for _ in range(40):
+                raw = base[:-3] + f"{rng.randint(0, 999):03d}"
+                num = phonenumbers.parse(raw, None)
+                if not phonenumbers.is_valid_number(num):
+                    continue
+                e164, bad = phones.check(raw, "US", allowed)
+                if bad is not None:  # not dialable (e.g. a premium type): nothing remembered
+                    continue
+                assert e164 == phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+                assert phones.known_zones(e164) == tuple(
+                    str(z) for z in timezone.time_zones_for_number(num))
+                checked += 1
+    assert checked > 500
