@@ -40,7 +40,7 @@ from consent import phones
 from consent import rules as consent_rules
 from consent.service import dnc_numbers, facts_for, read_conn
 from dialer import audit, refusals
-from dialer.db import one_of
+from dialer.db import one_of, sqlite_datetime
 from dialer.keys import Identity
 from dialer.models import ACCEPTED_SQL, PENDING_SQL, Call, Campaign
 from dialer.runtime import Runtime
@@ -637,13 +637,6 @@ def _decide_chunk(
 
 
 # --- storing the calls --------------------------------------------------------------------
-
-def sqlite_datetime(value: datetime) -> str:
-    """An aware datetime as SQLAlchemy binds a ``UTCDateTime`` on SQLite (naive UTC text)."""
-    d = value.astimezone(UTC)
-    return (f"{d.year:04d}-{d.month:02d}-{d.day:02d} "
-            f"{d.hour:02d}:{d.minute:02d}:{d.second:02d}.{d.microsecond:06d}")
-
 
 def _sqlite_dt(value: datetime | None) -> str | None:
     return None if value is None else sqlite_datetime(value)

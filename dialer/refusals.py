@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from config.reasons import Reason
+from dialer.db import insert_rows
 from dialer.models import Refusal
 
 
@@ -49,5 +50,4 @@ REFUSALS = cast(Table, Refusal.__table__)
 def write(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """One executemany for all rows (Core: every row has every key; the ORM's bulk insert
     splits rows by which keys are None into many statements)."""
-    if rows:
-        session.execute(insert(REFUSALS), list(rows))
+    insert_rows(session, REFUSALS, rows)

@@ -512,3 +512,28 @@ def test_sqlite_driver_level_insert_stores_what_sqlalchemy_would(
     for ext in ("q", "later", "r"):
         assert raw[ext] == raw[f"sa-{ext}"], ext
     assert "0987-06-05 03:03:02.000001" in raw["q"]
+
+
+def test_refusal_rows_written_through_the_driver_match_sqlalchemy(runtime: Runtime) -> None:
+    """dialer.db.insert_rows (the refusal log's bulk write) stores, on SQLite, exactly what
+    SQLAlchemy's Core insert stores; elsewhere it is that insert."""
+    from sqlalchemy import text
+
+    from config.reasons import reason
+    from dialer import refusals
+    from dialer.db import insert_rows
+
+    why = [reason(Code.NO_CONSENT), reason(Code.DEADLINE_PASSED, "not_after passed")]
+    rows = [refusals.refusal_row(
+        at=T0 + timedelta(microseconds=7), stage="intake", status="refused", reasons=why,
+        policy_version="v9", call_id=None, external_id=ext, campaign_id=None,
+        phone="+13145550100", row=3) for ext in ("core", "driver")]
+    with runtime.db.write() as s:
+        s.execute(insert(refusals.REFUSALS), [rows[0]])
+        insert_rows(s, refusals.REFUSALS, [rows[1]])
+    with runtime.db.read() as s:
+        got = {r[0]: r[1:] for r in s.execute(text(
+            "SELECT external_id, at, call_id, campaign_id, phone, stage, status, code, codes, "
+            "reasons, row, policy_version FROM refusals WHERE policy_version = 'v9'"))}
+    assert got["core"] == got["driver"]
+    assert len(got) == 2
