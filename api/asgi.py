@@ -4,6 +4,7 @@ environment; the parent process has already migrated the database."""
 from __future__ import annotations
 
 import gc
+import logging
 
 from api.app import create_app
 from dialer import windows
@@ -14,8 +15,15 @@ def _area_table_from_a_helper() -> None:
     read from (~100 MB for every country and language) never enters this one."""
     from dialer.intake_pool import helper_pool
 
-    with helper_pool() as ex:
-        windows.use_area_table(ex.submit(windows.area_table).result())
+    try:
+        with helper_pool() as ex:
+            windows.use_area_table(ex.submit(windows.area_table).result(timeout=120))
+    except Exception as exc:  # no child process possible here: build it in this one
+        logging.getLogger("callgate.api").warning(
+            "area-code table built in-process (%s): the geocoder's data stays loaded",
+            type(exc).__name__,
+        )
+        windows.use_area_table(windows.area_table())
 
 
 _area_table_from_a_helper()
