@@ -32,7 +32,7 @@ from dialer import audit
 from dialer.db import one_of
 from dialer.keys import Identity, Role
 from dialer.runtime import Runtime
-from dialer.withdraw import withdraw_number
+from dialer.withdraw import lock_numbers, withdraw_number
 
 
 def normalise_phone(rt: Runtime, raw: str, field: str = "phone") -> str:
@@ -203,6 +203,7 @@ def _revoke(
     except_call: str | None = None,
 ) -> RevocationOut:
     now = rt.clock.now()
+    lock_numbers(s, [phone], skip_locked=False)  # first: see dialer.withdraw
     row = Revocation(
         id=str(uuid.uuid4()),
         phone=phone,
@@ -421,6 +422,7 @@ def add_dnc(rt: Runtime, who: Identity, data: DncIn) -> DncOut:
     phone = normalise_phone(rt, data.phone)
     now = rt.clock.now()
     with rt.db.write() as s:
+        lock_numbers(s, [phone], skip_locked=False)  # first: see dialer.withdraw
         entry = _add_dnc(rt, who, s, phone, data.reason, "manual", now)
         withdrawn = withdraw_number(
             s, phone, now, Code.DO_NOT_CALL, who.actor, rt.policy_version, except_call=None

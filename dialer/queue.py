@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
-    Engine,
     Integer,
     String,
     Table,
@@ -37,7 +36,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from config.errors import Conflict, DomainError, Invalid, NotFound
@@ -51,9 +49,10 @@ from dialer.campaigns import campaign_window
 from dialer.db import UTCDateTime
 from dialer.dispatch_rules import CallFacts, DispatchDecision, decide
 from dialer.keys import Identity
-from dialer.models import Attempt, Call, Campaign, NumberLedger
+from dialer.models import Attempt, Call, Campaign
 from dialer.runtime import Runtime
 from dialer.windows import CandidateZone, applicable_states, candidate_zones
+from dialer.withdraw import lock_numbers
 
 HISTORY = timedelta(days=8)  # enough attempts for rolling 7 x 24 h and calendar ISO weeks
 SMALL_ELIGIBLE = 2000  # up to this many eligible calls, sort them (see the lease query)
@@ -110,37 +109,6 @@ def attempt_times(
         ):
             out[phone].append(at)
     return out
-
-
-def _lock_numbers(s: Session, phone_list: Sequence[str], skip_locked: bool) -> set[str]:
-    """PostgreSQL: lock the numbers' ledger rows (creating them); returns the locked ones.
-    SQLite: the write transaction already serialises everything; all are 'locked'."""
-    wanted = sorted(set(phone_list))
-    if not wanted:
-        return set()
-    bind = s.get_bind()
-    if bind.dialect.name != "postgresql":
-        return set(wanted)
-    have = set(s.scalars(select(NumberLedger.phone).where(NumberLedger.phone.in_(wanted))))
-    missing = [p for p in wanted if p not in have]
-    if missing:
-        # Created in a short transaction of their own, committed at once: inserting them
-        # inside this (possibly long, multi-round) unit of work could deadlock with another
-        # poller inserting an overlapping set in the opposite round order.
-        engine = bind if isinstance(bind, Engine) else bind.engine
-        with engine.connect() as conn, conn.begin():
-            conn.execute(
-                postgresql.insert(NumberLedger)
-                .values([{"phone": p, "attempts_total": 0} for p in missing])
-                .on_conflict_do_nothing(index_elements=["phone"])
-            )
-    q = (
-        select(NumberLedger.phone)
-        .where(NumberLedger.phone.in_(wanted))
-        .order_by(NumberLedger.phone)
-        .with_for_update(skip_locked=skip_locked)
-    )
-    return set(s.scalars(q))
 
 
 def _facts(
@@ -337,7 +305,7 @@ def _lease_batch(
     rt: Runtime, who: Identity, s: Session, req: LeaseRequest, calls: list[Call], want: int,
     now: datetime,
 ) -> list[dict[str, Any]]:
-    locked = _lock_numbers(s, [c.phone for c in calls], skip_locked=True)
+    locked = lock_numbers(s, [c.phone for c in calls], skip_locked=True)
     calls = [c for c in calls if c.phone in locked]
     phone_list = [c.phone for c in calls]
     hist = facts_for(s, phone_list)
@@ -659,9 +627,24 @@ class Outcome:
     ended_at: datetime | None
 
 
+REVOKING = ("opted_out", "wrong_number")
+
+
+def _lock_revoked_numbers(s: Session, call_ids: Sequence[str]) -> None:
+    """PostgreSQL: an outcome that revokes its number takes the number's ledger row before
+    it locks any call, as every revocation does (dialer.withdraw), so that it and a
+    concurrent revocation of the number never deadlock."""
+    if not call_ids or s.get_bind().dialect.name != "postgresql":
+        return
+    phones = s.scalars(select(Call.phone).where(Call.id.in_(sorted(set(call_ids)))))
+    lock_numbers(s, sorted(set(phones)), skip_locked=False)
+
+
 def report_outcome(rt: Runtime, who: Identity, call_id: str, o: Outcome) -> dict[str, Any]:
     now = rt.clock.now()
     with _write(rt) as s:
+        if o.result in REVOKING:
+            _lock_revoked_numbers(s, [call_id])
         out, problem = _one_outcome(rt, who, s, call_id, o, now)
     if problem is not None:
         # Committed above: the flag and the audit entry stay; the lease stays held.
@@ -684,13 +667,14 @@ def report_outcomes(
     now = rt.clock.now()
     answers: list[dict[str, Any]] = []
     with _write(rt) as s:
+        _lock_revoked_numbers(s, [call_id for call_id, o in items if o.result in REVOKING])
         rows: dict[str, tuple[Call, Attempt | None, Campaign]] | None = _held_many(
             s, [call_id for call_id, _ in items])
         for call_id, o in items:
             problem: DomainError | None
             try:
                 out, problem = _one_outcome(rt, who, s, call_id, o, now, rows)
-                if o.result in ("opted_out", "wrong_number") and problem is None:
+                if o.result in REVOKING and problem is None:
                     # The revocation changed other calls (maybe later items'): read each
                     # later item's call afresh, as the single endpoint would.
                     rows = None
@@ -865,7 +849,7 @@ def check(rt: Runtime, who: Identity, req: CheckRequest) -> dict[str, Any]:
                     [{"field": "body.purpose", "message": "differs from the campaign's"}],
                 )
         if req.reserve and s.get_bind().dialect.name == "postgresql":
-            _lock_numbers(s, [e164], skip_locked=False)
+            lock_numbers(s, [e164], skip_locked=False)
         hist = facts_for(s, [e164])
         consents, revs = hist.get(e164, ([], []))
         facts = CallFacts(

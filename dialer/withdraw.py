@@ -3,14 +3,47 @@ leased calls leave the queue at once (live leases end; their outcomes then get 4
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from config.reasons import Code, reason
 from dialer import audit, refusals
-from dialer.models import PENDING, Attempt, Call
+from dialer.models import PENDING, Attempt, Call, NumberLedger
+
+
+def lock_numbers(s: Session, phone_list: Sequence[str], skip_locked: bool) -> set[str]:
+    """PostgreSQL: lock the numbers' ledger rows (creating them); returns the locked ones.
+    SQLite: the write transaction already serialises everything; all are 'locked'."""
+    wanted = sorted(set(phone_list))
+    if not wanted:
+        return set()
+    bind = s.get_bind()
+    if bind.dialect.name != "postgresql":
+        return set(wanted)
+    have = set(s.scalars(select(NumberLedger.phone).where(NumberLedger.phone.in_(wanted))))
+    missing = [p for p in wanted if p not in have]
+    if missing:
+        # Created in a short transaction of their own, committed at once: inserting them
+        # inside this (possibly long, multi-round) unit of work could deadlock with another
+        # poller inserting an overlapping set in the opposite round order.
+        engine = bind if isinstance(bind, Engine) else bind.engine
+        with engine.connect() as conn, conn.begin():
+            conn.execute(
+                postgresql.insert(NumberLedger)
+                .values([{"phone": p, "attempts_total": 0} for p in missing])
+                .on_conflict_do_nothing(index_elements=["phone"])
+            )
+    q = (
+        select(NumberLedger.phone)
+        .where(NumberLedger.phone.in_(wanted))
+        .order_by(NumberLedger.phone)
+        .with_for_update(skip_locked=skip_locked)
+    )
+    return set(s.scalars(q))
 
 
 def withdraw_number(
@@ -22,7 +55,11 @@ def withdraw_number(
     policy_version: str,
     except_call: str | None,
 ) -> int:
-    """Withdraw every pending call to ``phone`` (but ``except_call``); returns how many."""
+    """Withdraw every pending call to ``phone`` (but ``except_call``); returns how many.
+
+    On PostgreSQL the caller holds the number's ledger row (:func:`lock_numbers`) from the
+    start of its unit of work: every revocation, do-not-call entry and opt-out of a number
+    takes it before any other lock, so two of them never wait on each other in a cycle."""
     q = select(Call).where(Call.phone == phone, Call.status.in_(PENDING))
     if s.bind is not None and s.bind.dialect.name == "postgresql":
         q = q.with_for_update()
