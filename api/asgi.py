@@ -37,5 +37,5 @@ gc.freeze()
 # And collect the youngest generation every 50,000 net allocations instead of every 700: an
 # intake allocates millions of short-lived objects, nearly none in reference cycles, and the
 # default thresholds spent about a quarter of a 100,000-row intake in the collector
-# (measured: 15.7 s → 12.0 s in-process). Full collections stay rare (every 20 x 100).
+# (measured: 15.7 s → 12.5 s in-process). Full collections stay rare (every 20 x 100).
 gc.set_threshold(50_000, 20, 100)

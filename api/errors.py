@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.middleware import route_template
-from config.errors import DomainError
+from config.errors import KIND_STATUS, DomainError
 
 log = logging.getLogger("callgate.api")
 
@@ -32,13 +32,6 @@ STATUS_CODES = {
     429: "TOO_MANY_REQUESTS",
     500: "INTERNAL_ERROR",
     503: "UNAVAILABLE",
-}
-KIND_STATUS = {
-    "invalid": 422,
-    "not_found": 404,
-    "conflict": 409,
-    "forbidden": 403,
-    "too_large": 413,
 }
 
 

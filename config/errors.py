@@ -33,3 +33,13 @@ class Forbidden(DomainError):
 
 class TooLarge(DomainError):
     kind = "too_large"
+
+
+# The HTTP status of each kind (api/errors.py answers with it; batch answers carry it).
+KIND_STATUS = {
+    "invalid": 422,
+    "not_found": 404,
+    "conflict": 409,
+    "forbidden": 403,
+    "too_large": 413,
+}

@@ -312,57 +312,57 @@ def facts_for(
     """Consent history for many numbers in two queries (set-based, for intake and dispatch)."""
     wanted = sorted(set(phone_list))
     out: dict[str, tuple[list[ConsentFact], list[RevocationFact]]] = {}
-    chunk = 10_000  # one list parameter per query (dialer.db.one_of), however long
-    # The JSON lists as stored (text on SQLite; PostgreSQL's driver decodes them): decoded
-    # once per distinct list by _frozen rather than once per row.
-    channels = type_coerce(Consent.channels, Text)
-    purposes = type_coerce(Consent.purposes, Text)
+    if not wanted:
+        return out
+    # Through the session's connection: a plain column select needs none of the ORM's result
+    # machinery (a third of this function's time at intake); the list is one parameter.
     conn = read_conn(s)
     dialect = conn.dialect.name
-    sqlite = dialect == "sqlite"
-    when = _when
-    obtained_c, expires_c, received_c, recorded_c = (
-        (type_coerce(c, Text) if sqlite else c)
+    # The JSON lists as stored (text on SQLite; PostgreSQL's driver decodes them): decoded
+    # once per distinct list by _frozen rather than once per row. SQLite's datetimes as
+    # stored too, for _when.
+    as_text = dialect == "sqlite"
+    obtained, expires, received, recorded = (
+        type_coerce(c, Text) if as_text else c
         for c in (Consent.obtained_at, Consent.expires_at, Revocation.received_at,
                   Revocation.recorded_at)
     )
-    for i in range(0, len(wanted), chunk):
-        part = wanted[i : i + chunk]
-        # Through the session's connection: a plain column select needs none of the ORM's
-        # result machinery (a third of this function's time at intake).
-        rows = conn.execute(
-            select(
-                Consent.id,
-                Consent.phone,
-                Consent.method,
-                channels,
-                purposes,
-                obtained_c,
-                expires_c,
-                Consent.supersedes_id,
-            ).where(one_of(dialect, Consent.phone, part))
-        ).all()
-        superseded = {r[7] for r in rows if r[7]}
-        for cid, phone, method, chans, purps, obtained, expires, _ in rows:
-            if cid in superseded:
-                continue
-            hist = out.get(phone)
-            if hist is None:
-                hist = out[phone] = ([], [])
-            hist[0].append(
-                ConsentFact(cid, method, _frozen(chans), _frozen(purps), when(obtained),
-                            None if expires is None else when(expires))
-            )
-        for phone, received, recorded in conn.execute(
-            select(Revocation.phone, received_c, recorded_c).where(
-                one_of(dialect, Revocation.phone, part)
-            )
-        ):
-            hist = out.get(phone)
-            if hist is None:
-                hist = out[phone] = ([], [])
-            hist[1].append(RevocationFact(min(when(received), when(recorded))))
+    rows = conn.execute(
+        select(
+            Consent.id,
+            Consent.phone,
+            Consent.method,
+            type_coerce(Consent.channels, Text),
+            type_coerce(Consent.purposes, Text),
+            obtained,
+            expires,
+            Consent.supersedes_id,
+        ).where(one_of(dialect, Consent.phone, wanted))
+    ).all()
+    superseded = {r[7] for r in rows if r[7]}
+    for cid, phone, method, chans, purps, at, until, _ in rows:
+        if cid not in superseded:
+            _history(out, phone)[0].append(ConsentFact(
+                cid, method, _frozen(chans), _frozen(purps), _when(at),
+                None if until is None else _when(until),
+            ))
+    for phone, rec_at, rec_by in conn.execute(
+        select(Revocation.phone, received, recorded).where(
+            one_of(dialect, Revocation.phone, wanted)
+        )
+    ):
+        _history(out, phone)[1].append(RevocationFact(min(_when(rec_at), _when(rec_by))))
     return out
+
+
+def _history(
+    out: dict[str, tuple[list[ConsentFact], list[RevocationFact]]], phone: str
+) -> tuple[list[ConsentFact], list[RevocationFact]]:
+    """``out[phone]``, made on first use (setdefault would build an empty pair per row)."""
+    hist = out.get(phone)
+    if hist is None:
+        hist = out[phone] = ([], [])
+    return hist
 
 
 def _when(value: object) -> datetime:

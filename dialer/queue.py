@@ -17,14 +17,15 @@ whatever the number of pollers and API processes.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Integer,
+    Select,
     String,
     Table,
     bindparam,
@@ -38,7 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from config.errors import Conflict, DomainError, Invalid, NotFound
+from config.errors import KIND_STATUS, Conflict, DomainError, Invalid, NotFound
 from config.ids import new_id
 from config.reasons import Code, Reason, reason
 from consent import phones
@@ -72,17 +73,6 @@ class LeaseRequest:
 
 
 # --- units of work ------------------------------------------------------------------------
-
-# SQLite has one write lock, and a connection that finds it taken sleeps in its busy handler
-# before it looks again, however soon the lock was released: under many concurrent pollers
-# that sleeping, not the work, set the pace (and the p99). Database.write() therefore queues
-# every writer, of every process, on a gate of its own first (dialer/db.py).
-@contextmanager
-def _write(rt: Runtime) -> Iterator[Session]:
-    """``rt.db.write()`` (which queues SQLite writers on its gate)."""
-    with rt.db.write() as s:
-        yield s
-
 
 # --- shared loading -----------------------------------------------------------------------
 
@@ -280,7 +270,7 @@ def lease(rt: Runtime, who: Identity, req: LeaseRequest) -> list[dict[str, Any]]
         with rt.db.read() as s:
             if _nothing_to_do(s, now):
                 return tasks
-    with _write(rt) as s:
+    with rt.db.write() as s:
         _sweep_expired(rt, s, now, who.actor)
         pg = s.get_bind().dialect.name == "postgresql"
         seen: set[str] = set()
@@ -456,7 +446,7 @@ def expire_leases(rt: Runtime) -> int:
     now = rt.clock.now()
     total = 0
     while True:
-        with _write(rt) as s:
+        with rt.db.write() as s:
             n = _sweep_expired(rt, s, now, "system:jobs")
         total += n
         if n < 500:
@@ -483,7 +473,7 @@ def expire_deadlines(rt: Runtime) -> int:
             ))
         if not ids:
             return total
-        with _write(rt) as s:
+        with rt.db.write() as s:
             q = select(Call).where(Call.id.in_(ids))
             if s.get_bind().dialect.name == "postgresql":
                 q = q.with_for_update(skip_locked=True)
@@ -514,16 +504,7 @@ def _held(
 ) -> tuple[Call, Attempt, Campaign]:
     """The call, its live attempt and its campaign, in one statement; the call is locked on
     PostgreSQL (and re-read: populate_existing, in case the session held it already)."""
-    q = (
-        select(Call, Attempt, Campaign)
-        .join(Campaign, Campaign.id == Call.campaign_id)
-        .outerjoin(Attempt, Attempt.id == Call.lease_id)
-        .where(Call.id == call_id)
-        .execution_options(populate_existing=True)
-    )
-    if s.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(of=Call)
-    row = s.execute(q).one_or_none()
+    row = s.execute(_held_query(s, Call.id == call_id)).one_or_none()
     if row is None:
         raise NotFound("NOT_FOUND", "no such call")
     return _check_held(s, row[0], row[1], row[2], lease_id, now)
@@ -558,17 +539,23 @@ def _held_many(
 ) -> dict[str, tuple[Call, Attempt | None, Campaign]]:
     """:func:`_held`'s rows for many calls in one statement (locked in id order on
     PostgreSQL, so two batches never wait on each other in a cycle); not yet checked."""
+    q = _held_query(s, Call.id.in_(sorted(set(call_ids)))).order_by(Call.id)
+    return {c.id: (c, a, campaign) for c, a, campaign in s.execute(q)}
+
+
+def _held_query(s: Session, which: ColumnElement[bool]) -> Select[Call, Attempt, Campaign]:
+    """Calls with their live attempt and campaign; the calls locked on PostgreSQL (and
+    re-read: populate_existing, in case the session held them already)."""
     q = (
         select(Call, Attempt, Campaign)
         .join(Campaign, Campaign.id == Call.campaign_id)
         .outerjoin(Attempt, Attempt.id == Call.lease_id)
-        .where(Call.id.in_(sorted(set(call_ids))))
-        .order_by(Call.id)
+        .where(which)
         .execution_options(populate_existing=True)
     )
     if s.get_bind().dialect.name == "postgresql":
         q = q.with_for_update(of=Call)
-    return {c.id: (c, a, campaign) for c, a, campaign in s.execute(q)}
+    return q
 
 
 def dial_check(rt: Runtime, who: Identity, call_id: str, lease_id: str | None) -> None:
@@ -603,7 +590,7 @@ def dial_check(rt: Runtime, who: Identity, call_id: str, lease_id: str | None) -
 def release(rt: Runtime, who: Identity, call_id: str, lease_id: str) -> None:
     """Returned undialled: the attempt does not count."""
     now = rt.clock.now()
-    with _write(rt) as s:
+    with rt.db.write() as s:
         c, a, _ = _held(s, call_id, lease_id, now)
         a.state, a.counted, a.recorded_at = "released", False, now
         c.status, c.lease_id, c.lease_expires_at = "queued", None, None
@@ -642,7 +629,7 @@ def _lock_revoked_numbers(s: Session, call_ids: Sequence[str]) -> None:
 
 def report_outcome(rt: Runtime, who: Identity, call_id: str, o: Outcome) -> dict[str, Any]:
     now = rt.clock.now()
-    with _write(rt) as s:
+    with rt.db.write() as s:
         if o.result in REVOKING:
             _lock_revoked_numbers(s, [call_id])
         out, problem = _one_outcome(rt, who, s, call_id, o, now)
@@ -650,9 +637,6 @@ def report_outcome(rt: Runtime, who: Identity, call_id: str, o: Outcome) -> dict
         # Committed above: the flag and the audit entry stay; the lease stays held.
         raise problem
     return out
-
-
-MAX_BATCH = 100
 
 
 def report_outcomes(
@@ -666,7 +650,7 @@ def report_outcomes(
     with the error and status the single-call endpoint would have answered."""
     now = rt.clock.now()
     answers: list[dict[str, Any]] = []
-    with _write(rt) as s:
+    with rt.db.write() as s:
         _lock_revoked_numbers(s, [call_id for call_id, o in items if o.result in REVOKING])
         rows: dict[str, tuple[Call, Attempt | None, Campaign]] | None = _held_many(
             s, [call_id for call_id, _ in items])
@@ -684,16 +668,11 @@ def report_outcomes(
                 answers.append({"call_id": call_id, "ok": True, **out})
             else:
                 answers.append({
-                    "call_id": call_id, "ok": False, "http_status": STATUS[problem.kind],
+                    "call_id": call_id, "ok": False, "http_status": KIND_STATUS[problem.kind],
                     "error": {"code": problem.code, "message": problem.message,
                               "details": problem.details},
                 })
     return answers
-
-
-# The HTTP status of each kind of domain error (as api/errors.py maps them).
-STATUS = {"invalid": 422, "not_found": 404, "conflict": 409, "forbidden": 403,
-          "too_large": 413}
 
 
 def _one_outcome(
@@ -834,7 +813,7 @@ def check(rt: Runtime, who: Identity, req: CheckRequest) -> dict[str, Any]:
                 "candidate_zones": [], "reservation_id": None}
     state = req.state.upper() if req.state else None
     zones = candidate_zones(e164, state, req.postal_code, rt.policy.default_region)
-    with (_write(rt) if req.reserve else rt.db.read()) as s:
+    with (rt.db.write() if req.reserve else rt.db.read()) as s:
         campaign: Campaign | None = None
         if req.campaign_id:
             campaign = s.get(Campaign, req.campaign_id)

@@ -48,6 +48,5 @@ REFUSALS = cast(Table, Refusal.__table__)
 
 
 def write(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """One executemany for all rows (Core: every row has every key; the ORM's bulk insert
-    splits rows by which keys are None into many statements)."""
+    """One executemany for all rows (dialer.db.insert_rows)."""
     insert_rows(session, REFUSALS, rows)

@@ -294,7 +294,7 @@ def candidate_zones(
 
 # Per number, not per area code: the geocoder's data gives a few exchanges a different state
 # from the rest of their area code (201: NJ, and some NY). Sized for a queue's worth of
-# numbers (200,000 in bench/lease.py): a miss costs a parse and a geocoder lookup per lease.
+# numbers (200,000 in bench/lease.py): a miss costs a parse and a prefix walk per lease.
 @lru_cache(maxsize=262_144)
 def state_for_area_code(phone_e164: str) -> str | None:
     """The US state / territory a NANP number's area code belongs to, or None."""

@@ -6,7 +6,6 @@ from fastapi import APIRouter, Body, Path, Response
 from pydantic import BaseModel
 
 from api.deps import Checker, DialerKey, RuntimeDep
-from api.errors import ApiError
 from dialer import queue
 from dialer.schemas import (
     CheckIn,
@@ -33,6 +32,11 @@ def _json(model: BaseModel) -> Response:
     returned as a model, FastAPI would dump it, validate the dump against ``response_model``
     and dump it again (the same bytes; ``response_model`` still documents the answer)."""
     return Response(model.model_dump_json(), media_type="application/json")
+def _outcome(body: OutcomeIn) -> queue.Outcome:
+    return queue.Outcome(body.lease_id, body.result, body.agent_id, body.agent_name,
+                         body.disclosed_callback_number, body.started_at, body.ended_at)
+
+
 CallId = Annotated[str, Path(max_length=36)]
 _409: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such call"},
@@ -75,15 +79,7 @@ def dial_check(
     responses={**_409, 422: {"description": "`AGENT_ID_MISSING`, `CALLBACK_MISMATCH`, ..."}},
 )
 def report_outcome(call_id: CallId, body: OutcomeIn, rt: RuntimeDep, who: DialerKey) -> OutcomeOut:
-    if body.started_at and body.ended_at and body.ended_at < body.started_at:
-        raise ApiError(422, "VALIDATION_ERROR", "ended_at is before started_at",
-                       [{"field": "body.ended_at", "message": "before started_at"}])
-    out = queue.report_outcome(
-        rt, who, call_id,
-        queue.Outcome(body.lease_id, body.result, body.agent_id, body.agent_name,
-                      body.disclosed_callback_number, body.started_at, body.ended_at),
-    )
-    return OutcomeOut(**out)
+    return OutcomeOut(**queue.report_outcome(rt, who, call_id, _outcome(body)))
 
 
 @router.post(
@@ -93,11 +89,7 @@ def report_outcome(call_id: CallId, body: OutcomeIn, rt: RuntimeDep, who: Dialer
     summary="Report up to 100 leased calls' outcomes at once (one answer per item, in order)",
 )
 def report_outcomes(body: OutcomesIn, rt: RuntimeDep, who: DialerKey) -> Response:
-    answers = queue.report_outcomes(rt, who, [
-        (i.call_id, queue.Outcome(i.lease_id, i.result, i.agent_id, i.agent_name,
-                                  i.disclosed_callback_number, i.started_at, i.ended_at))
-        for i in body.outcomes
-    ])
+    answers = queue.report_outcomes(rt, who, [(i.call_id, _outcome(i)) for i in body.outcomes])
     return _json(OutcomesOut(results=[OutcomeItemOut(**a) for a in answers]))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -29,39 +28,31 @@ def test_scheduler_has_every_job_and_checkpoints_sqlite(runtime: Runtime) -> Non
 
 
 def test_checkpoint_moves_the_wal_into_the_database(tmp_path: Path) -> None:
+    """Committed pages sit in the WAL (far below wal_autocheckpoint) until Database.checkpoint
+    copies them into the database file, which then grows."""
     path = tmp_path / "ck.db"
     url = f"sqlite:///{path}"
     upgrade(url)
     db = Database(url)
-    keep = db.engine.connect()  # an open connection keeps the WAL file from being removed
-    keep.exec_driver_sql("SELECT 1").all()
+    keep = db.engine.connect()  # an open connection keeps the WAL from being checkpointed
+    keep.exec_driver_sql("SELECT 1").all()  # and removed when the writer's connection closes
     with db.write() as s:
-        for i in range(200):
-            s.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (:i, 0, 'x')"),
-                      {"i": 100 + i})
-    wal = Path(f"{path}-wal")
-    assert wal.exists() and wal.stat().st_size > 0
-    raw = db.engine.raw_connection()
-    cur = raw.cursor()
-    cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
-    before = cur.fetchall()
-    raw.close()
+        s.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (:i, 0, :h)"),
+                  [{"i": 100 + i, "h": f"{i:064d}"} for i in range(5000)])
+    assert Path(f"{path}-wal").stat().st_size > 0
+    before = path.stat().st_size
     db.checkpoint()
-    raw = db.engine.raw_connection()
-    cur = raw.cursor()
-    cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
-    busy, frames, done = cur.fetchall()[0]
-    raw.close()
-    assert before[0][0] == 0 and (busy, frames == done) == (0, True)
+    after = path.stat().st_size
     keep.close()
+    assert after > before + 100_000  # ~5,000 rows of 64-character text moved in
     with db.read() as s:
-        assert s.scalar(select(func.count()).select_from(AuditHead)) >= 200
+        assert s.scalar(select(func.count()).select_from(AuditHead)) >= 5000
     db.dispose()
 
 
 def test_sqlite_writers_of_two_processes_take_turns(tmp_path: Path) -> None:
-    """The gate's flock: a writer in another process waits for ours, and gets in the moment
-    ours commits (no busy-handler sleep), and its write lands after ours."""
+    """The gate's flock: while our unit of work runs, another process finds the flock taken,
+    its writer waits for ours, and its write lands after ours."""
     path = tmp_path / "gate.db"
     url = f"sqlite:///{path}"
     upgrade(url)
@@ -72,22 +63,29 @@ def test_sqlite_writers_of_two_processes_take_turns(tmp_path: Path) -> None:
         os.close(w)
         os.read(r, 1)  # wait until the parent holds the gate
         try:
+            import fcntl
+
             from dialer import db as dbmod
 
+            probe = os.open(f"{path}-writelock", os.O_RDWR)
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os._exit(4)  # the parent's unit of work did not hold the flock
+            except BlockingIOError:
+                pass
             dbmod._gates.clear()
             other = Database(url)
             t = time.perf_counter()
             with other.write() as s:
                 s.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (2, 0, 'child')"))
-            os._exit(0 if time.perf_counter() - t < 5 else 3)
+            waited = time.perf_counter() - t
+            os._exit(0 if 0.2 < waited < 5 else 3)
         except BaseException:
             os._exit(2)
     os.close(r)
-    held = threading.Event()
     with db.write() as s:
         s.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (3, 0, 'parent')"))
         os.write(w, b"x")
-        held.set()
         time.sleep(0.5)  # the child is now waiting at the gate
         with db.read() as r2:
             assert r2.scalar(select(func.count()).select_from(AuditHead)
