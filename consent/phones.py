@@ -3,6 +3,7 @@ input (cached). Used by every package. Messages name the field, never the value.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -12,6 +13,7 @@ from phonenumbers import timezone as pn_timezone
 from phonenumbers.phonenumberutil import (
     COUNTRY_CODE_TO_REGION_CODE,
     _number_type_helper,
+    country_code_for_region,
     country_code_for_valid_region,
     is_number_type_geographical,
     national_significant_number,
@@ -57,10 +59,12 @@ def _normalise(raw: str, default_region: str, allowed_regions: tuple[str, ...]) 
         return "!is empty"
     if len(text) > 40:
         return "!is too long to be a phone number"
-    try:
-        num = phonenumbers.parse(text, default_region)
-    except phonenumbers.NumberParseException:
-        return "!is not a phone number"
+    num = nanp(text, default_region)
+    if num is None:
+        try:
+            num = phonenumbers.parse(text, default_region)
+        except phonenumbers.NumberParseException:
+            return "!is not a phone number"
     region, ntype, nsn = _classify(num)
     if ntype == PhoneNumberType.UNKNOWN:
         return "!is not a valid number"
@@ -72,6 +76,29 @@ def _normalise(raw: str, default_region: str, allowed_regions: tuple[str, ...]) 
     e164 = f"+{num.country_code}{nsn}"
     _remember_zones(e164, num, ntype)
     return e164
+
+
+# A North American number written in one of the everyday ways: "+1 314 555 0123",
+# "(314) 555-0123", "314.555.0123", "3145550123", "1-314-555-0123". The area code starts with
+# 2-9, so a leading 1 can only be the country code. Nothing else is let through (letters,
+# extensions, other separators or groupings go to phonenumbers.parse).
+_NANP = re.compile(
+    r"(?P<plus>\+)?(?(plus)1[ .-]?|(?P<one>1[ .-]?)?)"
+    r"(?:\((?P<a1>[2-9]\d\d)\) ?|(?P<a2>[2-9]\d\d)[ .-]?)(?P<e>\d{3})[ .-]?(?P<l>\d{4})"
+)
+
+
+def nanp(text: str, default_region: str) -> phonenumbers.PhoneNumber | None:
+    """``phonenumbers.parse(text, default_region)`` for a number :data:`_NANP` matches, in a
+    tenth of its time (it is half of an intake's parsing); None for anything else. Without a
+    "+", only where the default region dials +1 itself (elsewhere "1 314 ..." is a national
+    number). tests/unit/test_phones.py compares this with ``phonenumbers.parse``."""
+    m = _NANP.fullmatch(text)
+    if m is None or (m["plus"] is None and country_code_for_region(default_region) != 1):
+        return None
+    return phonenumbers.PhoneNumber(
+        country_code=1, national_number=int(f"{m['a1'] or m['a2']}{m['e']}{m['l']}")
+    )
 
 
 def region_and_type(num: phonenumbers.PhoneNumber) -> tuple[str | None, int]:

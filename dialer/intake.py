@@ -80,6 +80,9 @@ class Row:
     invalid: list[Reason] = field(default_factory=list)
     # The callee's candidate zones, worked out at parse time for a valid row.
     zones: tuple[CandidateZone, ...] = ()
+    # The id the row's call gets if it is stored, made at parse time for a valid row (in the
+    # helper process: a tenth of the deciding process's work per row, measured).
+    call_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -228,6 +231,7 @@ def parse_chunk(
         row = _parse(first + i, rec, default_region, regions)
         if not row.invalid and row.phone is not None:
             row.zones = candidate_zone_tuple(row.phone, row.state, row.postal_code, default_region)
+            row.call_id = new_id()
         out.append(row)
     return out
 
@@ -255,7 +259,7 @@ def parse_chunk_packed(
             r.row, r.external_id, r.patient_ref, r.phone, r.state, r.postal_code, r.priority,
             None if r.not_before is None else r.not_before.isoformat(),
             None if r.not_after is None else r.not_after.isoformat(),
-            r.invalid or None, z,
+            r.invalid or None, z, r.call_id,
         ))
     return rows, zones
 
@@ -268,8 +272,8 @@ def unpack(packed: Packed) -> list[Row]:
             postal_code=postal, priority=prio,
             not_before=None if nb is None else fromiso(nb),
             not_after=None if na is None else fromiso(na),
-            invalid=invalid or [], zones=zones[z])
-        for n, ext, ref, phone, state, postal, prio, nb, na, invalid, z in rows
+            invalid=invalid or [], zones=zones[z], call_id=call_id)
+        for n, ext, ref, phone, state, postal, prio, nb, na, invalid, z, call_id in rows
     ]
 
 
@@ -555,7 +559,7 @@ def _decide_chunk(
             why.extend(decision.reasons)
         if r.not_after is not None and r.not_after <= now:
             why.append(_DEADLINE_PASSED)
-        call_id = new_id()
+        call_id = r.call_id or new_id()
         status = "refused" if why else "queued"
         zones = r.zones or candidate_zone_tuple(r.phone, r.state, r.postal_code, region)
         next_eligible = (

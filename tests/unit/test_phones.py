@@ -138,3 +138,59 @@ def test_e164_and_zones_agree_with_the_public_calls() -> None:
                     str(z) for z in timezone.time_zones_for_number(num))
                 checked += 1
     assert checked > 500
+
+
+def test_nanp_fast_path_parses_exactly_as_phonenumbers() -> None:
+    """phones.nanp, where it answers at all, answers what phonenumbers.parse does (the same
+    PhoneNumber, every field), for the everyday North American ways of writing a number and
+    for near misses, under default regions that dial +1 and ones that do not."""
+    import random
+
+    import phonenumbers
+
+    rng = random.Random(11)
+    seps = ("", " ", "-", ".", "  ", "/", "--")
+    regions = ("US", "CA", "PR", "AG", "JM", "GB", "DE", "FR")
+    answered = compared = 0
+    for _ in range(30000):
+        area = f"{rng.randint(0, 999):03d}"
+        exch = f"{rng.randint(0, 999):03d}"
+        line = f"{rng.randint(0, 9999):04d}"
+        a = rng.choice((area, f"({area})", f"({area}) "))
+        lead = rng.choice(("", "+1", "1", "+", "+1 ", "1 ", "1-", "+1-", "+1.", "11", "0"))
+        s1, s2 = rng.choice(seps), rng.choice(seps)
+        raw = f"{lead}{a}{s1}{exch}{s2}{line}"
+        if rng.random() < 0.05:
+            raw = raw[: rng.randint(0, len(raw))]  # truncated
+        region = rng.choice(regions)
+        fast = phones.nanp(raw, region)
+        if fast is None:
+            continue
+        answered += 1
+        try:
+            slow = phonenumbers.parse(raw, region)
+        except phonenumbers.NumberParseException:
+            pytest.fail(f"fast path answered where parse fails (case {answered})")
+        assert fast == slow
+        compared += 1
+    assert compared > 2000  # the fast path is taken for the common shapes
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["+1 314 555 0123", "(314) 555-0123", "314.555.0123", "3145550123", "1-314-555-0123",
+     "+13145550123", "1 (314) 555-0123"],
+)
+def test_nanp_fast_path_takes_the_everyday_shapes(raw: str) -> None:
+    import phonenumbers
+
+    assert phones.nanp(raw, "US") == phonenumbers.parse(raw, "US")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["314-555-0123 x12", "1-800-FLOWERS", "+44 20 7946 0958", "(314)-555-0123", "+1 (314 555 0123",
+     "0314 555 0123", "314 555 01234"],
+)
+def test_nanp_fast_path_leaves_other_shapes_to_phonenumbers(raw: str) -> None:
+    assert phones.nanp(raw, "US") is None
