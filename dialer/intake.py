@@ -215,12 +215,15 @@ def parse_row(
 
 
 def parse_chunk(
-    first: int, records: list[Any], default_region: str, regions: tuple[str, ...],
+    first: int, records: list[Any] | CsvSlice, default_region: str, regions: tuple[str, ...],
     columns: Sequence[str] | None = None,
 ) -> list[Row]:
     """Rows ``first, first + 1, ...`` parsed, each valid one with its candidate zones: all the
     per-row work that needs no database (run here, or in the helper process of
-    ``dialer.intake_pool``)."""
+    ``dialer.intake_pool``). ``records`` are dicts, value lists named by ``columns``, or a
+    :class:`CsvSlice` of whole lines, read here."""
+    if isinstance(records, CsvSlice):
+        records = slice_records(records.text)
     out: list[Row] = []
     for i, rec in enumerate(records):
         if columns is not None and isinstance(rec, list):  # a CSV record's values
@@ -243,7 +246,7 @@ Packed = tuple[list[tuple[Any, ...]], list[tuple[CandidateZone, ...]]]
 
 
 def parse_chunk_packed(
-    first: int, records: list[Any], default_region: str, regions: tuple[str, ...],
+    first: int, records: list[Any] | CsvSlice, default_region: str, regions: tuple[str, ...],
     columns: Sequence[str] | None = None,
 ) -> Packed:
     """:func:`parse_chunk`, packed for the trip back from the helper process."""
@@ -264,11 +267,12 @@ def parse_chunk_packed(
     return rows, zones
 
 
-def unpack(packed: Packed) -> list[Row]:
+def unpack(packed: Packed, offset: int = 0) -> list[Row]:
+    """The rows of :func:`parse_chunk_packed`, their numbers moved on by ``offset``."""
     rows, zones = packed
     fromiso = datetime.fromisoformat
     return [
-        Row(row=n, external_id=ext, patient_ref=ref, phone=phone, state=state,
+        Row(row=n + offset, external_id=ext, patient_ref=ref, phone=phone, state=state,
             postal_code=postal, priority=prio,
             not_before=None if nb is None else fromiso(nb),
             not_after=None if na is None else fromiso(na),
@@ -372,21 +376,62 @@ def csv_records(text: str, as_lists: bool = False) -> tuple[list[str], Iterator[
         raise Invalid("VALIDATION_ERROR", "the CSV header row cannot be parsed",
                       [{"field": "body", "message": "bad CSV"}]) from None
     names = [h.strip().lower() for h in header]
+    return names, _walk(reader, names, as_lists)
 
-    def rows() -> Iterator[Any]:
-        while True:
-            try:
-                values = next(reader)
-            except StopIteration:
-                return
-            except csv.Error:
-                yield {"__malformed__": "is not valid CSV"}
-                continue
-            if not any(v.strip() for v in values):
-                continue
-            yield values if as_lists else dict(zip(names, values, strict=False))
 
-    return names, rows()
+def _walk(reader: Iterator[list[str]], names: list[str], as_lists: bool) -> Iterator[Any]:
+    """The records after the header: blank ones skipped, a malformed one a dict saying so."""
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            yield {"__malformed__": "is not valid CSV"}
+            continue
+        if not any(v.strip() for v in values):
+            continue
+        yield values if as_lists else dict(zip(names, values, strict=False))
+
+
+@dataclass(frozen=True, slots=True)
+class CsvSlice:
+    """Whole lines of a CSV body without a quote character, after its header: one record
+    per line, so a body can be cut at any line break and each piece read on its own, in
+    the helper process, with the records :func:`csv_records` would give for them."""
+
+    text: str
+
+
+def slice_records(text: str) -> list[Any]:
+    """The value lists (or malformed-record dicts) of a :class:`CsvSlice`'s text."""
+    return list(_walk(csv.reader(csv_lines(text)), [], True))
+
+
+def csv_slices(text: str, total: int) -> Iterator[CsvSlice] | None:
+    """The body after its header in :class:`CsvSlice` pieces of about the sizes
+    :func:`_record_chunks` makes (counted in lines), or None if the body has a quote
+    character (a quoted field may hold a line break: only a CSV reader can find where such
+    a record ends)."""
+    if '"' in text:
+        return None
+    m = _LINE.match(text)
+    start = 0 if m is None else m.end()  # the header, one line without quotes
+
+    def pieces() -> Iterator[CsvSlice]:
+        pos = start
+        sizes = _chunk_sizes(True, total)
+        while pos < len(text):
+            end = pos
+            for _ in range(next(sizes)):
+                end = text.find("\n", end) + 1
+                if end == 0:
+                    end = len(text)
+                    break
+            yield CsvSlice(text[pos:end])
+            pos = end
+
+    return pieces()
 
 
 def most_csv_rows(text: str) -> int:
@@ -666,10 +711,12 @@ def submit(
     parallel: bool = False,
     columns: Sequence[str] | None = None,
     total: int | None = None,
+    slices: Iterator[CsvSlice] | None = None,
 ) -> IntakeResult:
     """Decide every record and queue the good ones, chunk by chunk. With ``parallel``, rows
     are parsed in the helper process (``dialer.intake_pool``) ahead of the deciding.
-    Records are dicts, or value lists named by ``columns``."""
+    Records are dicts, or value lists named by ``columns``; with ``parallel``, ``slices``
+    (:func:`csv_slices`) stand for them: the helper reads the CSV too."""
     from dialer.campaigns import load_campaign
 
     campaign = load_campaign(rt, campaign_id)
@@ -698,8 +745,10 @@ def submit(
                 if attempt == 2:
                     raise
 
-    for chunk in _parsed(records, rt.policy.default_region, regions, parallel, columns, total):
-        run_chunk(chunk)
+    for chunk in _parsed(records, rt.policy.default_region, regions, parallel, columns, total,
+                         slices):
+        if chunk:  # a CSV slice of blank lines only has no rows
+            run_chunk(chunk)
     return IntakeResult(results, dry_run, list(ignored_columns))
 
 
@@ -712,31 +761,46 @@ def _record_chunks(
     it), so are the last ones: what is left to decide after the last parse is small."""
     chunk: list[Any] = []
     first = 1
-    size = max(1, CHUNK_ROWS // 5) if ramp else CHUNK_ROWS
+    sizes = _chunk_sizes(ramp, total)
+    size = next(sizes)
     for rec in records:
         chunk.append(rec)
         if len(chunk) >= size:
             yield first, chunk
             first += len(chunk)
             chunk = []
-            size = min(CHUNK_ROWS, size * 2)
-            if ramp and total is not None and total - first + 1 < 2 * CHUNK_ROWS:
-                size = max(CHUNK_ROWS // 10, min(size, (total - first + 1) // 3), 1)
+            size = next(sizes)
     if chunk:
         yield first, chunk
+
+
+def _chunk_sizes(ramp: bool, total: int | None) -> Iterator[int]:
+    """The sizes of :func:`_record_chunks`' chunks, one after the other (without end)."""
+    done = 0
+    size = max(1, CHUNK_ROWS // 5) if ramp else CHUNK_ROWS
+    while True:
+        yield size
+        done += size
+        size = min(CHUNK_ROWS, size * 2)
+        if ramp and total is not None and total - done < 2 * CHUNK_ROWS:
+            size = max(CHUNK_ROWS // 10, min(size, (total - done) // 3), 1)
 
 
 def _parsed(
     records: Iterable[Any], default_region: str, regions: tuple[str, ...],
     parallel: bool, columns: Sequence[str] | None, total: int | None = None,
+    slices: Iterator[CsvSlice] | None = None,
 ) -> Iterator[list[Row]]:
-    chunks = _record_chunks(records, ramp=parallel, total=total)
     if parallel:
         from dialer import intake_pool
 
+        chunks: Iterable[tuple[int, list[Any] | CsvSlice]] = (
+            _record_chunks(records, ramp=True, total=total) if slices is None
+            else ((0, piece) for piece in slices)
+        )
         yield from intake_pool.parse_in_helper(chunks, default_region, regions, columns)
         return
-    for first, recs in chunks:
+    for first, recs in _record_chunks(records, ramp=False, total=total):
         yield parse_chunk(first, recs, default_region, regions, columns)
 
 
@@ -790,5 +854,7 @@ def submit_body(
         check_row_limit(rt, n)
     names, rows = csv_records(text, as_lists=True)
     ignored = check_header(names)
+    parallel = _parallel(rt, n)
     return submit(rt, who, campaign_id, rows, dry_run=dry_run, ignored_columns=ignored,
-                  progress=progress, parallel=_parallel(rt, n), columns=names, total=n)
+                  progress=progress, parallel=parallel, columns=names, total=n,
+                  slices=csv_slices(text, n) if parallel else None)

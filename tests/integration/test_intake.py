@@ -477,6 +477,49 @@ def test_helper_process_parsing_answers_exactly_like_parsing_here(
     assert intake_pool._pool is not None  # the helper really ran
 
 
+@pytest.mark.parametrize("shape", ["crlf", "blank_lines", "bare_cr", "quoted"])
+def test_csv_read_in_the_helper_answers_exactly_like_reading_it_here(
+    client: TestClient, keys: H, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
+    """A CSV without quotes is cut at line breaks and read in the helper process
+    (intake.CsvSlice); row numbers, blank and malformed lines, line endings and the answers
+    are what reading the whole body here gives. A body with a quote is read here."""
+    from dialer import intake_pool
+
+    monkeypatch.setattr(intake, "CHUNK_ROWS", 5)  # many slices, ramped
+    good = [num(i) for i in range(30)]
+    bulk_consents(runtime, good[:20])
+    lines = [f"e{i},{p},{'MO' if i % 4 == 0 else ''}" for i, p in enumerate(good)]
+    lines[3] = "e3,555,"  # an invalid phone
+    lines[7] = "e7b," + good[6] + ","  # a repeated number
+    end = "\r\n" if shape in ("crlf", "quoted") else "\n"
+    if shape == "blank_lines":  # blank and comma-only lines are not rows
+        lines[5:5] = ["", ",,", " , ,"]
+        lines[12:12] = [""]
+    if shape == "quoted":  # a record across two lines: read here, whole
+        lines[9] = 'e9,"' + good[9][:6] + '\n' + good[9][6:] + '",'
+    body = "External_ID,phone,state" + end + end.join(lines) + end
+    if shape == "bare_cr":  # old Mac line ends in part of the body
+        body = body.replace("\n", "\r", 10)
+    slices = intake.csv_slices(body, 40)
+    assert (slices is None) == (shape == "quoted")
+    answers = []
+    for least in (0, 1):
+        monkeypatch.setattr(runtime.settings, "intake_parallel_min_rows", least)
+        cid = new_campaign(client, keys)
+        r = client.post(f"/v1/campaigns/{cid}/calls", content=body,
+                        headers={**keys["admin"], "Content-Type": "text/csv"})
+        assert r.status_code == 200, r.text
+        answers.append(_comparable(r.json()))
+    assert answers[0] == answers[1]
+    results = answers[1]["results"]
+    assert [x["row"] for x in results] == list(range(1, len(results) + 1))
+    assert len(results) == 30
+    # 20 consented numbers: one invalid, one repeated; the quoted one broken by its line break
+    assert [x["status"] for x in results].count("queued") == (17 if shape == "quoted" else 18)
+    assert intake_pool._pool is not None
+
+
 def test_sqlite_driver_level_insert_stores_what_sqlalchemy_would(
     client: TestClient, keys: H, runtime: Runtime
 ) -> None:
