@@ -151,8 +151,15 @@ class IntakeResult:
         block: list[str] = []
         sep = ""
         for r in self.results:
-            ext = "null" if r.external_id is None else dumps(r.external_id)
-            call = "null" if r.call_id is None else dumps(r.call_id)
+            ext = r.external_id
+            # A printable ASCII string without quote or backslash is its own JSON text
+            # between quotes (json.dumps's per-call cost was a twentieth of an intake's).
+            ext = (
+                "null" if ext is None
+                else f'"{ext}"' if ext.isascii() and ext.isprintable() and '"' not in ext
+                and "\\" not in ext else dumps(ext)
+            )
+            call = "null" if r.call_id is None else f'"{r.call_id}"'  # a UUID's text
             reasons = ",".join([reason_json(x) for x in r.reasons])
             block.append(
                 f'{sep}{{"row":{r.row},"external_id":{ext},"status":"{r.status}",'
