@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -261,6 +262,12 @@ class Database:
         self._gate = (
             _sqlite_gate(url, self.engine.url.database) if self.dialect == "sqlite" else None
         )
+        # SQLite file databases: one plain driver connection per thread for lookups
+        # (lookup()), closed by dispose().
+        path = self.engine.url.database if self.dialect == "sqlite" else None
+        self._lookup_path = path if path and path != ":memory:" else None
+        self._lookups: dict[int, sqlite3.Connection] = {}
+        self._lookups_lock = threading.Lock()
 
     @property
     def is_sqlite(self) -> bool:
@@ -319,7 +326,33 @@ class Database:
             conn.execute(text("SELECT 1"))
         return True
 
+    @property
+    def has_lookup(self) -> bool:
+        """Whether :meth:`lookup` answers without the engine (a SQLite file)."""
+        return self._lookup_path is not None
+
+    def lookup(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """One read-only statement (driver SQL) on this thread's own plain SQLite connection:
+        no pool, no session, no transaction beyond the statement, which sees every commit
+        made before it (WAL: it never waits for a writer). For per-request reads on the
+        event loop's thread (an API key), where a session and a thread hand-off cost ten
+        times the read."""
+        assert self._lookup_path is not None, "lookup() needs a SQLite file database"
+        key = threading.get_ident()
+        conn = self._lookups.get(key)
+        if conn is None:
+            conn = sqlite3.connect(self._lookup_path, check_same_thread=False,
+                                   isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+            conn.execute("PRAGMA query_only = ON")
+            with self._lookups_lock:
+                self._lookups[key] = conn
+        return conn.execute(sql, params).fetchall()
+
     def dispose(self) -> None:
+        with self._lookups_lock:
+            lookups, self._lookups = list(self._lookups.values()), {}
+        for conn in lookups:
+            conn.close()
         self.engine.dispose()
 
     def describe(self) -> str:

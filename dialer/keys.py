@@ -79,12 +79,23 @@ def revoke_key(db: Database, name: str, now: datetime) -> ApiKey:
         return row
 
 
+_BY_HASH = "SELECT id, name, role FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL"
+
+
 def authenticate(db: Database, plaintext: str) -> Identity | None:
-    """The key's identity, or None for an unknown or revoked key."""
+    """The key's identity, or None for an unknown or revoked key. Read from the database on
+    every call (a revoked key stops working at once, in every process). On a SQLite file,
+    an indexed read on the thread's own connection (``Database.lookup``): quick enough for
+    the event loop's thread, see ``api.deps.current_key``."""
     if not plaintext.startswith(KEY_PREFIX) or len(plaintext) > 200:
         return None
+    digest = hash_key(plaintext)
+    if db.has_lookup:
+        rows = db.lookup(_BY_HASH, (digest,))
+        return Identity(rows[0][0], rows[0][1], Role(rows[0][2])) if rows else None
     with db.read() as s:
-        row = s.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(plaintext))).one_or_none()
-        if row is None or row.revoked_at is not None:
-            return None
-        return Identity(row.id, row.name, Role(row.role))
+        found = s.execute(
+            select(ApiKey.id, ApiKey.name, ApiKey.role)
+            .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+        ).one_or_none()
+        return None if found is None else Identity(found[0], found[1], Role(found[2]))
