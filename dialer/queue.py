@@ -243,6 +243,7 @@ def _lock_calls(s: Session, ids: Sequence[str], now: datetime) -> list[Call]:
 
 
 _ATTEMPTS = cast(Table, Attempt.__table__)
+_CALLS = cast(Table, Call.__table__)
 # Whether this process's last lease found work: then the next one goes straight to the write
 # transaction instead of probing first in a read transaction (the probe only saves an empty
 # or fully capped poll a wait for the write lock).
@@ -307,6 +308,7 @@ def _lease_batch(
     }
     out: list[dict[str, Any]] = []
     attempt_rows: list[dict[str, Any]] = []
+    call_updates: list[dict[str, Any]] = []
     for c in calls:
         if len(out) >= want:
             break
@@ -321,13 +323,15 @@ def _lease_batch(
         if d.window_closes_at is not None and d.window_closes_at < expires:
             expires = d.window_closes_at  # a lease never outlives the calling window
         times[c.phone].append(now)  # counts at once for the rest of this batch
-        c.status = "leased"
-        c.lease_id = attempt_id
-        c.lease_expires_at = expires
-        c.next_eligible_at = None
-        c.attempts += 1
-        c.last_reason = None
-        c.updated_at = now
+        attempt_no = c.attempts + 1
+        # The call's new state goes out in one Core executemany below, not through the
+        # ORM's change tracking and flush (measured: the flush was a fifth of a lease).
+        # ``c`` is not used again in this unit of work.
+        call_updates.append({
+            "b_id": c.id, "status": "leased", "lease_id": attempt_id,
+            "lease_expires_at": expires, "next_eligible_at": None, "attempts": attempt_no,
+            "last_reason": None, "updated_at": now,
+        })
         attempt_rows.append(
             {
                 "id": attempt_id, "call_id": c.id, "campaign_id": c.campaign_id,
@@ -340,7 +344,7 @@ def _lease_batch(
             s, at=now, actor=who.actor, kind="call.leased", subject=f"call:{c.id}",
             policy_version=rt.policy_version,
             payload={"lease": attempt_id, "dialer_id": req.dialer_id,
-                     "expires_at": expires.isoformat(), "attempt": c.attempts},
+                     "expires_at": expires.isoformat(), "attempt": attempt_no},
         )
         spec = rt.policy.purposes.get(campaign.purpose)
         prerecorded = campaign.channel == "prerecorded_voice"
@@ -361,12 +365,14 @@ def _lease_batch(
                 "sms_max_chars": spec.sms_max_chars
                 if (campaign.channel == "sms" and spec is not None) else None,
                 "disclosures": DISCLOSURES_IVR if prerecorded else DISCLOSURES_AGENT,
-                "attempt": c.attempts,
+                "attempt": attempt_no,
                 "max_attempts": campaign.max_attempts,
             }
         )
     if attempt_rows:
-        s.flush()  # the calls' new state first: the live-lease index checks against it
+        s.flush()  # the deferred and refused calls' new state (ORM)
+        # The leased calls' new state first: the live-lease index checks against it.
+        s.execute(update(_CALLS).where(_CALLS.c.id == bindparam("b_id")), call_updates)
         s.execute(insert(_ATTEMPTS), attempt_rows)  # Core: one executemany
     return out
 

@@ -28,6 +28,7 @@ import phonenumbers
 import zipcodes
 from dateutil.rrule import rrule, rruleset, rrulestr
 from phonenumbers import timezone as pn_timezone
+from phonenumbers.phonenumberutil import national_significant_number
 
 from config.policy import DayWindows, Policy, Window, format_hhmm
 from config.reasons import Code, Reason, reason
@@ -172,6 +173,11 @@ def _zone_usable(name: str) -> bool:
 
 
 def _parse(phone: str, region: str | None) -> Any:
+    """``phonenumbers.parse``, or None; +1 numbers through its fast path (consent.phones)."""
+    if region is not None:
+        fast = phones.nanp(phone, region)
+        if fast is not None:
+            return fast
     try:
         return phonenumbers.parse(phone, region)
     except phonenumbers.NumberParseException:
@@ -301,14 +307,16 @@ def state_for_area_code(phone_e164: str) -> str | None:
     number = _parse(phone_e164, "US")
     if number is None or number.country_code != 1:
         return None
-    region = phonenumbers.region_code_for_number(number)
+    # region_code_for_number's answer, its pattern walk done once (consent.phones).
+    region, _ = phones.region_and_type(number)
     if region in _TERRITORIES:
         return str(region)
     # The geocoder's English description of the longest +1 prefix that has one ("St. Louis,
     # MO", "Missouri"), read from area_table(): the same answer as
     # geocoder.description_for_valid_number(number, "en") (tests/unit/test_windows.py checks
-    # every prefix), without holding all of the geocoder's data.
-    digits = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    # every prefix), without holding all of the geocoder's data. The digits are
+    # format_number(number, E164) without its "+" (for E.164, format_number only joins them).
+    digits = f"{number.country_code}{national_significant_number(number)}"
     table = _area_states()
     for n in range(min(len(digits), _AREA_LONGEST), 0, -1):
         code = table.get(digits[:n])
