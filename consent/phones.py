@@ -59,12 +59,9 @@ def _normalise(raw: str, default_region: str, allowed_regions: tuple[str, ...]) 
         return "!is empty"
     if len(text) > 40:
         return "!is too long to be a phone number"
-    num = nanp(text, default_region)
+    num = parse(text, default_region)
     if num is None:
-        try:
-            num = phonenumbers.parse(text, default_region)
-        except phonenumbers.NumberParseException:
-            return "!is not a phone number"
+        return "!is not a phone number"
     region, ntype, nsn = _classify(num)
     if ntype == PhoneNumberType.UNKNOWN:
         return "!is not a valid number"
@@ -99,6 +96,19 @@ def nanp(text: str, default_region: str) -> phonenumbers.PhoneNumber | None:
     return phonenumbers.PhoneNumber(
         country_code=1, national_number=int(f"{m['a1'] or m['a2']}{m['e']}{m['l']}")
     )
+
+
+def parse(text: str, default_region: str | None) -> phonenumbers.PhoneNumber | None:
+    """``phonenumbers.parse(text, default_region)``, through :func:`nanp` where it answers;
+    None where ``parse`` raises."""
+    if default_region is not None:
+        fast = nanp(text, default_region)
+        if fast is not None:
+            return fast
+    try:
+        return phonenumbers.parse(text, default_region)
+    except phonenumbers.NumberParseException:
+        return None
 
 
 def region_and_type(num: phonenumbers.PhoneNumber) -> tuple[str | None, int]:

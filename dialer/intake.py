@@ -586,7 +586,8 @@ def _decide_chunk(
             results.append(res)
             digest.update(f"{r.row}|invalid|{r.invalid[0].code}\n".encode())
             continue
-        assert r.external_id is not None and r.phone is not None
+        # A valid row has its number and its call id from parse_chunk.
+        assert r.external_id is not None and r.phone is not None and r.call_id is not None
         if (
             r.external_id in seen.external_ids
             or r.external_id in added.external_ids
@@ -611,7 +612,7 @@ def _decide_chunk(
             why.extend(decision.reasons)
         if r.not_after is not None and r.not_after <= now:
             why.append(_DEADLINE_PASSED)
-        call_id = r.call_id or new_id()
+        call_id = r.call_id
         status = "refused" if why else "queued"
         zones = r.zones or candidate_zone_tuple(r.phone, r.state, r.postal_code, region)
         next_eligible = (
@@ -801,9 +802,9 @@ def _parsed(
     if parallel:
         from dialer import intake_pool
 
-        chunks: Iterable[tuple[int, list[Any] | CsvSlice]] = (
-            _record_chunks(records, ramp=True, total=total) if slices is None
-            else ((0, piece) for piece in slices)
+        chunks: Iterable[list[Any] | CsvSlice] = (
+            (recs for _, recs in _record_chunks(records, ramp=True, total=total))
+            if slices is None else slices
         )
         yield from intake_pool.parse_in_helper(chunks, default_region, regions, columns)
         return

@@ -87,47 +87,47 @@ def _discard(broken: ProcessPoolExecutor) -> None:
 
 
 def parse_in_helper(
-    chunks: Iterable[tuple[int, list[Any] | CsvSlice]],
+    chunks: Iterable[list[Any] | CsvSlice],
     default_region: str,
     regions: tuple[str, ...],
     columns: Sequence[str] | None = None,
 ) -> Iterator[list[Row]]:
-    """Each ``(first_row_number, records)`` chunk parsed, in order, ``AHEAD`` chunks ahead.
-    A first row number of 0 means "right after the rows of the chunks before" (a
-    :class:`~dialer.intake.CsvSlice`: how many rows it holds is known once it is read)."""
+    """Each chunk of records parsed, in order, ``AHEAD`` chunks ahead. Rows are numbered on
+    from the chunks before (the helper numbers a chunk from 1: how many rows a
+    :class:`~dialer.intake.CsvSlice` holds is known only once it is read)."""
     from dialer.intake import Packed, parse_chunk, parse_chunk_packed, unpack
 
     executor: ProcessPoolExecutor | None = pool()
-    pending: deque[tuple[int, list[Any] | CsvSlice, Future[Packed] | None]] = deque()
+    pending: deque[tuple[list[Any] | CsvSlice, Future[Packed] | None]] = deque()
     done = 0  # rows taken so far
 
     def take() -> list[Row]:
         nonlocal executor, done
-        first, recs, fut = pending.popleft()
+        recs, fut = pending.popleft()
         rows: list[Row] | None = None
         if fut is not None:
             try:
-                rows = unpack(fut.result(), 0 if first else done)
+                rows = unpack(fut.result(), done)
             except BrokenProcessPool:
                 log.error("intake helper process died; parsing the rest of the list here")
                 if executor is not None:
                     _discard(executor)
                 executor = None
         if rows is None:
-            rows = parse_chunk(first or done + 1, recs, default_region, regions, columns)
+            rows = parse_chunk(done + 1, recs, default_region, regions, columns)
         done += len(rows)
         return rows
 
-    for first, recs in chunks:
+    for recs in chunks:
         fut: Future[Packed] | None = None
         if executor is not None:
             try:
-                fut = executor.submit(parse_chunk_packed, first or 1, recs, default_region,
-                                      regions, columns)
+                fut = executor.submit(parse_chunk_packed, 1, recs, default_region, regions,
+                                      columns)
             except BrokenProcessPool:
                 _discard(executor)
                 executor = None
-        pending.append((first, recs, fut))
+        pending.append((recs, fut))
         if len(pending) > AHEAD:
             yield take()
     while pending:

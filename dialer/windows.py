@@ -172,18 +172,6 @@ def _zone_usable(name: str) -> bool:
     return True
 
 
-def _parse(phone: str, region: str | None) -> Any:
-    """``phonenumbers.parse``, or None; +1 numbers through its fast path (consent.phones)."""
-    if region is not None:
-        fast = phones.nanp(phone, region)
-        if fast is not None:
-            return fast
-    try:
-        return phonenumbers.parse(phone, region)
-    except phonenumbers.NumberParseException:
-        return None
-
-
 @lru_cache(maxsize=4096)
 def _postal(postal_code: str) -> tuple[tuple[str, str], ...]:
     """``(state, zone)`` pairs for a US ZIP (ZIP+4 accepted); zone is "" when unusable."""
@@ -240,7 +228,7 @@ def _candidate_zones(
 ) -> tuple[CandidateZone, ...]:
     known = phones.known_zones(phone_e164)  # validated in this process: no second parse
     if known is None:
-        number = _parse(phone_e164, default_region)
+        number = phones.parse(phone_e164, default_region)
         known = (
             tuple(str(z) for z in pn_timezone.time_zones_for_number(number))
             if number is not None else ()
@@ -304,7 +292,7 @@ def candidate_zones(
 @lru_cache(maxsize=262_144)
 def state_for_area_code(phone_e164: str) -> str | None:
     """The US state / territory a NANP number's area code belongs to, or None."""
-    number = _parse(phone_e164, "US")
+    number = phones.parse(phone_e164, "US")
     if number is None or number.country_code != 1:
         return None
     # region_code_for_number's answer, its pattern walk done once (consent.phones).
