@@ -75,7 +75,9 @@ def create_app(
     app.state.runtime = runtime
     errors.install(app)
     app.include_router(health.router)
-    for module in (consents, dnc, campaigns, calls, queue, compliance, review):
+    # The dialers' routes first: a request is matched against routes in order (no path of
+    # one router is another's).
+    for module in (queue, consents, dnc, campaigns, calls, compliance, review):
         app.include_router(module.router, prefix="/v1")
     app.include_router(ui.router)
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")

@@ -8,8 +8,9 @@ import json
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Text, or_, select, type_coerce
+from sqlalchemy import Select, Text, or_, select, type_coerce
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -29,7 +30,7 @@ from consent.schemas import (
     RevocationOut,
 )
 from dialer import audit
-from dialer.db import one_of
+from dialer.db import one_of_param, one_of_value
 from dialer.keys import Identity, Role
 from dialer.runtime import Runtime
 from dialer.withdraw import lock_numbers, withdraw_number
@@ -306,6 +307,40 @@ def _frozen(value: str | list[str]) -> frozenset[str]:
     return out
 
 
+_FACTS_QUERIES: dict[str, tuple[Any, Any]] = {}
+
+
+def _facts_queries(dialect: str) -> tuple[Any, Any]:
+    """:func:`facts_for`'s two statements for this dialect, built once: the JSON lists as
+    stored (text on SQLite; PostgreSQL's driver decodes them), decoded once per distinct list
+    by _frozen rather than once per row; SQLite's datetimes as stored too, for _when."""
+    out = _FACTS_QUERIES.get(dialect)
+    if out is None:
+        as_text = dialect == "sqlite"
+        obtained, expires, received, recorded = (
+            type_coerce(c, Text) if as_text else c
+            for c in (Consent.obtained_at, Consent.expires_at, Revocation.received_at,
+                      Revocation.recorded_at)
+        )
+        out = (
+            select(
+                Consent.id,
+                Consent.phone,
+                Consent.method,
+                type_coerce(Consent.channels, Text),
+                type_coerce(Consent.purposes, Text),
+                obtained,
+                expires,
+                Consent.supersedes_id,
+            ).where(one_of_param(dialect, Consent.phone, "phones")),
+            select(Revocation.phone, received, recorded).where(
+                one_of_param(dialect, Revocation.phone, "phones")
+            ),
+        )
+        _FACTS_QUERIES[dialect] = out
+    return out
+
+
 def facts_for(
     s: Session, phone_list: Iterable[str]
 ) -> dict[str, tuple[list[ConsentFact], list[RevocationFact]]]:
@@ -315,30 +350,13 @@ def facts_for(
     if not wanted:
         return out
     # Through the session's connection: a plain column select needs none of the ORM's result
-    # machinery (a third of this function's time at intake); the list is one parameter.
+    # machinery (a third of this function's time at intake); the list is one parameter, and
+    # the statements are built once per dialect.
     conn = read_conn(s)
     dialect = conn.dialect.name
-    # The JSON lists as stored (text on SQLite; PostgreSQL's driver decodes them): decoded
-    # once per distinct list by _frozen rather than once per row. SQLite's datetimes as
-    # stored too, for _when.
-    as_text = dialect == "sqlite"
-    obtained, expires, received, recorded = (
-        type_coerce(c, Text) if as_text else c
-        for c in (Consent.obtained_at, Consent.expires_at, Revocation.received_at,
-                  Revocation.recorded_at)
-    )
-    rows = conn.execute(
-        select(
-            Consent.id,
-            Consent.phone,
-            Consent.method,
-            type_coerce(Consent.channels, Text),
-            type_coerce(Consent.purposes, Text),
-            obtained,
-            expires,
-            Consent.supersedes_id,
-        ).where(one_of(dialect, Consent.phone, wanted))
-    ).all()
+    consents_q, revocations_q = _facts_queries(dialect)
+    wanted_value = one_of_value(dialect, wanted)
+    rows = conn.execute(consents_q, {"phones": wanted_value}).all()
     superseded = {r[7] for r in rows if r[7]}
     for cid, phone, method, chans, purps, at, until, _ in rows:
         if cid not in superseded:
@@ -346,11 +364,7 @@ def facts_for(
                 cid, method, _frozen(chans), _frozen(purps), _when(at),
                 None if until is None else _when(until),
             ))
-    for phone, rec_at, rec_by in conn.execute(
-        select(Revocation.phone, received, recorded).where(
-            one_of(dialect, Revocation.phone, wanted)
-        )
-    ):
+    for phone, rec_at, rec_by in conn.execute(revocations_q, {"phones": wanted_value}):
         _history(out, phone)[1].append(RevocationFact(min(_when(rec_at), _when(rec_by))))
     return out
 
@@ -491,8 +505,13 @@ def dnc_numbers(s: Session, phone_list: Iterable[str]) -> set[str]:
     if not wanted:
         return set()
     conn = read_conn(s)
-    return set(conn.execute(
-        select(DncEntry.phone).where(
-            one_of(conn.dialect.name, DncEntry.phone, wanted), DncEntry.lifted_at.is_(None)
+    dialect = conn.dialect.name
+    q = _DNC_QUERIES.get(dialect)
+    if q is None:
+        q = _DNC_QUERIES[dialect] = select(DncEntry.phone).where(
+            one_of_param(dialect, DncEntry.phone, "phones"), DncEntry.lifted_at.is_(None)
         )
-    ).scalars())
+    return set(conn.execute(q, {"phones": one_of_value(dialect, wanted)}).scalars())
+
+
+_DNC_QUERIES: dict[str, Select[Any]] = {}

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, event, insert, select, true, update
+from sqlalchemy import Table, bindparam, event, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from dialer.db import insert_rows
 from dialer.models import AuditEntry, AuditHead
 
 GENESIS = "0" * 64
@@ -111,22 +112,23 @@ def flush_pending(session: Session) -> int:
             "hash": h,
         })
         prev = h
-    # Core statements (one executemany, one update): no ORM objects to build and flush.
-    session.execute(insert(_ENTRIES), rows)
-    session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=seq, hash=prev))
+    # One executemany and one update, built once: no ORM objects to build and flush.
+    insert_rows(session, _ENTRIES, rows)
+    session.execute(_MOVE_HEAD, {"seq": seq, "hash": prev})
     return len(pending)
 
 
 _ENTRIES = cast(Table, AuditEntry.__table__)
 _HEAD = cast(Table, AuditHead.__table__)
+_READ_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(
+    seq=bindparam("seq"), hash=bindparam("hash"))
 
 
 def _lock_head(session: Session) -> tuple[int, str] | None:
     """The head's (seq, hash), locked (FOR UPDATE on PostgreSQL; SQLite's write lock is
     held already)."""
-    row = session.execute(
-        select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
-    ).one_or_none()
+    row = session.execute(_READ_HEAD).one_or_none()
     return None if row is None else (int(row[0]), str(row[1]))
 
 

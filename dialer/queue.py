@@ -16,38 +16,43 @@ whatever the number of pollers and API processes.
 
 from __future__ import annotations
 
+import json
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from functools import lru_cache
+from typing import Any, Protocol, cast
 
 from sqlalchemy import (
-    ColumnElement,
     Integer,
     Select,
     String,
     Table,
+    Text,
     bindparam,
     func,
-    insert,
     inspect,
     literal_column,
     select,
     text,
+    type_coerce,
     update,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
 
 from config.errors import KIND_STATUS, Conflict, DomainError, Invalid, NotFound
 from config.ids import new_id
+from config.policy import Window
 from config.reasons import Code, Reason, reason
 from consent import phones
 from consent import rules as consent_rules
 from consent.service import dnc_numbers, facts_for, read_conn
 from dialer import audit, refusals
 from dialer.campaigns import campaign_window
-from dialer.db import UTCDateTime
+from dialer.db import UTCDateTime, insert_rows, one_of_param, one_of_value, update_rows
 from dialer.dispatch_rules import CallFacts, DispatchDecision, decide
 from dialer.keys import Identity
 from dialer.models import Attempt, Call, Campaign
@@ -72,15 +77,184 @@ class LeaseRequest:
     lease_seconds: int = 120
 
 
-# --- units of work ------------------------------------------------------------------------
-
 # --- shared loading -----------------------------------------------------------------------
+#
+# The hot paths (lease, outcome, release, expiry) read and write calls and attempts with
+# Core statements: a call is read into a plain QCall, and new state goes out in executemany
+# updates. Measured in-process, the ORM's loading, change tracking and flush (with the
+# autoflush that every later read triggers) were a third of a lease-and-outcome cycle.
+
+_ATTEMPTS = cast(Table, Attempt.__table__)
+_CALLS = cast(Table, Call.__table__)
 
 
-def _zones(c: Call, rt: Runtime) -> list[CandidateZone]:
-    if c.candidate_zones:
-        return [CandidateZone(z["zone"], z["source"]) for z in c.candidate_zones]
+@dataclass(slots=True)
+class QCall:
+    """A call as the queue reads it (the columns it needs; no patient reference)."""
+
+    id: str
+    campaign_id: str
+    external_id: str
+    phone: str
+    state: str | None
+    postal_code: str | None
+    not_before: datetime | None
+    not_after: datetime | None
+    status: str
+    next_eligible_at: datetime | None
+    attempts: int
+    candidate_zones: str | list[dict[str, str]] | None  # the JSON text on SQLite
+    last_reason: str | None
+    lease_id: str | None
+    lease_expires_at: datetime | None
+    updated_at: datetime
+
+    def apply(self, values: dict[str, Any]) -> None:
+        """Mirror an update just queued for this call (later items of a batch see it)."""
+        for k, v in values.items():
+            if k != "b_id":
+                setattr(self, k, v)
+
+
+# candidate_zones as stored (text on SQLite; PostgreSQL's driver decodes it): see _zones.
+_QCALL_COLUMNS = tuple(
+    type_coerce(_CALLS.c[f], Text).label(f) if f == "candidate_zones" else _CALLS.c[f]
+    for f in QCall.__dataclass_fields__
+)
+_NQ = len(_QCALL_COLUMNS)
+_NOW = bindparam("now", type_=UTCDateTime())
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+
+
+def _variants(q: Select[Any]) -> tuple[Select[Any], Select[Any]]:
+    """A statement and its PostgreSQL variant locking what it reads FOR UPDATE SKIP LOCKED,
+    both built once (a statement built per call costs more to build than to run)."""
+    return q, q.with_for_update(skip_locked=True)
+
+
+_QCALLS_BY_ID = _variants(select(*_QCALL_COLUMNS).where(_CALLS.c.id.in_(_IDS)))
+_QCALLS_EXPIRED = _variants(
+    select(*_QCALL_COLUMNS).where(_CALLS.c.lease_expires_at <= _NOW).limit(500)
+)
+
+
+def _qcalls(
+    s: Session, q: tuple[Select[Any], Select[Any]], params: dict[str, Any], lock: bool = False
+) -> list[QCall]:
+    """Calls as QCalls; ``lock``: locked FOR UPDATE SKIP LOCKED on PostgreSQL (SQLite's write
+    transaction already holds the database's lock)."""
+    stmt = q[1] if lock and s.get_bind().dialect.name == "postgresql" else q[0]
+    return [QCall(*row) for row in s.execute(stmt, params)]
+
+
+class _Writes:
+    """Updates queued during a unit of work, sent as one executemany per table and set of
+    columns, in the order they were first queued (dialer.db.update_rows)."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+
+    def call(self, c: QCall, values: dict[str, Any]) -> None:
+        c.apply(values)
+        self._add("calls", {"b_id": c.id, **values})
+
+    def attempt(self, attempt_id: str, values: dict[str, Any]) -> None:
+        self._add("attempts", {"b_id": attempt_id, **values})
+
+    def _add(self, table: str, row: dict[str, Any]) -> None:
+        self._groups.setdefault((table, tuple(row)), []).append(row)
+
+    def send(self, s: Session) -> None:
+        groups, self._groups = self._groups, {}
+        for (table, _cols), rows in groups.items():
+            update_rows(s, _CALLS if table == "calls" else _ATTEMPTS, rows)
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignView:
+    """What the queue reads of a campaign. Campaigns never change once created (there is no
+    update), so each process keeps the ones it has read."""
+
+    id: str
+    purpose: str
+    channel: str
+    provider_name: str
+    callback_number: str
+    script_id: str | None
+    max_attempts: int
+    window: Window | None
+
+
+_CAMPAIGN_COLUMNS = select(Campaign).where(Campaign.id.in_(_IDS))
+_campaign_cache: dict[tuple[str, str], CampaignView] = {}
+
+
+def _campaigns(s: Session, ids: Iterable[str]) -> dict[str, CampaignView]:
+    url = s.get_bind().engine.url.database or ""
+    out: dict[str, CampaignView] = {}
+    missing: list[str] = []
+    for i in set(ids):
+        view = _campaign_cache.get((url, i))
+        if view is None:
+            missing.append(i)
+        else:
+            out[i] = view
+    if missing:
+        if len(_campaign_cache) > 10_000:
+            _campaign_cache.clear()
+        for c in s.scalars(_CAMPAIGN_COLUMNS, {"ids": missing}):
+            out[c.id] = _campaign_cache[(url, c.id)] = CampaignView(
+                c.id, c.purpose, c.channel, c.provider_name, c.callback_number, c.script_id,
+                c.max_attempts, campaign_window(c),
+            )
+    return out
+
+
+class _CallLike(Protocol):
+    @property
+    def phone(self) -> str: ...
+    @property
+    def state(self) -> str | None: ...
+    @property
+    def postal_code(self) -> str | None: ...
+    @property
+    def not_before(self) -> datetime | None: ...
+    @property
+    def not_after(self) -> datetime | None: ...
+    @property
+    def candidate_zones(self) -> str | list[dict[str, str]] | None: ...
+
+
+_ZONES: dict[str, tuple[CandidateZone, ...]] = {}
+
+
+def _zones(c: _CallLike, rt: Runtime) -> list[CandidateZone]:
+    """The zones recorded on the call at intake (decoded once per distinct JSON text: a
+    queue's calls share a few), else worked out now."""
+    raw = c.candidate_zones
+    got: tuple[CandidateZone, ...] = ()
+    if isinstance(raw, str):
+        cached = _ZONES.get(raw)
+        if cached is None:
+            cached = tuple(CandidateZone(z["zone"], z["source"]) for z in json.loads(raw))
+            if len(_ZONES) < 4096:
+                _ZONES[raw] = cached
+        got = cached
+    elif raw:
+        got = tuple(CandidateZone(z["zone"], z["source"]) for z in raw)
+    if got:
+        return list(got)
     return candidate_zones(c.phone, c.state, c.postal_code, rt.policy.default_region)
+
+
+@lru_cache(maxsize=1024)
+def _callback_e164(raw: str, default_region: str, allowed: tuple[str, ...]) -> str | None:
+    """A disclosed callback number as E.164 (None if invalid): dialers disclose a handful of
+    numbers, each parsed and validated once."""
+    return phones.check(raw, default_region, allowed, "disclosed_callback_number")[0]
+
+
+_ATTEMPT_TIMES: dict[str, Any] = {}
 
 
 def attempt_times(
@@ -89,22 +263,26 @@ def attempt_times(
     """Counted attempts of the last 8 days per number (set-based)."""
     wanted = sorted(set(phone_list))
     out: dict[str, list[datetime]] = defaultdict(list)
-    since = now - HISTORY
-    for i in range(0, len(wanted), 900):
-        for phone, at in read_conn(s).execute(
-            select(Attempt.phone, Attempt.at).where(
-                Attempt.phone.in_(wanted[i : i + 900]), Attempt.counted.is_(True),
-                Attempt.at > since,
-            )
-        ):
-            out[phone].append(at)
+    if not wanted:
+        return out
+    conn = read_conn(s)
+    dialect = conn.dialect.name
+    q = _ATTEMPT_TIMES.get(dialect)
+    if q is None:
+        q = _ATTEMPT_TIMES[dialect] = select(Attempt.phone, Attempt.at).where(
+            one_of_param(dialect, Attempt.phone, "phones"), Attempt.counted.is_(True),
+            Attempt.at > bindparam("since", type_=UTCDateTime()),
+        )
+    for phone, at in conn.execute(q, {"phones": one_of_value(dialect, wanted),
+                                      "since": now - HISTORY}):
+        out[phone].append(at)
     return out
 
 
 def _facts(
     rt: Runtime,
-    c: Call,
-    campaign: Campaign,
+    c: _CallLike,
+    campaign: CampaignView,
     hist: dict[str, tuple[list[consent_rules.ConsentFact], list[consent_rules.RevocationFact]]],
     dnc: set[str],
     times: dict[str, list[datetime]],
@@ -116,7 +294,7 @@ def _facts(
         channel=campaign.channel,
         zones=_zones(c, rt),
         states=applicable_states(c.phone, c.state, c.postal_code),
-        campaign_window=campaign_window(campaign),
+        campaign_window=campaign.window,
         not_before=c.not_before,
         not_after=c.not_after,
         consents=consents,
@@ -126,16 +304,14 @@ def _facts(
     )
 
 
-def _log_refusal(
-    rt: Runtime, s: Session, c: Call, status: str, why: Sequence[Reason], now: datetime,
-    actor: str,
+def _refuse(
+    rt: Runtime, s: Session, w: _Writes, c: QCall, status: str, why: Sequence[Reason],
+    now: datetime, actor: str,
 ) -> None:
-    c.status = status
-    c.next_eligible_at = None
-    c.lease_id = None
-    c.lease_expires_at = None
-    c.last_reason = why[0].code.value
-    c.updated_at = now
+    """The call leaves the queue (refused or expired at dispatch): its new state, a row in
+    the refusal log and an audit entry."""
+    w.call(c, {"status": status, "next_eligible_at": None, "lease_id": None,
+               "lease_expires_at": None, "last_reason": why[0].code.value, "updated_at": now})
     refusals.write(
         s,
         [
@@ -150,9 +326,6 @@ def _log_refusal(
         s, at=now, actor=actor, kind=f"call.{status}", subject=f"call:{c.id}",
         policy_version=rt.policy_version, payload={"codes": [r.code.value for r in why]},
     )
-
-
-# --- lease --------------------------------------------------------------------------------
 
 
 # --- the lease query ------------------------------------------------------------------------
@@ -192,6 +365,13 @@ _SQLITE_FEW, _SQLITE_MANY = (
     for index in ("ix_calls_status_next_eligible", QUEUE_ORDER_INDEX)
 )
 _has_queue_index: dict[str, bool] = {}
+# SQLite: when the probe last found many eligible calls (per database). For a second after,
+# polls take the queue-order walk without probing again: the probe reads up to
+# SMALL_ELIGIBLE index entries, and a queue that had that many a second ago has (give or
+# take a second's leases) as many now. Either plan returns the same calls; a wrong guess
+# costs time, never a different answer.
+_many_since: dict[str, float] = {}
+MANY_FOR = 1.0
 
 
 def _queue_index(s: Session) -> bool:
@@ -206,58 +386,70 @@ def _queue_index(s: Session) -> bool:
     return found
 
 
+_PROBE_MANY: Select[Any] = (
+    select(literal_column("1")).select_from(Call)
+    .where(Call.status == _QUEUED, Call.next_eligible_at <= bindparam("now", type_=UTCDateTime()))
+    .offset(SMALL_ELIGIBLE).limit(1)
+)
+_PG_LEASE_QUERY = (
+    select(Call.id)
+    .where(Call.status == _QUEUED, Call.next_eligible_at <= bindparam("now", type_=UTCDateTime()))
+    .order_by(Call.priority.desc(), Call.created_at, Call.id)
+    .limit(bindparam("n", type_=Integer()))
+)
+
+
 def _candidate_ids(s: Session, now: datetime, n: int) -> list[str]:
     """Up to ``n`` ids of queued calls eligible now, in queue order (see above)."""
     if s.get_bind().dialect.name != "sqlite":
-        return list(
-            s.scalars(
-                select(Call.id)
-                .where(Call.status == _QUEUED, Call.next_eligible_at <= now)
-                .order_by(Call.priority.desc(), Call.created_at, Call.id)
-                .limit(n)
-            )
-        )
-    many = s.execute(
-        select(literal_column("1")).select_from(Call)
-        .where(Call.status == _QUEUED, Call.next_eligible_at <= now)
-        .offset(SMALL_ELIGIBLE).limit(1)
-    ).first() is not None
-    query = _SQLITE_MANY if many and _queue_index(s) else _SQLITE_FEW
+        return list(s.scalars(_PG_LEASE_QUERY, {"now": now, "n": n}))
+    query = _SQLITE_FEW
+    if _queue_index(s):
+        key = str(s.get_bind().engine.url)
+        since = _many_since.get(key)
+        clock = time.monotonic()
+        if since is None or clock - since > MANY_FOR:
+            many = s.execute(_PROBE_MANY, {"now": now}).first() is not None
+            if many:
+                _many_since[key] = clock
+            else:
+                _many_since.pop(key, None)
+        if key in _many_since:
+            query = _SQLITE_MANY
     return list(s.scalars(query, {"now": now, "n": n}))
 
 
-def _lock_calls(s: Session, ids: Sequence[str], now: datetime) -> list[Call]:
+def _lock_calls(s: Session, ids: Sequence[str], now: datetime) -> list[QCall]:
     if not ids:
         return []
     # By primary key only, re-checked here: given the status and time terms in SQL, SQLite's
     # planner walks the whole eligible range of ix_calls_status_next_eligible instead. The
     # re-check sees the row as locked (PostgreSQL returns the latest committed version).
-    q = select(Call).where(Call.id.in_(ids))
-    if s.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(skip_locked=True)
     by_id = {
-        c.id: c for c in s.scalars(q)
+        c.id: c for c in _qcalls(s, _QCALLS_BY_ID, {"ids": list(ids)}, lock=True)
         if c.status == "queued" and c.next_eligible_at is not None and c.next_eligible_at <= now
     }
     return [by_id[i] for i in ids if i in by_id]
 
 
-_ATTEMPTS = cast(Table, Attempt.__table__)
-_CALLS = cast(Table, Call.__table__)
 # Whether this process's last lease found work: then the next one goes straight to the write
 # transaction instead of probing first in a read transaction (the probe only saves an empty
 # or fully capped poll a wait for the write lock).
 _last_found: dict[str, bool] = {}
+_ONE = literal_column("1", Integer())
+_PROBES = (
+    # Only a leased call has a lease_expires_at (see _sweep_expired).
+    select(_ONE).select_from(Call)
+    .where(Call.lease_expires_at <= bindparam("now", type_=UTCDateTime())).limit(1),
+    select(_ONE).select_from(Call)
+    .where(Call.status == _QUEUED, Call.next_eligible_at <= bindparam("now", type_=UTCDateTime()))
+    .limit(1),
+)
 
 
 def _nothing_to_do(s: Session, now: datetime) -> bool:
     """No lease has expired and no queued call is eligible: two index probes."""
-    one = literal_column("1", Integer())
-    expired = select(one).select_from(Call).where(Call.lease_expires_at <= now)  # see below
-    eligible = select(one).select_from(Call).where(
-        Call.status == _QUEUED, Call.next_eligible_at <= now
-    )
-    return all(s.execute(q.limit(1)).first() is None for q in (expired, eligible))
+    return all(s.execute(q, {"now": now}).first() is None for q in _PROBES)
 
 
 def lease(rt: Runtime, who: Identity, req: LeaseRequest) -> list[dict[str, Any]]:
@@ -293,7 +485,7 @@ def lease(rt: Runtime, who: Identity, req: LeaseRequest) -> list[dict[str, Any]]
 
 
 def _lease_batch(
-    rt: Runtime, who: Identity, s: Session, req: LeaseRequest, calls: list[Call], want: int,
+    rt: Runtime, who: Identity, s: Session, req: LeaseRequest, calls: list[QCall], want: int,
     now: datetime,
 ) -> list[dict[str, Any]]:
     locked = lock_numbers(s, [c.phone for c in calls], skip_locked=True)
@@ -302,13 +494,10 @@ def _lease_batch(
     hist = facts_for(s, phone_list)
     dnc = dnc_numbers(s, phone_list)
     times = attempt_times(s, phone_list, now)
-    camp_ids = {c.campaign_id for c in calls}
-    campaigns = {
-        c.id: c for c in s.scalars(select(Campaign).where(Campaign.id.in_(camp_ids)))
-    }
+    campaigns = _campaigns(s, (c.campaign_id for c in calls))
     out: list[dict[str, Any]] = []
     attempt_rows: list[dict[str, Any]] = []
-    call_updates: list[dict[str, Any]] = []
+    w = _Writes()
     for c in calls:
         if len(out) >= want:
             break
@@ -316,7 +505,7 @@ def _lease_batch(
         facts = _facts(rt, c, campaign, hist, dnc, times)
         d = decide(facts, rt.policy, now)
         if d.outcome != "go":
-            _apply_not_go(rt, s, c, d, now, who.actor)
+            _apply_not_go(rt, s, w, c, d, now, who.actor)
             continue
         attempt_id = new_id()
         expires = now + timedelta(seconds=req.lease_seconds)
@@ -324,14 +513,9 @@ def _lease_batch(
             expires = d.window_closes_at  # a lease never outlives the calling window
         times[c.phone].append(now)  # counts at once for the rest of this batch
         attempt_no = c.attempts + 1
-        # The call's new state goes out in one Core executemany below, not through the
-        # ORM's change tracking and flush (measured: the flush was a fifth of a lease).
-        # ``c`` is not used again in this unit of work.
-        call_updates.append({
-            "b_id": c.id, "status": "leased", "lease_id": attempt_id,
-            "lease_expires_at": expires, "next_eligible_at": None, "attempts": attempt_no,
-            "last_reason": None, "updated_at": now,
-        })
+        w.call(c, {"status": "leased", "lease_id": attempt_id, "lease_expires_at": expires,
+                   "next_eligible_at": None, "attempts": attempt_no, "last_reason": None,
+                   "updated_at": now})
         attempt_rows.append(
             {
                 "id": attempt_id, "call_id": c.id, "campaign_id": c.campaign_id,
@@ -369,25 +553,24 @@ def _lease_batch(
                 "max_attempts": campaign.max_attempts,
             }
         )
+    # The calls' new state first (the live-lease index checks the attempts against it).
+    w.send(s)
     if attempt_rows:
-        s.flush()  # the deferred and refused calls' new state (ORM)
-        # The leased calls' new state first: the live-lease index checks against it.
-        s.execute(update(_CALLS).where(_CALLS.c.id == bindparam("b_id")), call_updates)
-        s.execute(insert(_ATTEMPTS), attempt_rows)  # Core: one executemany
+        insert_rows(s, _ATTEMPTS, attempt_rows)  # one executemany
     return out
 
 
 def _apply_not_go(
-    rt: Runtime, s: Session, c: Call, d: DispatchDecision, now: datetime, actor: str
+    rt: Runtime, s: Session, w: _Writes, c: QCall, d: DispatchDecision, now: datetime,
+    actor: str,
 ) -> None:
     if d.outcome == "refuse":
-        _log_refusal(rt, s, c, "refused", d.reasons, now, actor)
+        _refuse(rt, s, w, c, "refused", d.reasons, now, actor)
     elif d.outcome == "expire":
-        _log_refusal(rt, s, c, "expired", d.reasons, now, actor)
+        _refuse(rt, s, w, c, "expired", d.reasons, now, actor)
     else:
-        c.next_eligible_at = d.next_eligible_at
-        c.last_reason = d.reasons[0].code.value
-        c.updated_at = now
+        w.call(c, {"next_eligible_at": d.next_eligible_at,
+                   "last_reason": d.reasons[0].code.value, "updated_at": now})
         audit.record(
             s, at=now, actor=actor, kind="call.deferred", subject=f"call:{c.id}",
             policy_version=rt.policy_version,
@@ -409,10 +592,10 @@ def _sweep_expired(rt: Runtime, s: Session, now: datetime, actor: str) -> int:
     # status is checked here rather than in SQL: given "status = 'leased'", SQLite's planner
     # reads every live lease through ix_calls_status_next_eligible instead of the expired
     # ones through ix_calls_lease_expires -- each poll then cost O(live leases).
-    q = select(Call).where(Call.lease_expires_at <= now)
-    if s.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(skip_locked=True)
-    expired = [c for c in s.scalars(q.limit(500)) if c.status == "leased"]
+    expired = [
+        c for c in _qcalls(s, _QCALLS_EXPIRED, {"now": now}, lock=True)
+        if c.status == "leased"
+    ]
     if not expired:
         return 0
     ids = [c.lease_id for c in expired if c.lease_id]
@@ -420,31 +603,27 @@ def _sweep_expired(rt: Runtime, s: Session, now: datetime, actor: str) -> int:
         update(Attempt).where(Attempt.id.in_(ids), Attempt.state == "live")
         .values(state="expired", recorded_at=now)
     )
-    camp = {
-        c.id: c for c in s.scalars(
-            select(Campaign).where(Campaign.id.in_({c.campaign_id for c in expired}))
-        )
-    }
+    camp = _campaigns(s, (c.campaign_id for c in expired))
+    w = _Writes()
     for c in expired:
         audit.record(
             s, at=now, actor="system:lease-expiry", kind="lease.expired", subject=f"call:{c.id}",
             policy_version=rt.policy_version, payload={"lease": c.lease_id},
         )
-        _requeue(rt, s, c, camp[c.campaign_id], now, actor)
+        _requeue(rt, s, w, c, camp[c.campaign_id], now, actor)
+    w.send(s)
     return len(expired)
 
 
 def _requeue(
-    rt: Runtime, s: Session, c: Call, campaign: Campaign, now: datetime, actor: str
+    rt: Runtime, s: Session, w: _Writes, c: QCall, campaign: CampaignView, now: datetime,
+    actor: str,
 ) -> None:
-    c.lease_id = None
-    c.lease_expires_at = None
-    c.updated_at = now
     if c.attempts >= campaign.max_attempts:
-        _log_refusal(rt, s, c, "expired", [reason(Code.MAX_ATTEMPTS)], now, actor)
+        _refuse(rt, s, w, c, "expired", [reason(Code.MAX_ATTEMPTS)], now, actor)
         return
-    c.status = "queued"
-    c.next_eligible_at = now
+    w.call(c, {"status": "queued", "lease_id": None, "lease_expires_at": None,
+               "next_eligible_at": now, "updated_at": now})
 
 
 def expire_leases(rt: Runtime) -> int:
@@ -480,13 +659,11 @@ def expire_deadlines(rt: Runtime) -> int:
         if not ids:
             return total
         with rt.db.write() as s:
-            q = select(Call).where(Call.id.in_(ids))
-            if s.get_bind().dialect.name == "postgresql":
-                q = q.with_for_update(skip_locked=True)
             rows = [
-                c for c in s.scalars(q)
+                c for c in _qcalls(s, _QCALLS_BY_ID, {"ids": ids}, lock=True)
                 if c.status == "queued" and c.not_after is not None and c.not_after <= now
             ]
+            w = _Writes()
             for c in rows:
                 why = [reason(Code.DEADLINE_PASSED)]
                 if c.last_reason:
@@ -496,7 +673,8 @@ def expire_deadlines(rt: Runtime) -> int:
                         f"{c.last_reason})",
                         details={"blocked_by": [c.last_reason]},
                     )
-                _log_refusal(rt, s, c, "expired", why, now, "system:jobs")
+                _refuse(rt, s, w, c, "expired", why, now, "system:jobs")
+            w.send(s)
         total += len(rows)
         if len(ids) < 500 or not rows:
             return total
@@ -505,21 +683,39 @@ def expire_deadlines(rt: Runtime) -> int:
 # --- held leases: dial check, release, outcome ----------------------------------------------
 
 
-def _held(
-    s: Session, call_id: str, lease_id: str | None, now: datetime
-) -> tuple[Call, Attempt, Campaign]:
-    """The call, its live attempt and its campaign, in one statement; the call is locked on
-    PostgreSQL (and re-read: populate_existing, in case the session held it already)."""
-    row = s.execute(_held_query(s, Call.id == call_id)).one_or_none()
-    if row is None:
-        raise NotFound("NOT_FOUND", "no such call")
-    return _check_held(s, row[0], row[1], row[2], lease_id, now)
+@dataclass(slots=True)
+class _Held:
+    """A leased call with its live attempt's id and flags (checked by :func:`_check_held`)."""
+
+    call: QCall
+    attempt_id: str | None
+    flags: list[str]
+
+
+_HELD = select(*_QCALL_COLUMNS, _ATTEMPTS.c.id, _ATTEMPTS.c.flags).select_from(
+    _CALLS.outerjoin(_ATTEMPTS, _ATTEMPTS.c.id == _CALLS.c.lease_id)
+).where(_CALLS.c.id.in_(_IDS)).order_by(_CALLS.c.id)
+_HELD_PG = _HELD.with_for_update(of=_CALLS)
+
+
+def _held_rows(s: Session, call_ids: Iterable[str]) -> dict[str, _Held]:
+    """Calls with their live attempt, in one statement; locked in id order on PostgreSQL
+    (so two batches never wait on each other in a cycle). Not yet checked."""
+    q = _HELD_PG if s.get_bind().dialect.name == "postgresql" else _HELD
+    return {
+        row[0]: _Held(QCall(*row[:_NQ]), row[_NQ], list(row[_NQ + 1] or []))
+        for row in s.execute(q, {"ids": sorted(set(call_ids))})
+    }
 
 
 def _check_held(
-    s: Session, c: Call, joined: Attempt | None, campaign: Campaign, lease_id: str | None,
-    now: datetime,
-) -> tuple[Call, Attempt, Campaign]:
+    s: Session, held: _Held | None, lease_id: str | None, now: datetime
+) -> tuple[QCall, str, list[str]]:
+    """The call, its live attempt's id and flags, if the lease (``lease_id``, or whichever
+    when None) is held now; else NOT_FOUND or LEASE_NOT_HELD."""
+    if held is None:
+        raise NotFound("NOT_FOUND", "no such call")
+    c = held.call
     if (
         c.status != "leased"
         or c.lease_id is None
@@ -531,37 +727,18 @@ def _check_held(
             "LEASE_NOT_HELD", "the lease is unknown, expired, released or withdrawn",
             {"call_status": c.status},
         )
-    a: Attempt | None = joined
-    if a is None or a.id != c.lease_id:
+    if held.attempt_id != c.lease_id:
         # PostgreSQL: the lock waited for a concurrent lease of this call; the joined row is
         # from before it. Read the attempt now.
-        a = s.get(Attempt, c.lease_id)
-    assert a is not None
-    return c, a, campaign
+        flags = s.execute(
+            select(_ATTEMPTS.c.flags).where(_ATTEMPTS.c.id == c.lease_id)
+        ).scalar_one()
+        held.attempt_id, held.flags = c.lease_id, list(flags or [])
+    return c, c.lease_id, held.flags
 
 
-def _held_many(
-    s: Session, call_ids: Sequence[str]
-) -> dict[str, tuple[Call, Attempt | None, Campaign]]:
-    """:func:`_held`'s rows for many calls in one statement (locked in id order on
-    PostgreSQL, so two batches never wait on each other in a cycle); not yet checked."""
-    q = _held_query(s, Call.id.in_(sorted(set(call_ids)))).order_by(Call.id)
-    return {c.id: (c, a, campaign) for c, a, campaign in s.execute(q)}
-
-
-def _held_query(s: Session, which: ColumnElement[bool]) -> Select[Call, Attempt, Campaign]:
-    """Calls with their live attempt and campaign; the calls locked on PostgreSQL (and
-    re-read: populate_existing, in case the session held them already)."""
-    q = (
-        select(Call, Attempt, Campaign)
-        .join(Campaign, Campaign.id == Call.campaign_id)
-        .outerjoin(Attempt, Attempt.id == Call.lease_id)
-        .where(which)
-        .execution_options(populate_existing=True)
-    )
-    if s.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(of=Call)
-    return q
+def _held(s: Session, call_id: str, lease_id: str | None, now: datetime) -> QCall:
+    return _check_held(s, _held_rows(s, [call_id]).get(call_id), lease_id, now)[0]
 
 
 def dial_check(rt: Runtime, who: Identity, call_id: str, lease_id: str | None) -> None:
@@ -569,13 +746,14 @@ def dial_check(rt: Runtime, who: Identity, call_id: str, lease_id: str | None) -
     Raises Conflict with the blocking reason."""
     now = rt.clock.now()
     with rt.db.read() as s:
-        c = s.get(Call, call_id)
-        if c is None:
+        rows = _qcalls(s, _QCALLS_BY_ID, {"ids": [call_id]})
+        if not rows:
             raise NotFound("NOT_FOUND", "no such call")
-        if c.status == "withdrawn" and c.last_reason:
-            why = reason(Code(c.last_reason))
+        if rows[0].status == "withdrawn" and rows[0].last_reason:
+            why = reason(Code(rows[0].last_reason))
             raise Conflict(why.code.value, why.message, {"rule": why.rule, "go": False})
-        c, _, campaign = _held(s, call_id, lease_id, now)
+        c = _held(s, call_id, lease_id, now)
+        campaign = _campaigns(s, [c.campaign_id])[c.campaign_id]
         hist = facts_for(s, [c.phone])
         dnc = dnc_numbers(s, [c.phone])
         facts = _facts(rt, c, campaign, hist, dnc, {})
@@ -597,15 +775,17 @@ def release(rt: Runtime, who: Identity, call_id: str, lease_id: str) -> None:
     """Returned undialled: the attempt does not count."""
     now = rt.clock.now()
     with rt.db.write() as s:
-        c, a, _ = _held(s, call_id, lease_id, now)
-        a.state, a.counted, a.recorded_at = "released", False, now
-        c.status, c.lease_id, c.lease_expires_at = "queued", None, None
-        c.next_eligible_at = now
-        c.attempts = max(0, c.attempts - 1)
-        c.updated_at = now
+        c = _held(s, call_id, lease_id, now)
+        attempt_id = c.lease_id
+        w = _Writes()
+        w.attempt(attempt_id or "", {"state": "released", "counted": False, "recorded_at": now})
+        w.call(c, {"status": "queued", "lease_id": None, "lease_expires_at": None,
+                   "next_eligible_at": now, "attempts": max(0, c.attempts - 1),
+                   "updated_at": now})
+        w.send(s)
         audit.record(
             s, at=now, actor=who.actor, kind="lease.released", subject=f"call:{c.id}",
-            policy_version=rt.policy_version, payload={"lease": a.id},
+            policy_version=rt.policy_version, payload={"lease": attempt_id},
         )
 
 
@@ -634,13 +814,11 @@ def _lock_revoked_numbers(s: Session, call_ids: Sequence[str]) -> None:
 
 
 def report_outcome(rt: Runtime, who: Identity, call_id: str, o: Outcome) -> dict[str, Any]:
-    now = rt.clock.now()
-    with rt.db.write() as s:
-        if o.result in REVOKING:
-            _lock_revoked_numbers(s, [call_id])
-        out, problem = _one_outcome(rt, who, s, call_id, o, now)
+    """One outcome (:func:`report_outcomes` with one item, raising its error). An
+    identification problem is committed first (the flag and the audit entry stay; the lease
+    stays held), then raised."""
+    ((out, problem),) = _outcomes(rt, who, [(call_id, o)])
     if problem is not None:
-        # Committed above: the flag and the audit entry stay; the lease stays held.
         raise problem
     return out
 
@@ -654,51 +832,61 @@ def report_outcomes(
     ``{"call_id", "ok": true, "status", "attempts", "flags"}`` or
     ``{"call_id", "ok": false, "error": {"code", "message", "details"}, "http_status"}``
     with the error and status the single-call endpoint would have answered."""
-    now = rt.clock.now()
     answers: list[dict[str, Any]] = []
-    with rt.db.write() as s:
-        _lock_revoked_numbers(s, [call_id for call_id, o in items if o.result in REVOKING])
-        rows: dict[str, tuple[Call, Attempt | None, Campaign]] | None = _held_many(
-            s, [call_id for call_id, _ in items])
-        for call_id, o in items:
-            problem: DomainError | None
-            try:
-                out, problem = _one_outcome(rt, who, s, call_id, o, now, rows)
-                if o.result in REVOKING and problem is None:
-                    # The revocation changed other calls (maybe later items'): read each
-                    # later item's call afresh, as the single endpoint would.
-                    rows = None
-            except DomainError as e:  # raised before anything was changed for this item
-                problem = e
-            if problem is None:
-                answers.append({"call_id": call_id, "ok": True, **out})
-            else:
-                answers.append({
-                    "call_id": call_id, "ok": False, "http_status": KIND_STATUS[problem.kind],
-                    "error": {"code": problem.code, "message": problem.message,
-                              "details": problem.details},
-                })
+    for (call_id, _), (out, problem) in zip(items, _outcomes(rt, who, items), strict=True):
+        if problem is None:
+            answers.append({"call_id": call_id, "ok": True, **out})
+        else:
+            answers.append({
+                "call_id": call_id, "ok": False, "http_status": KIND_STATUS[problem.kind],
+                "error": {"code": problem.code, "message": problem.message,
+                          "details": problem.details},
+            })
     return answers
 
 
+def _outcomes(
+    rt: Runtime, who: Identity, items: Sequence[tuple[str, Outcome]]
+) -> list[tuple[dict[str, Any], DomainError | None]]:
+    """The outcomes in one unit of work, in order: each item's answer or error. Errors other
+    than identification problems are raised before anything changed for that item."""
+    now = rt.clock.now()
+    results: list[tuple[dict[str, Any], DomainError | None]] = []
+    with rt.db.write() as s:
+        _lock_revoked_numbers(s, [call_id for call_id, o in items if o.result in REVOKING])
+        rows = _held_rows(s, [call_id for call_id, _ in items])
+        campaigns = _campaigns(s, (h.call.campaign_id for h in rows.values()))
+        w = _Writes()
+        for call_id, o in items:
+            problem: DomainError | None
+            try:
+                out, problem = _one_outcome(rt, who, s, w, rows.get(call_id), campaigns, o, now)
+                if o.result in REVOKING and problem is None:
+                    # The revocation changed other calls (maybe later items'): read the
+                    # later items' calls afresh, as the single endpoint would.
+                    rows = _held_rows(s, [i for i, _ in items])
+            except DomainError as e:  # raised before anything was changed for this item
+                out, problem = {}, e
+            results.append((out, problem))
+        w.send(s)
+    return results
+
+
 def _one_outcome(
-    rt: Runtime, who: Identity, s: Session, call_id: str, o: Outcome, now: datetime,
-    prefetched: dict[str, tuple[Call, Attempt | None, Campaign]] | None = None,
+    rt: Runtime, who: Identity, s: Session, w: _Writes, held: _Held | None,
+    campaigns: dict[str, CampaignView], o: Outcome, now: datetime,
 ) -> tuple[dict[str, Any], Invalid | None]:
-    """One outcome in ``s``. Identification problems are recorded (flag, audit entry) and
-    returned, to be raised after the commit; other errors raise before any change."""
+    """One outcome, its writes queued in ``w``. Identification problems are recorded (flag,
+    audit entry) and returned, to be raised after the commit; other errors raise before any
+    change."""
     if o.started_at and o.ended_at and o.ended_at < o.started_at:
         raise Invalid("VALIDATION_ERROR", "ended_at is before started_at",
                       [{"field": "body.ended_at", "message": "before started_at"}])
-    if prefetched is None:
-        c, a, campaign = _held(s, call_id, o.lease_id, now)
-    elif call_id not in prefetched:
-        raise NotFound("NOT_FOUND", "no such call")
-    else:
-        c, a, campaign = _check_held(s, *prefetched[call_id], o.lease_id, now)
+    c, attempt_id, flags = _check_held(s, held, o.lease_id, now)
     if o.result not in RESULTS:
         raise Invalid("VALIDATION_ERROR", "result is not a known outcome",
                       [{"field": "body.result", "message": "unknown"}])
+    campaign = campaigns.get(c.campaign_id) or _campaigns(s, [c.campaign_id])[c.campaign_id]
     prerecorded = campaign.channel == "prerecorded_voice"
     missing = [
         f for f, v in (("agent_id", o.agent_id), ("agent_name", o.agent_name),
@@ -707,17 +895,15 @@ def _one_outcome(
     ]
     if o.agent_id is not None and o.agent_id.strip().lower() == "ivr" and not prerecorded:
         missing.append("agent_id")
-    flags = list(a.flags or [])
+    flags = list(flags)
     problem: tuple[str, str, list[str]] | None = None
     if missing:
         problem = ("AGENT_ID_MISSING",
                    "agent identification is required: " + ", ".join(missing), missing)
     else:
         assert o.disclosed_callback_number is not None
-        disclosed, _bad = phones.check(
-            o.disclosed_callback_number, rt.policy.default_region,
-            tuple(rt.policy.allowed_regions), "disclosed_callback_number",
-        )
+        disclosed = _callback_e164(o.disclosed_callback_number, rt.policy.default_region,
+                                   tuple(rt.policy.allowed_regions))
         if disclosed != campaign.callback_number:
             problem = ("CALLBACK_MISMATCH",
                        "disclosed_callback_number is not the campaign's callback number",
@@ -726,20 +912,22 @@ def _one_outcome(
         code, message, fields = problem
         if code not in flags:
             flags.append(code)
-        a.flags = flags
+        w.attempt(attempt_id, {"flags": flags})
+        assert held is not None
+        held.flags = flags
         audit.record(
             s, at=now, actor=who.actor, kind="outcome.rejected", subject=f"call:{c.id}",
             policy_version=rt.policy_version,
-            payload={"lease": a.id, "flag": code, "fields": fields},
+            payload={"lease": attempt_id, "flag": code, "fields": fields},
         )
         return {}, Invalid(code, message, {"fields": fields, "lease_held": True})
-    _apply_outcome(rt, who, s, c, a, campaign, o, flags, now)
-    return {"call_id": call_id, "status": c.status, "attempts": c.attempts, "flags": flags}, None
+    _apply_outcome(rt, who, s, w, c, attempt_id, campaign, o, flags, now)
+    return {"call_id": c.id, "status": c.status, "attempts": c.attempts, "flags": flags}, None
 
 
 def _apply_outcome(
-    rt: Runtime, who: Identity, s: Session, c: Call, a: Attempt, campaign: Campaign,
-    o: Outcome, flags: list[str], now: datetime,
+    rt: Runtime, who: Identity, s: Session, w: _Writes, c: QCall, attempt_id: str,
+    campaign: CampaignView, o: Outcome, flags: list[str], now: datetime,
 ) -> None:
     spec = rt.policy.purposes.get(campaign.purpose)
     if (
@@ -748,24 +936,26 @@ def _apply_outcome(
         and (o.ended_at - o.started_at).total_seconds() > spec.max_duration_seconds
     ):
         flags.append("OVER_DURATION")
-    a.state = "reported"
-    a.agent_id, a.agent_name = o.agent_id, o.agent_name
-    a.disclosed_callback_number = campaign.callback_number
-    a.started_at, a.ended_at = o.started_at, o.ended_at
-    a.result, a.flags, a.recorded_at = o.result, flags, now
+    w.attempt(attempt_id, {
+        "state": "reported", "agent_id": o.agent_id, "agent_name": o.agent_name,
+        "disclosed_callback_number": campaign.callback_number, "started_at": o.started_at,
+        "ended_at": o.ended_at, "result": o.result, "flags": flags, "recorded_at": now,
+    })
     audit.record(
         s, at=now, actor=who.actor, kind="call.outcome", subject=f"call:{c.id}",
         policy_version=rt.policy_version,
-        payload={"lease": a.id, "result": o.result, "agent_id": o.agent_id, "flags": flags},
+        payload={"lease": attempt_id, "result": o.result, "agent_id": o.agent_id,
+                 "flags": flags},
     )
     if o.result in COMPLETE:
-        c.status, c.lease_id, c.lease_expires_at, c.updated_at = "completed", None, None, now
-        c.next_eligible_at = None
+        w.call(c, {"status": "completed", "lease_id": None, "lease_expires_at": None,
+                   "next_eligible_at": None, "updated_at": now})
     else:
-        _requeue(rt, s, c, campaign, now, who.actor)
-    if o.result in ("opted_out", "wrong_number"):
+        _requeue(rt, s, w, c, campaign, now, who.actor)
+    if o.result in REVOKING:
         from consent.service import revoke_in_session
 
+        w.send(s)  # the revocation reads the calls and attempts
         revoke_in_session(
             rt, who, s, c.phone,
             "ivr_keypress" if (o.result == "opted_out" and campaign.channel ==

@@ -580,3 +580,33 @@ def test_refusal_rows_written_through_the_driver_match_sqlalchemy(runtime: Runti
             "reasons, row, policy_version FROM refusals WHERE policy_version = 'v9'"))}
     assert got["core"] == got["driver"]
     assert len(got) == 2
+
+
+def test_updates_written_through_the_driver_match_sqlalchemy(
+    client: TestClient, keys: dict[str, str], runtime: Runtime
+) -> None:
+    """dialer.db.update_rows (the queue's executemany updates of calls and attempts) stores,
+    on SQLite, exactly what SQLAlchemy's Core update of the same values stores: datetimes
+    with and without microseconds, JSON, None, integers."""
+    from sqlalchemy import bindparam, text, update
+
+    from dialer.db import update_rows
+
+    cid = new_campaign(client, keys)
+    bulk_consents(runtime, [num(1), num(2)])
+    r = submit(client, keys, cid, [row("core", num(1)), row("driver", num(2))])
+    ids = {x["external_id"]: x["call_id"] for x in r.json()["results"]}
+    values = {"status": "leased", "lease_id": "L", "attempts": 2, "last_reason": None,
+              "lease_expires_at": T0 + timedelta(seconds=90),
+              "next_eligible_at": T0 + timedelta(microseconds=5), "updated_at": T0,
+              "candidate_zones": [{"zone": "America/Chicago", "source": "number"}]}
+    with runtime.db.write() as s:
+        s.execute(update(intake.CALLS).where(intake.CALLS.c.id == bindparam("b_id")),
+                  [{"b_id": ids["core"], **values}])
+        update_rows(s, intake.CALLS, [{"b_id": ids["driver"], **values}])
+    cols = ", ".join(values)
+    with runtime.db.read() as s:
+        got = {r[0]: r[1:] for r in s.execute(text(
+            f"SELECT external_id, {cols} FROM calls WHERE campaign_id = :c"), {"c": cid})}
+    assert got["core"] == got["driver"]
+    assert got["core"][0] == "leased" and got["core"][2] == 2
