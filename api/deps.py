@@ -25,12 +25,11 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def current_key(
-    request: Request,
-    runtime: RuntimeDep,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Identity:
-    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+async def identify(request: Request, runtime: Runtime, authorization: str | None) -> Identity:
+    """The caller's identity from ``Authorization: Bearer <key>``, or 401."""
+    scheme, _, key = (authorization or "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
         raise ApiError(
             401,
             "UNAUTHORIZED",
@@ -40,9 +39,9 @@ async def current_key(
     if runtime.db.has_lookup:
         # SQLite: an indexed read on this thread's own connection, never waiting for a
         # writer (WAL), done here on the event loop; a thread hand-off would cost more.
-        identity = authenticate(runtime.db, creds.credentials)
+        identity = authenticate(runtime.db, key)
     else:
-        identity = await run_in_threadpool(authenticate, runtime.db, creds.credentials)
+        identity = await run_in_threadpool(authenticate, runtime.db, key)
     if identity is None:
         raise ApiError(
             401,
@@ -54,19 +53,34 @@ async def current_key(
     return identity
 
 
+def admit(identity: Identity, roles: frozenset[Role]) -> Identity:
+    """``identity`` if its role is one of ``roles`` (admin always is), else 403."""
+    if identity.role not in roles and identity.role is not Role.admin:
+        names = ", ".join(sorted(r.value for r in {Role.admin, *roles}))
+        raise ApiError(403, "FORBIDDEN", f"this endpoint needs one of the roles: {names}")
+    return identity
+
+
+async def current_key(
+    request: Request,
+    runtime: RuntimeDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Identity:
+    header = None if creds is None else f"{creds.scheme} {creds.credentials}"
+    return await identify(request, runtime, header)
+
+
 CurrentKey = Annotated[Identity, Depends(current_key)]
 
 
 def require_role(*roles: Role):  # type: ignore[no-untyped-def]
     """A dependency admitting ``roles`` (and ``admin``, who may do everything)."""
-    allowed = {Role.admin, *roles}
+    allowed = frozenset(roles)
 
     async def _check(identity: CurrentKey) -> Identity:
-        if identity.role not in allowed:
-            names = ", ".join(sorted(r.value for r in allowed))
-            raise ApiError(403, "FORBIDDEN", f"this endpoint needs one of the roles: {names}")
-        return identity
+        return admit(identity, allowed)
 
+    _check.roles = allowed  # type: ignore[attr-defined]  # read by api.fastroute
     return Depends(_check)
 
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Body, Path, Response
 from pydantic import BaseModel
 
 from api.deps import Checker, DialerKey, RuntimeDep
+from api.fastroute import DialerRoute
 from dialer import queue
 from dialer.schemas import (
     CheckIn,
@@ -24,7 +25,9 @@ from dialer.schemas import (
     TaskOut,
 )
 
-router = APIRouter(tags=["queue"])
+# DialerRoute: the routes taking (body, rt, who) skip FastAPI's dependency solving for a
+# valid request (api/fastroute.py); the others are handled by FastAPI as usual.
+router = APIRouter(tags=["queue"], route_class=DialerRoute)
 
 
 def _json(model: BaseModel) -> Response:
