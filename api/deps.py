@@ -64,10 +64,9 @@ def admit(identity: Identity, roles: frozenset[Role]) -> Identity:
 async def current_key(
     request: Request,
     runtime: RuntimeDep,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],  # the docs' scheme
 ) -> Identity:
-    header = None if creds is None else f"{creds.scheme} {creds.credentials}"
-    return await identify(request, runtime, header)
+    return await identify(request, runtime, request.headers.get("authorization"))
 
 
 CurrentKey = Annotated[Identity, Depends(current_key)]

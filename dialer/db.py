@@ -101,34 +101,33 @@ def one_of(dialect: str, col: Any, values: Sequence[str]) -> ColumnElement[bool]
     filter: in a generic plan of a prepared statement that is a linear search of the array
     for every row, quadratic in the list's size.
     """
-    listed: Select[Any]
-    if dialect == "postgresql":
-        listed = select(func.unnest(bindparam(None, list(values), type_=ARRAY(String))))
-    else:
-        listed = select(literal_column("value", String)).select_from(
-            func.json_each(json.dumps(list(values)))
-        )
-    result: ColumnElement[bool] = col.in_(listed.scalar_subquery())
-    return result
+    return _in_list(dialect, col, bindparam(None, one_of_value(dialect, values),
+                                            type_=_list_type(dialect)))
 
 
 def one_of_param(dialect: str, col: Any, name: str) -> ColumnElement[bool]:
     """:func:`one_of` with the list as the named parameter ``name``, for a statement built
     once and executed many times (pass :func:`one_of_value` of the list)."""
-    listed: Select[Any]
-    if dialect == "postgresql":
-        listed = select(func.unnest(bindparam(name, type_=ARRAY(String))))
-    else:
-        listed = select(literal_column("value", String)).select_from(
-            func.json_each(bindparam(name, type_=String()))
-        )
-    result: ColumnElement[bool] = col.in_(listed.scalar_subquery())
-    return result
+    return _in_list(dialect, col, bindparam(name, type_=_list_type(dialect)))
 
 
 def one_of_value(dialect: str, values: Iterable[str]) -> Any:
     """The value of :func:`one_of_param`'s parameter for this list."""
     return list(values) if dialect == "postgresql" else json.dumps(list(values))
+
+
+def _list_type(dialect: str) -> Any:
+    return ARRAY(String) if dialect == "postgresql" else String()
+
+
+def _in_list(dialect: str, col: Any, param: Any) -> ColumnElement[bool]:
+    listed: Select[Any]
+    if dialect == "postgresql":
+        listed = select(func.unnest(param))
+    else:
+        listed = select(literal_column("value", String)).select_from(func.json_each(param))
+    result: ColumnElement[bool] = col.in_(listed.scalar_subquery())
+    return result
 
 
 def sqlite_datetime(value: datetime) -> str:
