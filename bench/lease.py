@@ -481,9 +481,10 @@ def main() -> None:
                 log(f"database: {args.db}, {args.calls} calls over {args.numbers} numbers "
                     f"loaded in {time.perf_counter() - t:.1f} s")
                 for n in pollers:
-                    cpu0 = tree_cpu_seconds(pid)
+                    cpu0, own0 = tree_cpu_seconds(pid), time.process_time()
                     res, took = run_threads(n, args.seconds, lease_loop, base, auth)
                     server_cpu = tree_cpu_seconds(pid) - cpu0
+                    client_cpu = time.process_time() - own0
                     lat = [x for r in res for x in r["lat"]]
                     leased = sum(r["leased"] for r in res)
                     reqs = sum(r["requests"] for r in res)
@@ -503,6 +504,7 @@ def main() -> None:
                         "ratio_to_floor": round(reqs / took / floor, 3),
                         "server_cpu_ms_per_lease": round(server_cpu * 1000 / max(leased, 1), 2),
                         "server_cpu_ms_per_request": round(server_cpu * 1000 / max(reqs, 1), 2),
+                        "client_cpu_ms_per_lease": round(client_cpu * 1000 / max(leased, 1), 2),
                         "floor_server_cpu_ms_per_request": round(
                             floor_cpu * 1000 / max(sum(r["requests"] for r in fl), 1), 2),
                         "load_avg": round(os.getloadavg()[0], 2),
@@ -513,16 +515,18 @@ def main() -> None:
                         f"{row['p50_ms']} ms p99 {row['p99_ms']} ms; {row['requests_per_s']} "
                         f"req/s vs floor {row['floor_req_per_s']} req/s "
                         f"(ratio {row['ratio_to_floor']}); server CPU "
-                        f"{row['server_cpu_ms_per_lease']} ms per leased call, "
+                        f"{row['server_cpu_ms_per_lease']} ms per leased call (client "
+                        f"{row['client_cpu_ms_per_lease']} ms), "
                         f"{row['server_cpu_ms_per_request']} ms per request (floor "
                         f"{row['floor_server_cpu_ms_per_request']} ms); load "
                         f"{row['load_avg']}; errors {errors}")
                 if args.rate > 0 and pollers:
                     n = max(pollers)
                     OPEN_LOOP_INTERVAL = n * LIMIT / args.rate
-                    cpu0 = tree_cpu_seconds(pid)
+                    cpu0, own0 = tree_cpu_seconds(pid), time.process_time()
                     res, took = run_threads(n, args.seconds, lease_loop, base, auth)
                     server_cpu = tree_cpu_seconds(pid) - cpu0
+                    client_cpu = time.process_time() - own0
                     OPEN_LOOP_INTERVAL = 0.0
                     lat = [x for r in res for x in r["lat"]]
                     leased = sum(r["leased"] for r in res)
@@ -531,6 +535,7 @@ def main() -> None:
                         "leases_per_s": round(leased / took, 1),
                         "p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2),
                         "server_cpu_ms_per_lease": round(server_cpu * 1000 / max(leased, 1), 2),
+                        "client_cpu_ms_per_lease": round(client_cpu * 1000 / max(leased, 1), 2),
                         "errors": sum(r["errors"] for r in res),
                         "load_avg": round(os.getloadavg()[0], 2),
                     }

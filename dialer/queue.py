@@ -5,6 +5,8 @@ whatever the number of pollers and API processes.
 
 * SQLite: every unit of work here runs in ``db.write()``, i.e. ``BEGIN IMMEDIATE``: the
   whole check-and-lease holds the database's single write lock, so no two can interleave.
+  The lease and outcome requests of a process that wait for that lock together are served
+  in one such transaction, one after the other (dialer.groupcommit; see _serve).
 * PostgreSQL: candidate calls are locked ``FOR UPDATE SKIP LOCKED`` (two pollers never take
   the same call), and each number is serialised through its ``number_ledger`` row, locked
   ``FOR UPDATE`` (``SKIP LOCKED`` while leasing: a number being leased elsewhere is simply
@@ -18,9 +20,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol, cast
@@ -54,6 +56,7 @@ from dialer import audit, refusals
 from dialer.campaigns import campaign_window
 from dialer.db import UTCDateTime, insert_rows, one_of_param, one_of_value, update_rows
 from dialer.dispatch_rules import CallFacts, DispatchDecision, decide
+from dialer.groupcommit import GroupCommit
 from dialer.keys import Identity
 from dialer.models import Attempt, Call, Campaign
 from dialer.runtime import Runtime
@@ -452,42 +455,111 @@ def _nothing_to_do(s: Session, now: datetime) -> bool:
     return all(s.execute(q, {"now": now}).first() is None for q in _PROBES)
 
 
+@dataclass(eq=False, slots=True)
+class _LeaseJob:
+    """One lease request; ``tasks`` is its answer."""
+
+    who: Identity
+    req: LeaseRequest
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(eq=False, slots=True)
+class _OutcomeJob:
+    """One request's outcomes; ``results`` is its answer, one per item."""
+
+    who: Identity
+    items: Sequence[tuple[str, Outcome]]
+    results: list[tuple[dict[str, Any], DomainError | None]] = field(default_factory=list)
+
+
+_Job = _LeaseJob | _OutcomeJob
+
+
+def _serve(rt: Runtime, s: Session, jobs: list[_Job]) -> None:
+    """Lease and outcome requests in one write transaction (dialer.groupcommit): first the
+    outcomes, then the leases, all leases drawn together from the queue in its order and
+    dealt to the requests in turn, each up to its own limit. Every job's answer is set
+    afresh (a job may come here again, alone, after its group failed)."""
+    now = rt.clock.now()  # taken under the write lock: the instant the decisions hold at
+    outcome_jobs = [j for j in jobs if isinstance(j, _OutcomeJob)]
+    if outcome_jobs:
+        results = _outcomes_in(
+            rt, s, [(j.who, call_id, o) for j in outcome_jobs for call_id, o in j.items], now
+        )
+        at = 0
+        for j in outcome_jobs:
+            j.results = results[at:at + len(j.items)]
+            at += len(j.items)
+    lease_jobs = [j for j in jobs if isinstance(j, _LeaseJob)]
+    if lease_jobs:
+        _lease_in(rt, s, lease_jobs, now)
+
+
+def group_commit(rt: Runtime) -> GroupCommit[_Job]:
+    """This process's group commit for ``rt`` (SQLite: see _run), made on first use."""
+    group = rt.extras.get("group_commit")
+    if group is None:
+        group = rt.extras.setdefault(
+            "group_commit", GroupCommit(rt.db, lambda s, jobs: _serve(rt, s, jobs))
+        )
+    return cast("GroupCommit[_Job]", group)
+
+
+def _run(rt: Runtime, job: _Job, weight: int) -> None:
+    """Serve one job: on SQLite in a transaction shared with the process's other requests
+    waiting for the write lock (dialer.groupcommit), else (or if that group failed) alone."""
+    if rt.db.is_sqlite and group_commit(rt).submit(job, weight):
+        return
+    with rt.db.write() as s:
+        _serve(rt, s, [job])
+
+
 def lease(rt: Runtime, who: Identity, req: LeaseRequest) -> list[dict[str, Any]]:
-    now = rt.clock.now()
-    tasks: list[dict[str, Any]] = []
     # SQLite: an empty or fully capped queue is answered from a read transaction, without
     # queueing for the database's one write lock behind the outcomes (a call that becomes
     # eligible meanwhile goes to the next poll, as if it had become eligible a moment later).
     # PostgreSQL has no such lock to spare; the write transaction is as cheap.
     if rt.db.is_sqlite and not _last_found.get(rt.db.url):
         with rt.db.read() as s:
-            if _nothing_to_do(s, now):
-                return tasks
-    with rt.db.write() as s:
-        _sweep_expired(rt, s, now, who.actor)
-        pg = s.get_bind().dialect.name == "postgresql"
-        seen: set[str] = set()
-        for _round in range(6):
-            want = req.limit - len(tasks)
-            if want <= 0:
-                break
-            ids = [i for i in _candidate_ids(s, now, want * (3 if pg else 2) + len(seen))
-                   if i not in seen]
-            if not ids:
-                break
-            seen.update(ids)
-            calls = _lock_calls(s, ids, now)
-            if not calls:
-                continue
-            tasks.extend(_lease_batch(rt, who, s, req, calls, want, now))
-    _last_found[rt.db.url] = bool(tasks)
-    return tasks
+            if _nothing_to_do(s, rt.clock.now()):
+                return []
+    job = _LeaseJob(who, req)
+    _run(rt, job, req.limit)
+    _last_found[rt.db.url] = bool(job.tasks)
+    return job.tasks
+
+
+def _lease_in(rt: Runtime, s: Session, jobs: list[_LeaseJob], now: datetime) -> None:
+    """The lease requests ``jobs`` in one pass over the queue: expired leases back first,
+    then the eligible calls in queue order, each that may go now dealt to the first request
+    still short of its limit."""
+    for j in jobs:
+        j.tasks = []
+    _sweep_expired(rt, s, now, jobs[0].who.actor)
+    pg = s.get_bind().dialect.name == "postgresql"
+    takers = deque(jobs)
+    seen: set[str] = set()
+    for _round in range(6):
+        want = sum(j.req.limit - len(j.tasks) for j in takers)
+        if want <= 0:
+            break
+        ids = [i for i in _candidate_ids(s, now, want * (3 if pg else 2) + len(seen))
+               if i not in seen]
+        if not ids:
+            break
+        seen.update(ids)
+        calls = _lock_calls(s, ids, now)
+        if not calls:
+            continue
+        _lease_batch(rt, s, calls, takers, now)
 
 
 def _lease_batch(
-    rt: Runtime, who: Identity, s: Session, req: LeaseRequest, calls: list[QCall], want: int,
-    now: datetime,
-) -> list[dict[str, Any]]:
+    rt: Runtime, s: Session, calls: list[QCall], takers: deque[_LeaseJob], now: datetime
+) -> None:
+    """Decide ``calls`` in order; each that may go is leased to ``takers[0]``, which leaves
+    the deque once it has its limit. Stops when none is left."""
     locked = lock_numbers(s, [c.phone for c in calls], skip_locked=True)
     calls = [c for c in calls if c.phone in locked]
     phone_list = [c.phone for c in calls]
@@ -495,12 +567,15 @@ def _lease_batch(
     dnc = dnc_numbers(s, phone_list)
     times = attempt_times(s, phone_list, now)
     campaigns = _campaigns(s, (c.campaign_id for c in calls))
-    out: list[dict[str, Any]] = []
     attempt_rows: list[dict[str, Any]] = []
     w = _Writes()
     for c in calls:
-        if len(out) >= want:
+        while takers and len(takers[0].tasks) >= takers[0].req.limit:
+            takers.popleft()
+        if not takers:
             break
+        job = takers[0]
+        who, req = job.who, job.req
         campaign = campaigns[c.campaign_id]
         facts = _facts(rt, c, campaign, hist, dnc, times)
         d = decide(facts, rt.policy, now)
@@ -532,7 +607,7 @@ def _lease_batch(
         )
         spec = rt.policy.purposes.get(campaign.purpose)
         prerecorded = campaign.channel == "prerecorded_voice"
-        out.append(
+        job.tasks.append(
             {
                 "call_id": c.id,
                 "lease_id": attempt_id,
@@ -557,7 +632,6 @@ def _lease_batch(
     w.send(s)
     if attempt_rows:
         insert_rows(s, _ATTEMPTS, attempt_rows)  # one executemany
-    return out
 
 
 def _apply_not_go(
@@ -848,27 +922,35 @@ def report_outcomes(
 def _outcomes(
     rt: Runtime, who: Identity, items: Sequence[tuple[str, Outcome]]
 ) -> list[tuple[dict[str, Any], DomainError | None]]:
-    """The outcomes in one unit of work, in order: each item's answer or error. Errors other
-    than identification problems are raised before anything changed for that item."""
-    now = rt.clock.now()
+    """The outcomes in one unit of work (maybe shared: dialer.groupcommit), in order: each
+    item's answer or error."""
+    job = _OutcomeJob(who, items)
+    _run(rt, job, len(items))
+    return job.results
+
+
+def _outcomes_in(
+    rt: Runtime, s: Session, items: Sequence[tuple[Identity, str, Outcome]], now: datetime
+) -> list[tuple[dict[str, Any], DomainError | None]]:
+    """The outcomes in order, in the open transaction: each item's answer or error. Errors
+    other than identification problems are raised before anything changed for that item."""
     results: list[tuple[dict[str, Any], DomainError | None]] = []
-    with rt.db.write() as s:
-        _lock_revoked_numbers(s, [call_id for call_id, o in items if o.result in REVOKING])
-        rows = _held_rows(s, [call_id for call_id, _ in items])
-        campaigns = _campaigns(s, (h.call.campaign_id for h in rows.values()))
-        w = _Writes()
-        for call_id, o in items:
-            problem: DomainError | None
-            try:
-                out, problem = _one_outcome(rt, who, s, w, rows.get(call_id), campaigns, o, now)
-                if o.result in REVOKING and problem is None:
-                    # The revocation changed other calls (maybe later items'): read the
-                    # later items' calls afresh, as the single endpoint would.
-                    rows = _held_rows(s, [i for i, _ in items])
-            except DomainError as e:  # raised before anything was changed for this item
-                out, problem = {}, e
-            results.append((out, problem))
-        w.send(s)
+    _lock_revoked_numbers(s, [call_id for _, call_id, o in items if o.result in REVOKING])
+    rows = _held_rows(s, [call_id for _, call_id, _ in items])
+    campaigns = _campaigns(s, (h.call.campaign_id for h in rows.values()))
+    w = _Writes()
+    for who, call_id, o in items:
+        problem: DomainError | None
+        try:
+            out, problem = _one_outcome(rt, who, s, w, rows.get(call_id), campaigns, o, now)
+            if o.result in REVOKING and problem is None:
+                # The revocation changed other calls (maybe later items'): read the later
+                # items' calls afresh, as the single endpoint would.
+                rows = _held_rows(s, [i for _, i, _ in items])
+        except DomainError as e:  # raised before anything was changed for this item
+            out, problem = {}, e
+        results.append((out, problem))
+    w.send(s)
     return results
 
 

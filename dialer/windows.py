@@ -286,12 +286,34 @@ def candidate_zones(
     return list(_candidate_zones(phone_e164, state, postal_code, default_region))
 
 
-# Per number, not per area code: the geocoder's data gives a few exchanges a different state
-# from the rest of their area code (201: NJ, and some NY). Sized for a queue's worth of
-# numbers (200,000 in bench/lease.py): a miss costs a parse and a prefix walk per lease.
-@lru_cache(maxsize=262_144)
 def state_for_area_code(phone_e164: str) -> str | None:
     """The US state / territory a NANP number's area code belongs to, or None."""
+    m = _NANP_E164.fullmatch(phone_e164)
+    if m is not None and not _territory_npa().match(m.group(1)):
+        # "+1" and ten digits outside the territories' area codes: the region cannot be a
+        # territory (phonenumbers gives a +1 territory only to numbers that start with its
+        # leading digits), so the answer is the table's for the digits: no parse, no
+        # pattern walk (a lease decides numbers it has not seen for a day: caches miss).
+        return _table_state(phone_e164[1:])
+    return _state_parsed(phone_e164)
+
+
+_NANP_E164 = re.compile(r"\+1(\d{10})")
+
+
+@lru_cache(maxsize=1)
+def _territory_npa() -> re.Pattern[str]:
+    """The territories' area codes, as phonenumbers' metadata gives them ("787|939")."""
+    leading = []
+    for region in sorted(_TERRITORIES):
+        md = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        assert md is not None and md.leading_digits, region
+        leading.append(f"(?:{md.leading_digits})")
+    return re.compile("|".join(leading))
+
+
+@lru_cache(maxsize=65_536)
+def _state_parsed(phone_e164: str) -> str | None:
     number = phones.parse(phone_e164, "US")
     if number is None or number.country_code != 1:
         return None
@@ -299,12 +321,16 @@ def state_for_area_code(phone_e164: str) -> str | None:
     region, _ = phones.region_and_type(number)
     if region in _TERRITORIES:
         return str(region)
-    # The geocoder's English description of the longest +1 prefix that has one ("St. Louis,
-    # MO", "Missouri"), read from area_table(): the same answer as
-    # geocoder.description_for_valid_number(number, "en") (tests/unit/test_windows.py checks
-    # every prefix), without holding all of the geocoder's data. The digits are
-    # format_number(number, E164) without its "+" (for E.164, format_number only joins them).
-    digits = f"{number.country_code}{national_significant_number(number)}"
+    # The digits are format_number(number, E164) without its "+" (for E.164, format_number
+    # only joins them).
+    return _table_state(f"{number.country_code}{national_significant_number(number)}")
+
+
+def _table_state(digits: str) -> str | None:
+    """The state named by the geocoder's English description of the longest +1 prefix of
+    ``digits`` that has one ("St. Louis, MO", "Missouri"), read from area_table(): the same
+    answer as geocoder.description_for_valid_number(number, "en") (tests/unit/
+    test_windows.py checks every prefix), without holding all of the geocoder's data."""
     table = _area_states()
     for n in range(min(len(digits), _AREA_LONGEST), 0, -1):
         code = table.get(digits[:n])
@@ -347,7 +373,7 @@ _AREA_LONGEST = 11  # digits of a +1 number; the geocoder's +1 prefixes are shor
 def use_area_table(table: dict[str, str]) -> None:
     global _AREA
     _AREA = table
-    state_for_area_code.cache_clear()
+    _state_parsed.cache_clear()
     _applicable_states.cache_clear()
 
 
