@@ -629,7 +629,7 @@ def _decide_chunk(
             call_rows.append((
                 call_id, campaign.id, r.external_id, r.patient_ref, r.phone, r.state,
                 r.postal_code, r.priority, _sqlite_dt(r.not_before), _sqlite_dt(r.not_after),
-                status,
+                status, 0 if why else 1,
                 None if next_eligible is None
                 else now_text if next_eligible is now else sqlite_datetime(next_eligible),
                 0, zone_json, last_reason, None, None, now_text, now_text, who.key_id, pv,
@@ -644,7 +644,7 @@ def _decide_chunk(
                 "patient_ref": r.patient_ref, "phone": r.phone, "state": r.state,
                 "postal_code": r.postal_code, "priority": r.priority,
                 "not_before": r.not_before, "not_after": r.not_after, "status": status,
-                "next_eligible_at": next_eligible, "attempts": 0,
+                "accepted": not why, "next_eligible_at": next_eligible, "attempts": 0,
                 "candidate_zones": zone_dicts, "last_reason": last_reason, "lease_id": None,
                 "lease_expires_at": None, "created_at": now, "updated_at": now,
                 "created_by": who.key_id, "policy_version": pv,
@@ -696,7 +696,7 @@ def _sqlite_dt(value: datetime | None) -> str | None:
 # The column order of the rows _decide_chunk builds for SQLite.
 _CALL_COLUMNS = (
     "id", "campaign_id", "external_id", "patient_ref", "phone", "state", "postal_code",
-    "priority", "not_before", "not_after", "status", "next_eligible_at", "attempts",
+    "priority", "not_before", "not_after", "status", "accepted", "next_eligible_at", "attempts",
     "candidate_zones", "last_reason", "lease_id", "lease_expires_at", "created_at",
     "updated_at", "created_by", "policy_version",
 )

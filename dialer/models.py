@@ -10,12 +10,14 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
     text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -23,7 +25,7 @@ from dialer.db import Base, UTCDateTime
 
 PENDING = ("queued", "leased")
 PENDING_SQL = "status IN ('queued', 'leased')"
-ACCEPTED_SQL = "status <> 'refused'"
+ACCEPTED_SQL = "accepted"  # false only for a refused call (migration 0002)
 LIVE_SQL = "state = 'live'"
 
 
@@ -80,7 +82,9 @@ class Call(Base):
         # so the deadline job's scan reads the index only).
         Index("ix_calls_status_next_eligible", "status", "next_eligible_at", "not_after"),
 
-        Index("ix_calls_phone_status", "phone", "status"),
+        # A number's calls (revocations, the dashboard): a number has few; the status is
+        # checked on the row, so that a status change does not rewrite this index.
+        Index("ix_calls_phone", "phone"),
         # Only a leased call has one: new calls (intake) never enter this index.
         Index(
             "ix_calls_lease_expires",
@@ -101,6 +105,9 @@ class Call(Base):
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     not_after: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     status: Mapped[str] = mapped_column(String(16))
+    # status <> 'refused', kept apart so that uq_calls_campaign_external_accepted changes only
+    # when a call is refused, not at every status change (migration 0002).
+    accepted: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     next_eligible_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     candidate_zones: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)

@@ -104,6 +104,7 @@ class QCall:
     not_before: datetime | None
     not_after: datetime | None
     status: str
+    accepted: bool
     next_eligible_at: datetime | None
     attempts: int
     candidate_zones: str | list[dict[str, str]] | None  # the JSON text on SQLite
@@ -313,8 +314,15 @@ def _refuse(
 ) -> None:
     """The call leaves the queue (refused or expired at dispatch): its new state, a row in
     the refusal log and an audit entry."""
-    w.call(c, {"status": status, "next_eligible_at": None, "lease_id": None,
-               "lease_expires_at": None, "last_reason": why[0].code.value, "updated_at": now})
+    values: dict[str, Any] = {
+        "status": status, "next_eligible_at": None, "lease_id": None, "lease_expires_at": None,
+        "last_reason": why[0].code.value, "updated_at": now,
+    }
+    if status == "refused":
+        # Only then: a write that names the column rewrites the call's entry in
+        # uq_calls_campaign_external_accepted (migration 0002).
+        values["accepted"] = False
+    w.call(c, values)
     refusals.write(
         s,
         [

@@ -47,3 +47,105 @@ def test_upgrade_is_idempotent(empty_db_url: str) -> None:
     upgrade(empty_db_url)
     assert current_revision(empty_db_url) == head_revision(empty_db_url)
     assert _diffs(empty_db_url) == []
+
+
+def test_0002_keeps_the_calls_and_their_uniqueness(empty_db_url: str) -> None:
+    """A database at 0001 with calls in it: after 0002, a refused call is not accepted, the
+    others are, and the accepted uniqueness of external ids still holds (a refused call's
+    external id may come again; an accepted one's may not)."""
+    import pytest
+    from sqlalchemy import exc, text
+
+    upgrade(empty_db_url, "0001")
+    now = "2026-11-24 17:00:00.000000"
+    call_cols = ("id, campaign_id, external_id, phone, priority, status, attempts, "
+                 "created_at, updated_at, created_by, policy_version")
+
+    def call(conn, i: int, ext: str, status: str) -> None:  # type: ignore[no-untyped-def]
+        conn.execute(text(
+            f"INSERT INTO calls ({call_cols}) VALUES (:id, 'camp', :ext, :phone, 5, :status, "
+            "0, :now, :now, 'k', 'v')"),
+            {"id": f"call-{i}", "ext": ext, "phone": f"+1314555{1000 + i}", "status": status,
+             "now": now})
+
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO campaigns (id, name, purpose, channel, provider_name, "
+                "callback_number, max_attempts, created_by, created_at, policy_version) "
+                "VALUES ('camp', 'c', 'appointment_reminder', 'autodialed_voice', 'Mercy', "
+                "'+13145550199', 3, 'k', :now, 'v')"), {"now": now})
+            for i, (ext, status) in enumerate([("a", "queued"), ("b", "refused"),
+                                               ("c", "completed"), ("b", "leased")]):
+                call(conn, i, ext, status)
+        upgrade(empty_db_url)
+        assert _diffs(empty_db_url) == []
+        with engine.begin() as conn:
+            got = dict(conn.execute(text("SELECT id, accepted FROM calls")).all())
+            assert {k: bool(v) for k, v in got.items()} == {
+                "call-0": True, "call-1": False, "call-2": True, "call-3": True}
+            indexes = {ix["name"] for ix in inspect(conn).get_indexes("calls")}
+            assert "ix_calls_phone" in indexes and "ix_calls_phone_status" not in indexes
+        with pytest.raises(exc.IntegrityError), engine.begin() as conn:
+            call(conn, 4, "c", "queued")  # "c" has an accepted call
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE calls SET accepted = false WHERE id = 'call-0'"))
+            call(conn, 5, "a", "queued")  # "a"'s only call is no longer accepted
+    finally:
+        engine.dispose()
+
+
+def _index_sql(url: str) -> dict[str, str]:
+    """Every index as the database itself defines it (SQLite's CREATE INDEX text,
+    PostgreSQL's pg_indexes.indexdef), whitespace and quotes normalised. compare_metadata
+    does not look at an index's column order (DESC) or its WHERE clause; this does."""
+    import re
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                rows = conn.exec_driver_sql(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+                ).all()
+            else:
+                rows = conn.exec_driver_sql(
+                    "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
+                    "AND tablename <> 'alembic_version'"
+                ).all()
+    finally:
+        engine.dispose()
+    return {name: re.sub(r"\s+", " ", sql.replace('"', "")).strip() for name, sql in rows}
+
+
+def test_migrated_indexes_are_the_models_indexes(empty_db_url: str) -> None:
+    """Index for index, the migrated schema is what the models create: column order and
+    direction, uniqueness and partial WHERE included (a batch migration on SQLite once
+    dropped the DESC of ix_calls_queue_order without any other test noticing). Also after a
+    downgrade to 0001 and an upgrade again."""
+    from alembic import command
+
+    from dialer.migrate import alembic_config
+
+    upgrade(empty_db_url)
+    migrated = _index_sql(empty_db_url)
+    command.downgrade(alembic_config(empty_db_url), "0001")
+    upgrade(empty_db_url)
+    assert _index_sql(empty_db_url) == migrated
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            if engine.dialect.name == "sqlite":
+                for (table,) in conn.exec_driver_sql(
+                        "SELECT name FROM sqlite_master WHERE type = 'table' "
+                        "AND name NOT LIKE 'sqlite_%'").all():
+                    conn.exec_driver_sql(f'DROP TABLE "{table}"')
+            else:
+                conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+                conn.exec_driver_sql("CREATE SCHEMA public")
+            metadata().create_all(conn)
+    finally:
+        engine.dispose()
+    assert _index_sql(empty_db_url) == migrated
+    assert "priority DESC" in migrated["ix_calls_queue_order"]

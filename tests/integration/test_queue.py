@@ -27,7 +27,7 @@ from config.clock import FakeClock
 from config.policy import _default_policy_bytes, parse_policy
 from consent.models import Revocation
 from dialer import queue
-from dialer.models import Attempt, Refusal
+from dialer.models import Attempt, Call, Refusal
 from dialer.runtime import Runtime
 from tests.conftest import T0
 from tests.helpers import audit_entries, campaign_body, consent_body, days
@@ -182,6 +182,9 @@ def left(api: Api, call_id: str, status: str, code: str) -> Refusal:
     assert (c["status"], c["last_reason"], c["next_eligible_at"]) == (status, code, None)
     [row] = api.refusals(call_id)
     assert (row.stage, row.status, row.code) == ("dispatch", status, code)
+    with api.runtime.db.read() as s:
+        # A refused call no longer holds its external id (an expired one still does).
+        assert s.scalar(select(Call.accepted).where(Call.id == call_id)) is (status != "refused")
     return row
 
 
