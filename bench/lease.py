@@ -533,7 +533,9 @@ def main() -> None:
                     out["open_loop"] = {
                         "pollers": n, "offered_calls_per_s": args.rate,
                         "leases_per_s": round(leased / took, 1),
-                        "p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2),
+                        "p50_ms": round(pct(lat, 0.5), 2), "p90_ms": round(pct(lat, 0.9), 2),
+                        "p95_ms": round(pct(lat, 0.95), 2), "p99_ms": round(pct(lat, 0.99), 2),
+                        "p999_ms": round(pct(lat, 0.999), 2),
                         "server_cpu_ms_per_lease": round(server_cpu * 1000 / max(leased, 1), 2),
                         "client_cpu_ms_per_lease": round(client_cpu * 1000 / max(leased, 1), 2),
                         "errors": sum(r["errors"] for r in res),
@@ -541,7 +543,8 @@ def main() -> None:
                     }
                     ol = out["open_loop"]
                     log(f"open loop N={n}, {args.rate:.0f} calls/s offered: {ol['leases_per_s']} "
-                        f"calls leased/s, lease p50 {ol['p50_ms']} ms p99 {ol['p99_ms']} ms "
+                        f"calls leased/s, lease p50 {ol['p50_ms']} ms p90 {ol['p90_ms']} ms "
+                        f"p95 {ol['p95_ms']} ms p99 {ol['p99_ms']} ms p99.9 {ol['p999_ms']} ms "
                         f"(from each cycle's scheduled start); server CPU "
                         f"{ol['server_cpu_ms_per_lease']} ms per leased call; errors "
                         f"{ol['errors']}")

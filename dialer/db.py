@@ -50,7 +50,9 @@ from sqlalchemy.types import TypeDecorator
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_CACHE_KIB = 16_384
-SQLITE_AUTOCHECKPOINT_PAGES = 10_000  # 40 MB of WAL (SQLite's default: 1,000)
+SQLITE_AUTOCHECKPOINT_PAGES = 20_000  # 80 MB of WAL (SQLite's default: 1,000)
+CHECKPOINT_RESTART_PAGES = 6_000  # Database.checkpoint: past this, catch up under the gate
+CHECKPOINT_CATCH_UP_PAGES = 1_000  # ... if no more than this is left to copy
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -228,7 +230,7 @@ def _setup_sqlite(engine: Engine) -> None:
         cur.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
         # SQLite checkpoints the WAL into the database file inside the commit that takes it
         # past this many pages, with an fsync, while that writer still holds the write lock.
-        # A served process checkpoints every second in the background instead
+        # A served process checkpoints four times a second in the background instead
         # (Database.checkpoint, dialer/jobs.py); the threshold stays as the fallback.
         cur.execute(f"PRAGMA wal_autocheckpoint = {SQLITE_AUTOCHECKPOINT_PAGES}")
         cur.close()
@@ -357,19 +359,40 @@ class Database:
         with self._read() as session, session.begin():
             yield session
 
-    def checkpoint(self) -> None:
-        """SQLite: copy the WAL into the database file now, without waiting for or blocking
-        anyone (PASSIVE), on a connection of its own; sqlite3 lets other threads run while
-        it works. Keeps commits from doing it under the write lock."""
+    def checkpoint(self) -> int:
+        """SQLite: copy the WAL into the database file, on a connection of its own (sqlite3
+        lets other threads run while it works), and let the next writer start the WAL over
+        from the top. Returns the WAL's length in pages before (0 elsewhere).
+
+        SQLite itself checkpoints inside the commit that takes the WAL past
+        SQLITE_AUTOCHECKPOINT_PAGES: it copies what is left and fsyncs the database file
+        while that writer holds the write lock. Measured under 32 pollers leasing 1,000
+        calls/s: a 33-83 ms commit every 0.7 s, the lease's whole p99. Here, first a PASSIVE
+        checkpoint, which blocks no one (it copies what no reader still needs, and syncs);
+        then, if the WAL is long, the same again holding the write gate (no writer of this
+        database is in a transaction; it copies only the pages written meanwhile), so that
+        every page is in the file: the next writer's BEGIN starts the WAL over, and the
+        commits never reach SQLite's own threshold."""
         if self.dialect != "sqlite":
-            return
+            return 0
         # The driver's connection: no BEGIN (a checkpoint inside a transaction cannot run).
         conn = self.engine.raw_connection()
         try:
             cur = conn.cursor()
-            cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            cur.fetchall()
+            _busy, frames, copied = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            for _ in range(4):  # again while writers keep adding (or a reader held some back)
+                if frames - copied <= CHECKPOINT_CATCH_UP_PAGES:
+                    break
+                _busy, frames, copied = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if (
+                frames >= CHECKPOINT_RESTART_PAGES
+                and frames - copied <= CHECKPOINT_CATCH_UP_PAGES
+                and self._gate is not None
+            ):
+                with _gated(self._gate):
+                    cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             cur.close()
+            return int(frames)
         finally:
             conn.close()
 

@@ -78,7 +78,7 @@ def start_scheduler(runtime: Runtime) -> Any:
     return scheduler
 
 
-CHECKPOINT_SECONDS = 1.0
+CHECKPOINT_SECONDS = 0.25
 
 
 def _checkpoint(runtime: Runtime) -> None:

@@ -50,6 +50,45 @@ def test_checkpoint_moves_the_wal_into_the_database(tmp_path: Path) -> None:
     db.dispose()
 
 
+def test_checkpoint_of_a_long_wal_catches_up_holding_the_gate_and_the_wal_starts_over(
+    tmp_path: Path,
+) -> None:
+    """Past CHECKPOINT_RESTART_PAGES, Database.checkpoint finishes holding the write gate: it
+    waits for a writer in its transaction, and then every page is in the file, so the next
+    writer starts the WAL over from the top (SQLite's own checkpoint inside a commit, with
+    its fsync under the write lock, is never reached)."""
+    import threading
+
+    from dialer.db import CHECKPOINT_RESTART_PAGES
+
+    path = tmp_path / "restart.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    db = Database(url)
+    with db.write() as s:
+        s.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (:i, 0, :h)"),
+                  [{"i": 100 + i, "h": f"{i:0600d}"} for i in range(50_000)])
+    done: list[int] = []
+    with db.write() as s:  # a writer in its transaction: the catch-up waits for it
+        s.execute(text("UPDATE audit_head SET seq = 1 WHERE id = 100"))
+        worker = threading.Thread(target=lambda: done.append(db.checkpoint()))
+        worker.start()
+        worker.join(timeout=2)
+        assert worker.is_alive() and not done  # copied outside, now waiting at the gate
+    worker.join(timeout=30)
+    assert done and done[0] >= CHECKPOINT_RESTART_PAGES  # the WAL's length before
+    with db.write() as s:  # this writer starts the WAL over
+        s.execute(text("UPDATE audit_head SET seq = 2 WHERE id = 100"))
+    conn = db.engine.raw_connection()
+    try:
+        _busy, frames, _copied = conn.cursor().execute(
+            "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        conn.close()
+    assert frames < 100  # not thousands: written from the top again
+    db.dispose()
+
+
 def test_sqlite_writers_of_two_processes_take_turns(tmp_path: Path) -> None:
     """The gate's flock: while our unit of work runs, another process finds the flock taken,
     its writer waits for ours, and its write lands after ours."""
