@@ -379,11 +379,10 @@ class Database:
         conn = self.engine.raw_connection()
         try:
             cur = conn.cursor()
-            _busy, frames, copied = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            for _ in range(4):  # again while writers keep adding (or a reader held some back)
+            for _ in range(5):  # again while writers keep adding (or a reader held some back)
+                _busy, frames, copied = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if frames - copied <= CHECKPOINT_CATCH_UP_PAGES:
                     break
-                _busy, frames, copied = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if (
                 frames >= CHECKPOINT_RESTART_PAGES
                 and frames - copied <= CHECKPOINT_CATCH_UP_PAGES

@@ -31,7 +31,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from sqlalchemy.orm import Session
@@ -54,13 +54,12 @@ class _Slot(Generic[J]):
 
 @dataclass(slots=True)
 class Stats:
-    """What a group has done (tests and the benchmark read it)."""
+    """What a group has done (the tests read it)."""
 
     transactions: int = 0
     jobs: int = 0
     largest: int = 0  # the most jobs served by one transaction
     failed: int = 0  # transactions rolled back, their jobs handed back to be served alone
-    sizes: dict[int, int] = field(default_factory=dict)  # jobs per transaction -> how often
 
 
 class GroupCommit(Generic[J]):
@@ -149,4 +148,3 @@ class GroupCommit(Generic[J]):
             return
         st.jobs += n
         st.largest = max(st.largest, n)
-        st.sizes[n] = st.sizes.get(n, 0) + 1

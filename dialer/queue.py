@@ -514,9 +514,11 @@ def group_commit(rt: Runtime) -> GroupCommit[_Job]:
     return cast("GroupCommit[_Job]", group)
 
 
-def _run(rt: Runtime, job: _Job, weight: int) -> None:
+def _run(rt: Runtime, job: _Job) -> None:
     """Serve one job: on SQLite in a transaction shared with the process's other requests
-    waiting for the write lock (dialer.groupcommit), else (or if that group failed) alone."""
+    waiting for the write lock (dialer.groupcommit; weighed by its calls), else (or if that
+    group failed) alone."""
+    weight = job.req.limit if isinstance(job, _LeaseJob) else len(job.items)
     if rt.db.is_sqlite and group_commit(rt).submit(job, weight):
         return
     with rt.db.write() as s:
@@ -533,7 +535,7 @@ def lease(rt: Runtime, who: Identity, req: LeaseRequest) -> list[dict[str, Any]]
             if _nothing_to_do(s, rt.clock.now()):
                 return []
     job = _LeaseJob(who, req)
-    _run(rt, job, req.limit)
+    _run(rt, job)
     _last_found[rt.db.url] = bool(job.tasks)
     return job.tasks
 
@@ -933,7 +935,7 @@ def _outcomes(
     """The outcomes in one unit of work (maybe shared: dialer.groupcommit), in order: each
     item's answer or error."""
     job = _OutcomeJob(who, items)
-    _run(rt, job, len(items))
+    _run(rt, job)
     return job.results
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from dialer.keys import Identity, Role
+from dialer.keys import Identity, Role, create_key
 from dialer.models import ApiKey, AuditEntry
 from dialer.runtime import Runtime
 
@@ -60,6 +60,27 @@ def identity(rt: Runtime, role: Role) -> Identity:
     with rt.db.read() as s:
         row = s.scalars(select(ApiKey).where(ApiKey.name == f"test-{role.value}")).one()
         return Identity(row.id, row.name, Role(row.role))
+
+
+def new_identity(rt: Runtime, role: Role, name: str) -> Identity:
+    """A new key of ``role`` named ``name``, as its Identity."""
+    row, _ = create_key(rt.db, role, name, rt.clock.now())
+    return Identity(row.id, row.name, role)
+
+
+def written_consents(rt: Runtime, who: Identity, phones: list[str], obtained_at: datetime,
+                     evidence_ref: str) -> None:
+    """A written auto-dialer consent for every purpose for each number (patient MRN-<i>),
+    recorded through the service, one at a time."""
+    from consent.schemas import ConsentIn
+    from consent.service import record_consent
+
+    for i, phone in enumerate(phones):
+        record_consent(rt, who, ConsentIn(
+            patient_ref=f"MRN-{i}", phone=phone, channels=["autodialed_voice"],
+            purposes=["*"], method="written", obtained_at=obtained_at,
+            evidence_ref=evidence_ref,
+        ))
 
 
 def audit_entries(rt: Runtime, kind: str | None = None) -> list[AuditEntry]:

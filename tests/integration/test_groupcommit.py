@@ -11,31 +11,24 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from consent.schemas import ConsentIn
-from consent.service import record_consent
 from dialer import intake, queue
 from dialer.campaigns import create_campaign
-from dialer.keys import Identity, Role, create_key
+from dialer.keys import Identity, Role
 from dialer.models import Attempt, Call
 from dialer.runtime import Runtime
 from dialer.schemas import CampaignIn
 from tests.conftest import T0
+from tests.helpers import new_identity, written_consents
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 CALLBACK = "+13145550199"
-
-
-def _who(rt: Runtime, role: Role, name: str) -> Identity:
-    row, _ = create_key(rt.db, role, name, rt.clock.now())
-    return Identity(row.id, row.name, role)
 
 
 def _phone(i: int) -> str:
@@ -45,13 +38,9 @@ def _phone(i: int) -> str:
 def _queue_calls(rt: Runtime, numbers: int, campaigns: int) -> dict[str, int]:
     """Consent for ``numbers`` numbers and, in each of ``campaigns`` campaigns, one call per
     number; returns each call's priority by external id ("c<campaign>-n<number>")."""
-    admin = _who(rt, Role.admin, "admin")
-    for i in range(numbers):
-        record_consent(rt, admin, ConsentIn(
-            patient_ref=f"MRN-{i}", phone=_phone(i), channels=["autodialed_voice"],
-            purposes=["*"], method="written", obtained_at=T0 - timedelta(days=30),
-            evidence_ref="scan://group",
-        ))
+    admin = new_identity(rt, Role.admin, "admin")
+    written_consents(rt, admin, [_phone(i) for i in range(numbers)], T0 - timedelta(days=30),
+                     "scan://group")
     priorities: dict[str, int] = {}
     for c in range(campaigns):
         camp = create_campaign(rt, admin, CampaignIn(
@@ -77,7 +66,7 @@ def _in_one_transaction(rt: Runtime, work: list[Callable[[], Any]]) -> list[Any]
             results[i] = e
 
     group = queue.group_commit(rt)
-    with _holding_lock(rt):
+    with rt.db.write():  # the lock: every request queues behind it
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(work))]
         for t in threads:
             t.start()
@@ -89,12 +78,6 @@ def _in_one_transaction(rt: Runtime, work: list[Callable[[], Any]]) -> list[Any]
         t.join(timeout=30)
     assert not any(t.is_alive() for t in threads)
     return results
-
-
-@contextmanager
-def _holding_lock(rt: Runtime) -> Iterator[None]:
-    with rt.db.write():
-        yield
 
 
 def _lease(rt: Runtime, who: Identity, limit: int) -> Callable[[], list[dict[str, Any]]]:
@@ -122,7 +105,7 @@ def test_leases_queued_together_are_one_transaction_each_with_its_own_limit(
 ) -> None:
     rt = runtime
     priorities = _queue_calls(rt, numbers=150, campaigns=1)
-    pollers = [_who(rt, Role.dialer, f"dialer-{i}") for i in range(12)]
+    pollers = [new_identity(rt, Role.dialer, f"dialer-{i}") for i in range(12)]
     before = queue.group_commit(rt).stats.transactions
 
     answers = _in_one_transaction(rt, [_lease(rt, who, 10) for who in pollers])
@@ -147,7 +130,7 @@ def test_leases_queued_together_are_one_transaction_each_with_its_own_limit(
 def test_the_daily_cap_holds_across_the_requests_of_one_transaction(runtime: Runtime) -> None:
     rt = runtime
     _queue_calls(rt, numbers=10, campaigns=4)  # 40 calls, 4 per number
-    pollers = [_who(rt, Role.dialer, f"dialer-{i}") for i in range(4)]
+    pollers = [new_identity(rt, Role.dialer, f"dialer-{i}") for i in range(4)]
 
     answers = _in_one_transaction(rt, [_lease(rt, who, 10) for who in pollers])
 
@@ -165,7 +148,7 @@ def test_the_daily_cap_holds_across_the_requests_of_one_transaction(runtime: Run
 def test_outcomes_and_leases_share_a_transaction(runtime: Runtime) -> None:
     rt = runtime
     _queue_calls(rt, numbers=40, campaigns=1)
-    first, second, third = (_who(rt, Role.dialer, f"dialer-{i}") for i in range(3))
+    first, second, third = (new_identity(rt, Role.dialer, f"dialer-{i}") for i in range(3))
     held = queue.lease(rt, first, queue.LeaseRequest("dialer-0", 10, 120))
     assert len(held) == 10
 
@@ -189,7 +172,7 @@ def test_a_request_that_fails_fails_alone(
     the group is then served alone, so only that one fails, with its own error."""
     rt = runtime
     _queue_calls(rt, numbers=40, campaigns=1)
-    first, second, third = (_who(rt, Role.dialer, f"dialer-{i}") for i in range(3))
+    first, second, third = (new_identity(rt, Role.dialer, f"dialer-{i}") for i in range(3))
     held = queue.lease(rt, first, queue.LeaseRequest("dialer-0", 2, 120))
     poison = held[0]["lease_id"]
     real = queue._one_outcome

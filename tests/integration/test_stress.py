@@ -26,11 +26,12 @@ from consent.schemas import ConsentIn
 from consent.service import record_consent
 from dialer import audit, intake, queue
 from dialer.campaigns import create_campaign
-from dialer.keys import Identity, Role, create_key
+from dialer.keys import Identity, Role
 from dialer.models import Attempt, Call
 from dialer.runtime import Runtime
 from dialer.schemas import CampaignIn
 from tests.conftest import T0
+from tests.helpers import new_identity, written_consents
 
 THREADS = 16
 NUMBERS = 100
@@ -44,19 +45,10 @@ def _phone(i: int) -> str:
     return f"+1314555{100 + i:04d}"  # St. Louis: America/Chicago
 
 
-def _identity(rt: Runtime, role: Role, name: str) -> Identity:
-    row, _ = create_key(rt.db, role, name, rt.clock.now())
-    return Identity(row.id, row.name, role)
-
-
 def _setup(rt: Runtime) -> list[str]:
-    admin = _identity(rt, Role.admin, "stress-admin")
-    for i in range(NUMBERS):
-        record_consent(rt, admin, ConsentIn(
-            patient_ref=f"MRN-{i}", phone=_phone(i), channels=["autodialed_voice"],
-            purposes=["*"], method="written", obtained_at=T0 - timedelta(days=30),
-            evidence_ref="scan://stress",
-        ))
+    admin = new_identity(rt, Role.admin, "stress-admin")
+    written_consents(rt, admin, [_phone(i) for i in range(NUMBERS)], T0 - timedelta(days=30),
+                     "scan://stress")
     campaign_ids = []
     for c in range(CAMPAIGNS):
         out = create_campaign(rt, admin, CampaignIn(
@@ -133,7 +125,7 @@ def test_concurrent_pollers_never_break_the_caps(runtime: Runtime, clock: FakeCl
     started = time.monotonic()
     rt = runtime
     _setup(rt)
-    pollers = [_identity(rt, Role.dialer, f"poller-{i}") for i in range(THREADS)]
+    pollers = [new_identity(rt, Role.dialer, f"poller-{i}") for i in range(THREADS)]
     stats: Counter[str] = Counter()
     errors: list[BaseException] = []
     rnd = random.Random(20261124)
@@ -267,8 +259,8 @@ def test_opt_outs_and_revocations_of_one_number_never_deadlock(runtime: Runtime)
 
     text = _default_policy_bytes().decode().replace("per_day = 1", "per_day = 3")
     runtime.policy = parse_policy(text.encode(), "test policy")
-    admin = _identity(runtime, Role.admin, "race-admin")
-    dialer = _identity(runtime, Role.dialer, "race-dialer")
+    admin = new_identity(runtime, Role.admin, "race-admin")
+    dialer = new_identity(runtime, Role.dialer, "race-dialer")
     campaigns = [create_campaign(runtime, admin, CampaignIn(
         name=f"race-{c}", purpose="discharge_followup", provider_name="Mercy",
         callback_number="+13145550199", max_attempts=4)).id for c in range(3)]
