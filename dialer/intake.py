@@ -618,6 +618,8 @@ def _decide_chunk(
         next_eligible = (
             (max(now, r.not_before) if r.not_before else now) if status == "queued" else None
         )
+        # A not_before still ahead: parked until then (dialer.queue, migration 0003).
+        parked = next_eligible is not None and next_eligible > now
         last_reason = why[0].code.value if why else None
         if sqlite:
             # The row as the driver binds it, in _CALL_COLUMNS order: as dialer.db.insert_rows
@@ -632,7 +634,8 @@ def _decide_chunk(
                 status, 0 if why else 1,
                 None if next_eligible is None
                 else now_text if next_eligible is now else sqlite_datetime(next_eligible),
-                0, zone_json, last_reason, None, None, now_text, now_text, who.key_id, pv,
+                1 if parked else 0, 0, zone_json, last_reason, None, None, now_text, now_text,
+                who.key_id, pv,
             ))
         else:
             zone_dicts = zone_lists.get(zones)
@@ -644,7 +647,8 @@ def _decide_chunk(
                 "patient_ref": r.patient_ref, "phone": r.phone, "state": r.state,
                 "postal_code": r.postal_code, "priority": r.priority,
                 "not_before": r.not_before, "not_after": r.not_after, "status": status,
-                "accepted": not why, "next_eligible_at": next_eligible, "attempts": 0,
+                "accepted": not why, "next_eligible_at": next_eligible, "parked": parked,
+                "attempts": 0,
                 "candidate_zones": zone_dicts, "last_reason": last_reason, "lease_id": None,
                 "lease_expires_at": None, "created_at": now, "updated_at": now,
                 "created_by": who.key_id, "policy_version": pv,
@@ -696,7 +700,8 @@ def _sqlite_dt(value: datetime | None) -> str | None:
 # The column order of the rows _decide_chunk builds for SQLite.
 _CALL_COLUMNS = (
     "id", "campaign_id", "external_id", "patient_ref", "phone", "state", "postal_code",
-    "priority", "not_before", "not_after", "status", "accepted", "next_eligible_at", "attempts",
+    "priority", "not_before", "not_after", "status", "accepted", "next_eligible_at", "parked",
+    "attempts",
     "candidate_zones", "last_reason", "lease_id", "lease_expires_at", "created_at",
     "updated_at", "created_by", "policy_version",
 )

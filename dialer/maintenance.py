@@ -4,9 +4,10 @@ of times, in any process, and leaves the same state."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, exists, literal, select
+from sqlalchemy import ColumnElement, Select, delete, exists, literal, select
 
 from consent.models import Consent
 from dialer import audit
@@ -20,23 +21,20 @@ TERMINAL = ("completed", "refused", "withdrawn", "expired")
 
 def note_expired_consents(rt: Runtime) -> int:
     """Write a ``consent.expired`` audit entry once for every consent past its expiry.
-    (Decisions never need it: expiry is derived from ``expires_at`` at every check.)"""
+    (Decisions never need it: expiry is derived from ``expires_at`` at every check.)
+
+    Like every job here, it searches in a read transaction and takes the write lock only
+    for what it found, re-checked under the lock: the search reads every consent (200,000
+    in the benchmark: 30-60 ms), which under the lock stalled every poller each run."""
     now = rt.clock.now()
     total = 0
     while True:
+        with rt.db.read() as s:
+            ids = list(s.scalars(_expired_consents(now).limit(BATCH)))
+        if not ids:
+            return total
         with rt.db.write() as s:
-            noted = exists().where(
-                AuditEntry.kind == "consent.expired",
-                AuditEntry.subject == literal("consent:") + Consent.id,
-            )
-            ids = list(
-                s.scalars(
-                    select(Consent.id)
-                    .where(Consent.expires_at.is_not(None), Consent.expires_at <= now, ~noted)
-                    .limit(BATCH)
-                )
-            )
-            for cid in ids:
+            for cid in s.scalars(_expired_consents(now).where(Consent.id.in_(ids))):
                 audit.record(
                     s, at=now, actor="system:jobs", kind="consent.expired",
                     subject=f"consent:{cid}", policy_version=rt.policy_version,
@@ -46,31 +44,44 @@ def note_expired_consents(rt: Runtime) -> int:
             return total
 
 
+def _expired_consents(now: datetime) -> Select[Any]:
+    noted = exists().where(
+        AuditEntry.kind == "consent.expired",
+        AuditEntry.subject == literal("consent:") + Consent.id,
+    )
+    return select(Consent.id).where(
+        Consent.expires_at.is_not(None), Consent.expires_at <= now, ~noted
+    )
+
+
 def purge_past_retention(rt: Runtime) -> int:
     """Delete finished calls (and their attempts) older than the retention period. The audit
-    log and the refusal log are kept."""
+    log and the refusal log are kept. The search (every finished call: no index serves it)
+    runs in a read transaction; the deletes re-check each call under the write lock."""
     cutoff = rt.clock.now() - timedelta(days=rt.settings.retention_days)
     total = 0
     while True:
+        with rt.db.read() as s:
+            ids = list(s.scalars(select(Call.id).where(*_past(cutoff)).limit(BATCH)))
+        if not ids:
+            return total
         with rt.db.write() as s:
-            ids = list(
-                s.scalars(
-                    select(Call.id)
-                    .where(Call.status.in_(TERMINAL), Call.updated_at < cutoff)
-                    .limit(BATCH)
-                )
-            )
-            if ids:
-                s.execute(delete(Attempt).where(Attempt.call_id.in_(ids)))
-                s.execute(delete(Call).where(Call.id.in_(ids)))
+            gone = list(s.scalars(select(Call.id).where(Call.id.in_(ids), *_past(cutoff))))
+            if gone:
+                s.execute(delete(Attempt).where(Attempt.call_id.in_(gone)))
+                s.execute(delete(Call).where(Call.id.in_(gone)))
                 audit.record(
                     s, at=rt.clock.now(), actor="system:jobs", kind="retention.purged",
                     subject="calls", policy_version=rt.policy_version,
-                    payload={"calls": len(ids), "cutoff": cutoff.isoformat()},
+                    payload={"calls": len(gone), "cutoff": cutoff.isoformat()},
                 )
-        total += len(ids)
+        total += len(gone)
         if len(ids) < BATCH:
             return total
+
+
+def _past(cutoff: datetime) -> tuple[ColumnElement[bool], ...]:
+    return Call.status.in_(TERMINAL), Call.updated_at < cutoff
 
 
 JOBS: dict[str, Callable[[Runtime], int]] = {

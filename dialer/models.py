@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    false,
     text,
     true,
 )
@@ -27,6 +28,8 @@ PENDING = ("queued", "leased")
 PENDING_SQL = "status IN ('queued', 'leased')"
 ACCEPTED_SQL = "accepted"  # false only for a refused call (migration 0002)
 LIVE_SQL = "state = 'live'"
+QUEUE_ORDER_SQL = "status = 'queued' AND NOT parked"
+PARKED_SQL = "status = 'queued' AND parked"
 
 
 class ApiKey(Base):
@@ -109,6 +112,10 @@ class Call(Base):
     # when a call is refused, not at every status change (migration 0002).
     accepted: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     next_eligible_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # True while a queued call waits for next_eligible_at (deferred, or a not_before still
+    # ahead at intake): out of ix_calls_queue_order, in ix_calls_parked until a lease
+    # returns it once due (dialer/queue.py; migration 0003).
+    parked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     candidate_zones: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
     last_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -120,15 +127,26 @@ class Call(Base):
     policy_version: Mapped[str] = mapped_column(String(64))
 
 
-# The queue's order, for a poll over many eligible calls (dialer/queue.py).
+# The queue's order, for a poll over many eligible calls, without the parked ones
+# (dialer/queue.py).
 Index(
     "ix_calls_queue_order",
     Call.priority.desc(),
     Call.created_at,
     Call.id,
     Call.next_eligible_at,
-    sqlite_where=text("status = 'queued'"),
-    postgresql_where=text("status = 'queued'"),
+    sqlite_where=text(QUEUE_ORDER_SQL),
+    postgresql_where=text(QUEUE_ORDER_SQL),
+)
+# The parked calls by when they become due (then by queue order).
+Index(
+    "ix_calls_parked",
+    Call.next_eligible_at,
+    Call.priority.desc(),
+    Call.created_at,
+    Call.id,
+    sqlite_where=text(PARKED_SQL),
+    postgresql_where=text(PARKED_SQL),
 )
 
 

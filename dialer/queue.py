@@ -28,6 +28,7 @@ from functools import lru_cache
 from typing import Any, Protocol, cast
 
 from sqlalchemy import (
+    Boolean,
     Integer,
     Select,
     String,
@@ -106,6 +107,7 @@ class QCall:
     status: str
     accepted: bool
     next_eligible_at: datetime | None
+    parked: bool
     attempts: int
     candidate_zones: str | list[dict[str, str]] | None  # the JSON text on SQLite
     last_reason: str | None
@@ -341,16 +343,24 @@ def _refuse(
 
 # --- the lease query ------------------------------------------------------------------------
 #
-# Queued calls eligible now, highest priority then oldest first. Two plans, one meaning:
+# Queued calls eligible now, highest priority then oldest first. A deferred call is parked
+# (calls.parked, migration 0003): out of ix_calls_queue_order until it is due, so that a
+# walk of the queue order does not step over every deferred call ahead of the first
+# eligible one. Each lease transaction first unparks the parked calls that are due, in the
+# order they became due, up to UNPARK_LIMIT: beyond that (a calling window opening on a
+# larger backlog) the rest join the queue order over the next polls; within one instant,
+# higher priority first.
+#
+# Then two plans, one meaning (the unparked queued calls eligible now, in queue order):
 #
 # * few eligible (the steady state; an empty or fully capped queue has none): range-scan
 #   them in ix_calls_status_next_eligible and sort them in the database;
-# * many (a fresh list): walk ix_calls_queue_order in priority order, skipping the deferred
-#   ones inside the index, and stop after n.
+# * many (a fresh list): walk ix_calls_queue_order in priority order, skipping (inside the
+#   index) a call not yet due that was never parked, and stop after n.
 #
-# ix_calls_queue_order (migration 0001):
+# ix_calls_queue_order (migration 0003):
 #   CREATE INDEX ix_calls_queue_order ON calls (priority DESC, created_at, id,
-#   next_eligible_at) WHERE status = 'queued'
+#   next_eligible_at) WHERE status = 'queued' AND NOT parked
 # Without it the second plan is the first one: every eligible call is sorted on each poll.
 #
 # SQLite: a probe counts the eligible calls up to SMALL_ELIGIBLE in the range index without
@@ -366,7 +376,7 @@ QUEUE_ORDER_INDEX = "ix_calls_queue_order"
 _QUEUED = literal_column("'queued'", String())
 _SQLITE_LEASE_QUERY = (
     "SELECT id FROM calls INDEXED BY {index} "
-    "WHERE status = 'queued' AND next_eligible_at <= :now "
+    "WHERE status = 'queued' AND NOT parked AND next_eligible_at <= :now "
     "ORDER BY priority DESC, created_at, id LIMIT :n"
 )
 _SQLITE_FEW, _SQLITE_MANY = (
@@ -375,6 +385,32 @@ _SQLITE_FEW, _SQLITE_MANY = (
     )
     for index in ("ix_calls_status_next_eligible", QUEUE_ORDER_INDEX)
 )
+_NOT_PARKED = literal_column("NOT calls.parked", Boolean())
+UNPARK_LIMIT = 1000
+_SQLITE_UNPARK = text(
+    "UPDATE calls SET parked = 0 WHERE id IN ("
+    "SELECT id FROM calls INDEXED BY ix_calls_parked "
+    "WHERE status = 'queued' AND parked AND next_eligible_at <= :now "
+    "ORDER BY next_eligible_at, priority DESC, created_at, id LIMIT :n)"
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("n", type_=Integer()))
+_PG_UNPARK = text(
+    "UPDATE calls SET parked = false WHERE id IN ("
+    "SELECT id FROM calls "
+    "WHERE status = 'queued' AND parked AND next_eligible_at <= :now "
+    "ORDER BY next_eligible_at, priority DESC, created_at, id LIMIT :n "
+    "FOR UPDATE SKIP LOCKED)"
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("n", type_=Integer()))
+
+
+def _unpark_due(s: Session, now: datetime) -> int:
+    """Return the parked calls due by ``now`` to the queue order (up to UNPARK_LIMIT; on
+    PostgreSQL skipping those another transaction holds)."""
+    sqlite = s.get_bind().dialect.name == "sqlite"
+    result = s.execute(_SQLITE_UNPARK if sqlite else _PG_UNPARK,
+                       {"now": now, "n": UNPARK_LIMIT})
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 _has_queue_index: dict[str, bool] = {}
 # SQLite: when the probe last found many eligible calls (per database). For a second after,
 # polls take the queue-order walk without probing again: the probe reads up to
@@ -404,7 +440,8 @@ _PROBE_MANY: Select[Any] = (
 )
 _PG_LEASE_QUERY = (
     select(Call.id)
-    .where(Call.status == _QUEUED, Call.next_eligible_at <= bindparam("now", type_=UTCDateTime()))
+    .where(Call.status == _QUEUED, _NOT_PARKED,
+           Call.next_eligible_at <= bindparam("now", type_=UTCDateTime()))
     .order_by(Call.priority.desc(), Call.created_at, Call.id)
     .limit(bindparam("n", type_=Integer()))
 )
@@ -547,6 +584,7 @@ def _lease_in(rt: Runtime, s: Session, jobs: list[_LeaseJob], now: datetime) -> 
     for j in jobs:
         j.tasks = []
     _sweep_expired(rt, s, now, jobs[0].who.actor)
+    _unpark_due(s, now)
     pg = s.get_bind().dialect.name == "postgresql"
     takers = deque(jobs)
     seen: set[str] = set()
@@ -599,8 +637,8 @@ def _lease_batch(
         times[c.phone].append(now)  # counts at once for the rest of this batch
         attempt_no = c.attempts + 1
         w.call(c, {"status": "leased", "lease_id": attempt_id, "lease_expires_at": expires,
-                   "next_eligible_at": None, "attempts": attempt_no, "last_reason": None,
-                   "updated_at": now})
+                   "next_eligible_at": None, "parked": False, "attempts": attempt_no,
+                   "last_reason": None, "updated_at": now})
         attempt_rows.append(
             {
                 "id": attempt_id, "call_id": c.id, "campaign_id": c.campaign_id,
@@ -653,7 +691,8 @@ def _apply_not_go(
     elif d.outcome == "expire":
         _refuse(rt, s, w, c, "expired", d.reasons, now, actor)
     else:
-        w.call(c, {"next_eligible_at": d.next_eligible_at,
+        parked = d.next_eligible_at is not None and d.next_eligible_at > now
+        w.call(c, {"next_eligible_at": d.next_eligible_at, "parked": parked,
                    "last_reason": d.reasons[0].code.value, "updated_at": now})
         audit.record(
             s, at=now, actor=actor, kind="call.deferred", subject=f"call:{c.id}",
@@ -707,14 +746,18 @@ def _requeue(
         _refuse(rt, s, w, c, "expired", [reason(Code.MAX_ATTEMPTS)], now, actor)
         return
     w.call(c, {"status": "queued", "lease_id": None, "lease_expires_at": None,
-               "next_eligible_at": now, "updated_at": now})
+               "next_eligible_at": now, "parked": False, "updated_at": now})
 
 
 def expire_leases(rt: Runtime) -> int:
-    """Scheduled job: return expired leases to the queue."""
+    """Scheduled job: return expired leases to the queue. Probed first in a read
+    transaction: the write lock only when a lease has expired."""
     now = rt.clock.now()
     total = 0
     while True:
+        with rt.db.read() as s:
+            if s.execute(_PROBES[0], {"now": now}).first() is None:
+                return total
         with rt.db.write() as s:
             n = _sweep_expired(rt, s, now, "system:jobs")
         total += n
@@ -864,8 +907,8 @@ def release(rt: Runtime, who: Identity, call_id: str, lease_id: str) -> None:
         w = _Writes()
         w.attempt(attempt_id or "", {"state": "released", "counted": False, "recorded_at": now})
         w.call(c, {"status": "queued", "lease_id": None, "lease_expires_at": None,
-                   "next_eligible_at": now, "attempts": max(0, c.attempts - 1),
-                   "updated_at": now})
+                   "next_eligible_at": now, "parked": False,
+                   "attempts": max(0, c.attempts - 1), "updated_at": now})
         w.send(s)
         audit.record(
             s, at=now, actor=who.actor, kind="lease.released", subject=f"call:{c.id}",

@@ -149,3 +149,6 @@ def test_migrated_indexes_are_the_models_indexes(empty_db_url: str) -> None:
         engine.dispose()
     assert _index_sql(empty_db_url) == migrated
     assert "priority DESC" in migrated["ix_calls_queue_order"]
+    # Parked calls (deferred until next_eligible_at) are out of the queue order (0003).
+    assert "parked" in migrated["ix_calls_queue_order"].split("WHERE")[1]
+    assert "parked" in migrated["ix_calls_parked"].split("WHERE")[1]

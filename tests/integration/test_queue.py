@@ -11,7 +11,9 @@ Time is driven with the ``clock`` fixture (the app's runtime reads it). T0 is Tu
 from __future__ import annotations
 
 import json
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,8 +27,8 @@ from sqlalchemy import text as sql_text
 
 from config.clock import FakeClock
 from config.policy import _default_policy_bytes, parse_policy
-from consent.models import Revocation
-from dialer import queue
+from consent.models import Consent, Revocation
+from dialer import maintenance, queue
 from dialer.models import Attempt, Call, Refusal
 from dialer.runtime import Runtime
 from tests.conftest import T0
@@ -174,6 +176,9 @@ def deferred(api: Api, call_id: str, code: str, at: datetime) -> None:
     assert (c["status"], c["last_reason"], ts(c["next_eligible_at"])) == ("queued", code, at)
     [entry] = [d for d in c["decisions"] if d["kind"] == "call.deferred"][-1:]
     assert code in entry["payload"]["codes"]
+    with api.runtime.db.read() as s:
+        # Out of the queue order until it is due (migration 0003).
+        assert s.scalar(select(Call.parked).where(Call.id == call_id)) is True
 
 
 def left(api: Api, call_id: str, status: str, code: str) -> Refusal:
@@ -481,6 +486,87 @@ def test_lease_order_with_many_eligible(api: Api, runtime: Runtime, with_index: 
     assert [t["call_id"] for t in tasks] == [ids[i] for i in by_prio[:5]]
 
 
+def parked(api: Api, ids: list[str]) -> list[bool]:
+    with api.runtime.db.read() as s:
+        got = {i: p for i, p in s.execute(select(Call.id, Call.parked).where(Call.id.in_(ids)))}
+    return [got[i] for i in ids]
+
+
+@pytest.mark.parametrize("unpark_limit", [1000, 2], ids=["all", "two-per-poll"])
+def test_parked_calls_rejoin_the_queue_order_when_due(
+    api: Api, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, unpark_limit: int
+) -> None:
+    """Deferred calls leave the queue order (parked) and rejoin it once due, in order: with
+    many eligible calls (the queue-order walk), the due ones come back merged by priority
+    with the calls that were never deferred; when more are due than one poll unparks, the
+    highest priorities among those due at the same instant rejoin first."""
+    monkeypatch.setattr(queue, "SMALL_ELIGIBLE", 3)
+    monkeypatch.setattr(queue, "UNPARK_LIMIT", unpark_limit)
+    for i in range(12):
+        api.consent(num(i))
+    # Numbers 0-5: one attempt each now, so the daily cap defers their other calls by 24 h.
+    first = api.submit(api.campaign(name="first"), *({"phone": num(i)} for i in range(6)))
+    done = api.lease(limit=6)
+    assert {t["call_id"] for t in done} == set(first)
+    assert all(api.outcome(t, "connected").status_code == 200 for t in done)
+    clock.advance(timedelta(minutes=1))
+    prio = [1 + (i * 7) % 10 for i in range(12)]
+    a = api.submit(api.campaign(name="a"), *({"phone": num(i), "priority": prio[i]}
+                                            for i in range(6)))
+    clock.advance(timedelta(minutes=1))
+    b = api.submit(api.campaign(name="b"), *({"phone": num(i), "priority": prio[i]}
+                                            for i in range(6, 12)))
+    # The walk meets every call of a (numbers capped) first only if it outranks b's.
+    tasks = api.lease(limit=2)
+    key = {**{a[i]: (-prio[i], 0, a[i]) for i in range(6)},
+           **{b[i]: (-prio[i + 6], 1, b[i]) for i in range(6)}}
+    b_order = sorted(b, key=key.__getitem__)
+    assert [t["call_id"] for t in tasks] == b_order[:2]
+    tasks = api.lease(limit=1)
+    assert [t["call_id"] for t in tasks] == b_order[2:3]
+    # a's calls ranked above b's third were decided: deferred and parked.
+    decided = [c for c in a if key[c] < key[b_order[2]]]
+    assert decided and parked(api, decided) == [True] * len(decided)
+    for c in decided:
+        assert ts(api.call(c)["next_eligible_at"]) == T0 + timedelta(hours=24)
+    clock.set(T0 + timedelta(hours=24))
+    rest = sorted([*b_order[3:], *a], key=key.__getitem__)
+    if unpark_limit >= len(decided):
+        assert [t["call_id"] for t in api.lease(limit=12)] == rest
+    else:
+        # Two per poll: the two highest of the due ones join the never-deferred calls.
+        joined = sorted(decided, key=key.__getitem__)[:2]
+        never = [c for c in rest if c not in decided]
+        got = [t["call_id"] for t in api.lease(limit=5)]
+        assert got == sorted([*joined, *never], key=key.__getitem__)[:5]
+        left_over = [c for c in rest if c not in got]
+        got += [t["call_id"] for t in api.lease(limit=12)]
+        got += [t["call_id"] for t in api.lease(limit=12)]
+        assert sorted(got) == sorted(rest)
+        assert not any(parked(api, left_over))
+    assert api.lease(limit=12) == []
+
+
+def test_a_not_before_ahead_parks_the_call_until_then(api: Api, clock: FakeClock) -> None:
+    api.consent(num(1))
+    api.consent(num(2))
+    cid = api.campaign()
+    later, now = api.submit(
+        cid, {"phone": num(1), "priority": 9, "not_before": iso(T0 + timedelta(hours=1))},
+        {"phone": num(2), "priority": 1},
+    )
+    assert parked(api, [later, now]) == [True, False]
+    assert [t["call_id"] for t in api.lease()] == [now]
+    clock.advance(timedelta(hours=1))
+    [task] = api.lease()
+    assert task["call_id"] == later
+    assert parked(api, [later]) == [False]
+    # Released, it is queued again, in the queue order at once.
+    assert api.release(task).status_code == 200
+    assert parked(api, [later]) == [False]
+    assert [t["call_id"] for t in api.lease()] == [later]
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -593,6 +679,75 @@ def test_expire_leases_job(api: Api, runtime: Runtime, clock: FakeClock) -> None
     assert queue.expire_leases(runtime) == 1
     assert queue.expire_leases(runtime) == 0
     assert api.call(call)["status"] == "queued"
+
+
+def run_holding_the_write_lock(runtime: Runtime, job: Callable[[Runtime], int]) -> int:
+    """Run ``job`` on a thread while this one holds the write lock: SQLite, a job with
+    nothing to write finishes without waiting for it (its search is a read transaction); one
+    with work waits until the lock is let go. PostgreSQL has no single write lock: the job
+    simply runs."""
+    if not runtime.db.is_sqlite:
+        return job(runtime)
+    out: list[int] = []
+    worker = threading.Thread(target=lambda: out.append(job(runtime)))
+    with runtime.db.write():
+        worker.start()
+        worker.join(timeout=3)
+        finished_under_the_lock = bool(out)
+    worker.join(timeout=30)
+    assert out
+    assert finished_under_the_lock is (out[0] == 0)
+    return out[0]
+
+
+@pytest.mark.parametrize("job", [queue.expire_leases, queue.expire_deadlines,
+                                 maintenance.note_expired_consents,
+                                 maintenance.purge_past_retention])
+def test_jobs_with_nothing_to_do_never_wait_for_the_write_lock(
+    api: Api, runtime: Runtime, job: Callable[[Runtime], int]
+) -> None:
+    api.consent(num(1), expires_at=T0 + days(30))
+    api.submit(api.campaign(), {"phone": num(1), "not_after": iso(T0 + days(10))})
+    assert run_holding_the_write_lock(runtime, job) == 0
+
+
+def test_note_expired_consents_job(api: Api, runtime: Runtime, clock: FakeClock) -> None:
+    api.consent(num(1), expires_at=T0 + days(1))
+    api.consent(num(2))
+    assert maintenance.note_expired_consents(runtime) == 0
+    clock.advance(days(1))
+    assert run_holding_the_write_lock(runtime, maintenance.note_expired_consents) == 1
+    assert maintenance.note_expired_consents(runtime) == 0  # once per consent
+    with runtime.db.read() as s:
+        expired = s.scalar(select(Consent.id).where(Consent.expires_at.is_not(None)))
+    assert [e.subject for e in audit_entries(runtime, "consent.expired")] == [
+        f"consent:{expired}"
+    ]
+
+
+def test_purge_past_retention_job(api: Api, runtime: Runtime, clock: FakeClock) -> None:
+    """Finished calls older than the retention period go, with their attempts; queued calls
+    and the audit log stay."""
+    api.consent(num(1))
+    api.consent(num(2))
+    done, waiting = api.submit(api.campaign(), {"phone": num(1), "priority": 9},
+                               {"phone": num(2), "priority": 1,
+                                "not_before": iso(T0 + days(3000))})
+    [task] = api.lease(limit=1)
+    assert task["call_id"] == done
+    assert api.outcome(task, "connected").status_code == 200
+    clock.advance(days(runtime.settings.retention_days) - timedelta(seconds=1))
+    assert maintenance.purge_past_retention(runtime) == 0
+    clock.advance(timedelta(seconds=2))
+    assert run_holding_the_write_lock(runtime, maintenance.purge_past_retention) == 1
+    assert maintenance.purge_past_retention(runtime) == 0
+    r = api.client.get(f"/v1/calls/{done}", headers=api.mgr)
+    assert r.status_code == 404
+    assert api.attempts(num(1)) == []
+    assert api.call(waiting)["status"] == "queued"
+    assert any(e.subject == f"call:{done}" for e in audit_entries(runtime, "call.leased"))
+    [purged] = audit_entries(runtime, "retention.purged")
+    assert json.loads(purged.payload)["calls"] == 1
 
 
 # --- outcomes ----------------------------------------------------------------------------
