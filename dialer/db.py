@@ -388,12 +388,27 @@ class Database:
                 and frames - copied <= CHECKPOINT_CATCH_UP_PAGES
                 and self._gate is not None
             ):
+                self._flush_files()
                 with _gated(self._gate):
                     cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             cur.close()
             return int(frames)
         finally:
             conn.close()
+
+    def _flush_files(self) -> None:
+        """fsync the WAL and the database file before the gated step: the checkpoint there
+        syncs both again, but then has only what was written meanwhile to flush."""
+        assert self._lookup_path is not None
+        for path in (f"{self._lookup_path}-wal", self._lookup_path):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def ping(self) -> bool:
         with self.engine.connect() as conn:

@@ -6,6 +6,8 @@ API processes may all run schedulers and only one of them does a given job at a 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -60,7 +62,13 @@ def start_scheduler(runtime: Runtime) -> Any:
     interval = runtime.settings.job_interval_seconds
     scheduler = BackgroundScheduler(
         jobstores={"default": MemoryJobStore()},
-        executors={"default": ThreadPoolExecutor(2)},
+        executors={
+            "default": ThreadPoolExecutor(2),
+            # Checkpoints on a thread of their own, at a lower CPU priority (see below).
+            "background": ThreadPoolExecutor(
+                1, pool_kwargs={"initializer": _lower_priority,
+                                "thread_name_prefix": "callgate-checkpoint"}),
+        },
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
         timezone="UTC",
     )
@@ -72,13 +80,28 @@ def start_scheduler(runtime: Runtime) -> Any:
         # Checkpoints off the request path: see Database.checkpoint.
         scheduler.add_job(
             _checkpoint, "interval", seconds=CHECKPOINT_SECONDS, args=(runtime,),
-            id="wal_checkpoint", name="wal_checkpoint",
+            id="wal_checkpoint", name="wal_checkpoint", executor="background",
         )
     scheduler.start()
     return scheduler
 
 
 CHECKPOINT_SECONDS = 0.25
+CHECKPOINT_NICE = 10
+
+
+def _lower_priority() -> None:
+    """The checkpoint thread runs at nice +CHECKPOINT_NICE (Linux: a thread's own priority).
+    Under 1,000 calls/s a checkpoint copies for 60-80 ms about once a second, and the
+    slowest leases (the client waking late, the server's event loop late to read a request)
+    fell in those windows on a two-core machine; nobody waits for the copying itself, only
+    for the short last step under the write gate. Measured (bench/lease.py, open loop):
+    p95 29-38 -> 25 ms, p99 59-61 -> 49 ms. Where the priority cannot be changed, the
+    checkpoint runs as it is."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECKPOINT_NICE)
+    except (AttributeError, OSError):  # not Linux, or not permitted
+        log.debug("checkpoint thread priority unchanged")
 
 
 def _checkpoint(runtime: Runtime) -> None:

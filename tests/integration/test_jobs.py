@@ -19,12 +19,34 @@ def test_scheduler_has_every_job_and_checkpoints_sqlite(runtime: Runtime) -> Non
     sched = jobs.start_scheduler(runtime)
     try:
         names = {j.id for j in sched.get_jobs()}
+        executors = {j.id: j.executor for j in sched.get_jobs()}
     finally:
         sched.shutdown(wait=False)
     expected = set(jobs._jobs())
     if runtime.db.is_sqlite:
         expected.add("wal_checkpoint")
     assert names == expected
+    if runtime.db.is_sqlite:
+        assert executors.pop("wal_checkpoint") == "background"
+    assert set(executors.values()) == {"default"}
+
+
+def test_the_checkpoint_thread_runs_at_a_lower_priority() -> None:
+    """Linux: the initializer of the checkpoint's thread lowers that thread's priority only."""
+    import threading
+
+    seen: list[int] = []
+
+    def body() -> None:
+        jobs._lower_priority()
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = threading.Thread(target=body)
+    worker.start()
+    worker.join()
+    assert seen == [min(before + jobs.CHECKPOINT_NICE, 19)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
 
 
 def test_checkpoint_moves_the_wal_into_the_database(tmp_path: Path) -> None:
