@@ -399,7 +399,8 @@ class Database:
     def _flush_files(self) -> None:
         """fsync the WAL and the database file before the gated step: the checkpoint there
         syncs both again, but then has only what was written meanwhile to flush."""
-        assert self._lookup_path is not None
+        if self._lookup_path is None:  # in memory: no files
+            return
         for path in (f"{self._lookup_path}-wal", self._lookup_path):
             try:
                 fd = os.open(path, os.O_RDONLY)

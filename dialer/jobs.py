@@ -92,12 +92,11 @@ CHECKPOINT_NICE = 10
 
 def _lower_priority() -> None:
     """The checkpoint thread runs at nice +CHECKPOINT_NICE (Linux: a thread's own priority).
-    Under 1,000 calls/s a checkpoint copies for 60-80 ms about once a second, and the
+    Under 1,000 calls/s a checkpoint copied for 52-77 ms about once a second, and the
     slowest leases (the client waking late, the server's event loop late to read a request)
     fell in those windows on a two-core machine; nobody waits for the copying itself, only
-    for the short last step under the write gate. Measured (bench/lease.py, open loop):
-    p95 29-38 -> 25 ms, p99 59-61 -> 49 ms. Where the priority cannot be changed, the
-    checkpoint runs as it is."""
+    for the short last step under the write gate (docs/performance.md, seventh pass). Where
+    the priority cannot be changed, the checkpoint runs as it is."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECKPOINT_NICE)
     except (AttributeError, OSError):  # not Linux, or not permitted

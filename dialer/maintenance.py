@@ -25,7 +25,7 @@ def note_expired_consents(rt: Runtime) -> int:
 
     Like every job here, it searches in a read transaction and takes the write lock only
     for what it found, re-checked under the lock: the search reads every consent (200,000
-    in the benchmark: 30-60 ms), which under the lock stalled every poller each run."""
+    in the benchmark: 24-63 ms a run), which under the lock stalled every poller."""
     now = rt.clock.now()
     total = 0
     while True:

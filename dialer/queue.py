@@ -28,7 +28,6 @@ from functools import lru_cache
 from typing import Any, Protocol, cast
 
 from sqlalchemy import (
-    Boolean,
     Integer,
     Select,
     String,
@@ -59,7 +58,7 @@ from dialer.db import UTCDateTime, insert_rows, one_of_param, one_of_value, upda
 from dialer.dispatch_rules import CallFacts, DispatchDecision, decide
 from dialer.groupcommit import GroupCommit
 from dialer.keys import Identity
-from dialer.models import Attempt, Call, Campaign
+from dialer.models import PARKED_SQL, QUEUE_ORDER_SQL, Attempt, Call, Campaign
 from dialer.runtime import Runtime
 from dialer.windows import CandidateZone, applicable_states, candidate_zones
 from dialer.withdraw import lock_numbers
@@ -376,7 +375,7 @@ QUEUE_ORDER_INDEX = "ix_calls_queue_order"
 _QUEUED = literal_column("'queued'", String())
 _SQLITE_LEASE_QUERY = (
     "SELECT id FROM calls INDEXED BY {index} "
-    "WHERE status = 'queued' AND NOT parked AND next_eligible_at <= :now "
+    f"WHERE {QUEUE_ORDER_SQL} AND next_eligible_at <= :now "
     "ORDER BY priority DESC, created_at, id LIMIT :n"
 )
 _SQLITE_FEW, _SQLITE_MANY = (
@@ -385,30 +384,26 @@ _SQLITE_FEW, _SQLITE_MANY = (
     )
     for index in ("ix_calls_status_next_eligible", QUEUE_ORDER_INDEX)
 )
-_NOT_PARKED = literal_column("NOT calls.parked", Boolean())
 UNPARK_LIMIT = 1000
-_SQLITE_UNPARK = text(
-    "UPDATE calls SET parked = 0 WHERE id IN ("
-    "SELECT id FROM calls INDEXED BY ix_calls_parked "
-    "WHERE status = 'queued' AND parked AND next_eligible_at <= :now "
-    "ORDER BY next_eligible_at, priority DESC, created_at, id LIMIT :n)"
-).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("n", type_=Integer()))
-_PG_UNPARK = text(
+_UNPARK = (
     "UPDATE calls SET parked = false WHERE id IN ("
-    "SELECT id FROM calls "
-    "WHERE status = 'queued' AND parked AND next_eligible_at <= :now "
-    "ORDER BY next_eligible_at, priority DESC, created_at, id LIMIT :n "
-    "FOR UPDATE SKIP LOCKED)"
-).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("n", type_=Integer()))
+    "SELECT id FROM calls {hint}"
+    f"WHERE {PARKED_SQL} AND next_eligible_at <= :now "
+    "ORDER BY next_eligible_at, priority DESC, created_at, id LIMIT :n{lock})"
+)
+_SQLITE_UNPARK, _PG_UNPARK = (
+    text(_UNPARK.format(hint=hint, lock=lock)).bindparams(
+        bindparam("now", type_=UTCDateTime()), bindparam("n", type_=Integer())
+    )
+    for hint, lock in (("INDEXED BY ix_calls_parked ", ""), ("", " FOR UPDATE SKIP LOCKED"))
+)
 
 
-def _unpark_due(s: Session, now: datetime) -> int:
+def _unpark_due(s: Session, now: datetime) -> None:
     """Return the parked calls due by ``now`` to the queue order (up to UNPARK_LIMIT; on
     PostgreSQL skipping those another transaction holds)."""
     sqlite = s.get_bind().dialect.name == "sqlite"
-    result = s.execute(_SQLITE_UNPARK if sqlite else _PG_UNPARK,
-                       {"now": now, "n": UNPARK_LIMIT})
-    return int(getattr(result, "rowcount", 0) or 0)
+    s.execute(_SQLITE_UNPARK if sqlite else _PG_UNPARK, {"now": now, "n": UNPARK_LIMIT})
 
 
 _has_queue_index: dict[str, bool] = {}
@@ -440,8 +435,7 @@ _PROBE_MANY: Select[Any] = (
 )
 _PG_LEASE_QUERY = (
     select(Call.id)
-    .where(Call.status == _QUEUED, _NOT_PARKED,
-           Call.next_eligible_at <= bindparam("now", type_=UTCDateTime()))
+    .where(text(QUEUE_ORDER_SQL), Call.next_eligible_at <= bindparam("now", type_=UTCDateTime()))
     .order_by(Call.priority.desc(), Call.created_at, Call.id)
     .limit(bindparam("n", type_=Integer()))
 )
@@ -485,19 +479,22 @@ def _lock_calls(s: Session, ids: Sequence[str], now: datetime) -> list[QCall]:
 # or fully capped poll a wait for the write lock).
 _last_found: dict[str, bool] = {}
 _ONE = literal_column("1", Integer())
-_PROBES = (
-    # Only a leased call has a lease_expires_at (see _sweep_expired).
+# Only a leased call has a lease_expires_at (see _sweep_expired).
+_LEASE_EXPIRED = (
     select(_ONE).select_from(Call)
-    .where(Call.lease_expires_at <= bindparam("now", type_=UTCDateTime())).limit(1),
+    .where(Call.lease_expires_at <= bindparam("now", type_=UTCDateTime())).limit(1)
+)
+_ANY_ELIGIBLE = (
     select(_ONE).select_from(Call)
     .where(Call.status == _QUEUED, Call.next_eligible_at <= bindparam("now", type_=UTCDateTime()))
-    .limit(1),
+    .limit(1)
 )
 
 
 def _nothing_to_do(s: Session, now: datetime) -> bool:
     """No lease has expired and no queued call is eligible: two index probes."""
-    return all(s.execute(q, {"now": now}).first() is None for q in _PROBES)
+    return all(s.execute(q, {"now": now}).first() is None
+               for q in (_LEASE_EXPIRED, _ANY_ELIGIBLE))
 
 
 @dataclass(eq=False, slots=True)
@@ -756,7 +753,7 @@ def expire_leases(rt: Runtime) -> int:
     total = 0
     while True:
         with rt.db.read() as s:
-            if s.execute(_PROBES[0], {"now": now}).first() is None:
+            if s.execute(_LEASE_EXPIRED, {"now": now}).first() is None:
                 return total
         with rt.db.write() as s:
             n = _sweep_expired(rt, s, now, "system:jobs")
