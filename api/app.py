@@ -16,7 +16,7 @@ from api.middleware import (
     SecurityHeadersMiddleware,
 )
 from api.routers import calls, campaigns, compliance, consents, dnc, health, queue, review, ui
-from dialer.runtime import Runtime, build_runtime
+from core.runtime import Runtime, build_runtime
 
 log = logging.getLogger("callgate")
 
@@ -50,7 +50,7 @@ def create_app(
             jobs = start_scheduler(runtime)
             if runtime.settings.intake_parallel_min_rows:
                 # A served process starts its intake helper now, not on the first big list.
-                from dialer import intake_pool
+                from dialer.intake import pool as intake_pool
 
                 intake_pool.start()
         try:
@@ -60,7 +60,7 @@ def create_app(
                 jobs.shutdown(wait=False)
 
     if migrate:
-        from dialer.migrate import upgrade
+        from core.migrate import upgrade
 
         upgrade(runtime.db.url)
 

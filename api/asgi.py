@@ -7,13 +7,13 @@ import gc
 import logging
 
 from api.app import create_app
-from dialer import windows
+from dialer.rules import windows
 
 
 def _area_table_from_a_helper() -> None:
     """The area-code → state table, built in a short-lived process: the geocoder data it is
     read from (~100 MB for every country and language) never enters this one."""
-    from dialer.intake_pool import helper_pool
+    from dialer.intake.pool import helper_pool
 
     try:
         with helper_pool() as ex:

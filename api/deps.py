@@ -9,8 +9,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
-from dialer.keys import Identity, Role, authenticate
-from dialer.runtime import Runtime
+from core.keys import Identity, Role, authenticate
+from core.runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api key>`")
 

@@ -33,8 +33,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.deps import admit, identify
-from dialer.keys import Role
-from dialer.runtime import Runtime
+from core.keys import Role
+from core.runtime import Runtime
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 _PARAMS = ("body", "rt", "who")

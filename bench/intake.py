@@ -42,10 +42,10 @@ import httpx  # noqa: E402
 import phonenumbers  # noqa: E402
 from sqlalchemy import insert, make_url  # noqa: E402
 
-from consent.models import Consent, DncEntry, Revocation  # noqa: E402
-from dialer.db import Database  # noqa: E402
-from dialer.keys import Role, create_key  # noqa: E402
-from dialer.migrate import upgrade  # noqa: E402
+from core.db import Database  # noqa: E402
+from core.keys import Role, create_key  # noqa: E402
+from core.migrate import upgrade  # noqa: E402
+from core.models import Consent, DncEntry, Revocation  # noqa: E402
 
 # Area codes in every US zone: Eastern, Central, Mountain, Arizona, Pacific, Alaska, Hawaii,
 # and a few that span zones or states (Florida panhandle, Texas, Indiana, Kentucky).
@@ -226,7 +226,7 @@ class Throwaway:
 
 def start_server(url: str, rows: int, port: int, tmp: Path) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).parent / "callgate"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "api.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "cli.main"]
     env = {
         **os.environ,
         "CALLGATE_DATABASE_URL": url,
@@ -315,10 +315,10 @@ def in_process(url: str, body: bytes, admin_key: str, rows: int, profile: bool) 
     import gc
 
     from config.settings import Settings
-    from dialer import intake
+    from core.keys import authenticate
+    from core.runtime import build_runtime
     from dialer.campaigns import create_campaign
-    from dialer.keys import authenticate
-    from dialer.runtime import build_runtime
+    from dialer.intake import service as intake
     from dialer.schemas import CampaignIn
 
     rt = build_runtime(Settings(database_url=url, max_list_rows=rows + 1000))

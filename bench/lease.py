@@ -63,12 +63,12 @@ import httpx  # noqa: E402
 from sqlalchemy import func, make_url, select, update  # noqa: E402
 
 from config.policy import _default_policy_bytes, parse_policy  # noqa: E402
-from dialer import queue  # noqa: E402
-from dialer.db import Database  # noqa: E402
-from dialer.keys import Role, create_key  # noqa: E402
-from dialer.migrate import upgrade  # noqa: E402
-from dialer.models import Call  # noqa: E402
-from dialer.windows import candidate_zones, check_window  # noqa: E402
+from core.db import Database  # noqa: E402
+from core.keys import Role, create_key  # noqa: E402
+from core.migrate import upgrade  # noqa: E402
+from core.models import Call  # noqa: E402
+from dialer.queue import service as queue  # noqa: E402
+from dialer.rules.windows import candidate_zones, check_window  # noqa: E402
 
 # One area code per US zone; the benchmark puts every number in the best one right now.
 AREA_CODES = {

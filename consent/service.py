@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from config.errors import Forbidden, Invalid, NotFound
 from config.reasons import Code
 from consent import phones
-from consent.models import Consent, DncEntry, Revocation
 from consent.rules import WRITTEN_METHODS, ConsentFact, RevocationFact
 from consent.schemas import (
     ConsentHistory,
@@ -29,11 +28,12 @@ from consent.schemas import (
     RevocationIn,
     RevocationOut,
 )
-from dialer import audit
-from dialer.db import one_of_param, one_of_value
-from dialer.keys import Identity, Role
-from dialer.runtime import Runtime
-from dialer.withdraw import lock_numbers, withdraw_number
+from core import audit
+from core.db import one_of_param, one_of_value
+from core.keys import Identity, Role
+from core.models import Consent, DncEntry, Revocation
+from core.numbers import lock_numbers, withdraw_number
+from core.runtime import Runtime
 
 
 def normalise_phone(rt: Runtime, raw: str, field: str = "phone") -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from config.errors import NotFound
-from dialer import audit
-from dialer.keys import Identity
-from dialer.models import AuditEntry, Call, Refusal
-from dialer.runtime import Runtime
+from core import audit
+from core.keys import Identity
+from core.models import AuditEntry, Call, Refusal
+from core.runtime import Runtime
 from dialer.schemas import CallOut, DecisionOut
 
 

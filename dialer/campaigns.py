@@ -12,10 +12,10 @@ from config.errors import Invalid, NotFound
 from config.policy import Window
 from config.reasons import Code
 from consent import phones
-from dialer import audit
-from dialer.keys import Identity
-from dialer.models import Call, Campaign
-from dialer.runtime import Runtime
+from core import audit
+from core.keys import Identity
+from core.models import Call, Campaign
+from core.runtime import Runtime
 from dialer.schemas import CampaignIn, CampaignOut, WindowIn
 from purpose_rules import rules as purpose_rules
 

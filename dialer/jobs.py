@@ -17,7 +17,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text
 
-from dialer.runtime import Runtime
+from core.runtime import Runtime
 
 log = logging.getLogger("callgate.jobs")
 

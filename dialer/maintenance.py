@@ -9,11 +9,10 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, delete, exists, literal, select
 
-from consent.models import Consent
-from dialer import audit
-from dialer.models import Attempt, AuditEntry, Call
-from dialer.queue import expire_deadlines, expire_leases
-from dialer.runtime import Runtime
+from core import audit
+from core.models import Attempt, AuditEntry, Call, Consent
+from core.runtime import Runtime
+from dialer.queue.service import expire_deadlines, expire_leases
 
 BATCH = 500
 TERMINAL = ("completed", "refused", "withdrawn", "expired")

@@ -6,8 +6,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-from dialer.db import make_engine
-from dialer.tables import metadata
+from core.db import make_engine
+from core.models import metadata
 
 config = context.config
 url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url")

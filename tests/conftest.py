@@ -19,10 +19,10 @@ from sqlalchemy import make_url
 from config.clock import FakeClock
 from config.policy import load_policy
 from config.settings import Settings
-from dialer.db import Database
-from dialer.keys import Role, create_key
-from dialer.migrate import upgrade
-from dialer.runtime import Runtime
+from core.db import Database
+from core.keys import Role, create_key
+from core.migrate import upgrade
+from core.runtime import Runtime
 
 # Starlette 1.x warns (as an error here) when its TestClient runs on httpx rather than httpx2.
 # The warning concerns the test tool, not callgate: import it once with that warning silenced.

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from dialer.keys import Identity, Role, create_key
-from dialer.models import ApiKey, AuditEntry
-from dialer.runtime import Runtime
+from core.keys import Identity, Role, create_key
+from core.models import ApiKey, AuditEntry
+from core.runtime import Runtime
 
 PHONE = "+13145550100"
 PHONE_RAW = "+1 314 555 0100"

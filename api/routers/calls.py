@@ -9,9 +9,10 @@ from starlette.datastructures import UploadFile
 
 from api.deps import CallReader, Manager, RuntimeDep
 from api.errors import ApiError
-from dialer import calls, intake
-from dialer.keys import Identity
-from dialer.runtime import Runtime
+from core.keys import Identity
+from core.runtime import Runtime
+from dialer import calls
+from dialer.intake import service as intake
 from dialer.schemas import CallOut, IntakeOut, IntakeRowIn
 
 router = APIRouter(tags=["calls"])

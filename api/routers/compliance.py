@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import Compliance, RuntimeDep
-from dialer import audit
+from core import audit
 from dialer.schemas import AuditVerifyOut
 
 router = APIRouter(tags=["compliance"])

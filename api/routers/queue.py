@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from api.deps import Checker, DialerKey, RuntimeDep
 from api.fastroute import DialerRoute
-from dialer import queue
+from dialer.queue import service as queue
 from dialer.schemas import (
     CheckIn,
     CheckOut,

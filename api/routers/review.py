@@ -11,8 +11,8 @@ from api.deps import Compliance, RuntimeDep
 from api.errors import json_error_responses
 from config.reasons import Code
 from consent.schemas import IsoDatetime
-from dialer import review
-from dialer.review import CallLogFilter, CallLogPage, RefusalFilter, RefusalPage, RefusalSummary
+from review import logs as review
+from review.logs import CallLogFilter, CallLogPage, RefusalFilter, RefusalPage, RefusalSummary
 
 router = APIRouter(tags=["compliance"])
 

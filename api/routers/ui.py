@@ -26,8 +26,10 @@ from api.deps import RuntimeDep
 from config.errors import DomainError
 from config.reasons import Code
 from consent.phones import mask
-from dialer import dashboard, review, ui_sessions
-from dialer.ui_sessions import UiUser
+from review import dashboard
+from review import logs as review
+from review import sessions as ui_sessions
+from review.sessions import UiUser
 
 STATIC_PATH = "/ui/static"
 LOGIN = "/ui/login"

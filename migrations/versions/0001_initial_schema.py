@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import dialer.db
+import core.db
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -28,8 +28,8 @@ def upgrade() -> None:
     sa.Column('role', sa.String(length=32), nullable=False),
     sa.Column('key_hash', sa.String(length=64), nullable=False),
     sa.Column('prefix', sa.String(length=16), nullable=False),
-    sa.Column('created_at', dialer.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', dialer.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', core.db.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
     sa.UniqueConstraint('key_hash', name=op.f('uq_api_keys_key_hash')),
     sa.UniqueConstraint('name', name=op.f('uq_api_keys_name'))
@@ -45,7 +45,7 @@ def upgrade() -> None:
     op.bulk_insert(audit_head, [{'id': 1, 'seq': 0, 'hash': '0' * 64}])
     op.create_table('audit_log',
     sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
-    sa.Column('at', dialer.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('actor', sa.String(length=64), nullable=False),
     sa.Column('kind', sa.String(length=48), nullable=False),
     sa.Column('subject', sa.String(length=80), nullable=False),
@@ -71,7 +71,7 @@ def upgrade() -> None:
     sa.Column('max_attempts', sa.Integer(), nullable=False),
     sa.Column('script_id', sa.String(length=128), nullable=True),
     sa.Column('created_by', sa.String(length=36), nullable=False),
-    sa.Column('created_at', dialer.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('policy_version', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_campaigns'))
     )
@@ -82,11 +82,11 @@ def upgrade() -> None:
     sa.Column('channels', sa.JSON(), nullable=False),
     sa.Column('purposes', sa.JSON(), nullable=False),
     sa.Column('method', sa.String(length=32), nullable=False),
-    sa.Column('obtained_at', dialer.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('obtained_at', core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('evidence_ref', sa.Text(), nullable=False),
-    sa.Column('expires_at', dialer.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('expires_at', core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('recorded_by', sa.String(length=36), nullable=False),
-    sa.Column('recorded_at', dialer.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('recorded_at', core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('supersedes_id', sa.String(length=36), nullable=True),
     sa.ForeignKeyConstraint(['supersedes_id'], ['consents.id'], name=op.f('fk_consents_supersedes_id_consents')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_consents'))
@@ -100,8 +100,8 @@ def upgrade() -> None:
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('source', sa.String(length=32), nullable=False),
     sa.Column('added_by', sa.String(length=36), nullable=False),
-    sa.Column('added_at', dialer.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('lifted_at', dialer.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('added_at', core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('lifted_at', core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('lifted_by', sa.String(length=36), nullable=True),
     sa.Column('lift_reason', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_dnc_entries'))
@@ -112,12 +112,12 @@ def upgrade() -> None:
     op.create_table('number_ledger',
     sa.Column('phone', sa.String(length=20), nullable=False),
     sa.Column('attempts_total', sa.Integer(), nullable=False),
-    sa.Column('last_attempt_at', dialer.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_attempt_at', core.db.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('phone', name=op.f('pk_number_ledger'))
     )
     op.create_table('refusals',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
-    sa.Column('at', dialer.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('call_id', sa.String(length=36), nullable=True),
     sa.Column('external_id', sa.String(length=128), nullable=True),
     sa.Column('campaign_id', sa.String(length=36), nullable=True),
@@ -140,8 +140,8 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('phone', sa.String(length=20), nullable=False),
     sa.Column('source', sa.String(length=32), nullable=False),
-    sa.Column('received_at', dialer.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('recorded_at', dialer.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('received_at', core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('recorded_at', core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('recorded_by', sa.String(length=36), nullable=False),
     sa.Column('call_id', sa.String(length=36), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_revocations'))
@@ -153,9 +153,9 @@ def upgrade() -> None:
     sa.Column('id_hash', sa.String(length=64), nullable=False),
     sa.Column('key_id', sa.String(length=36), nullable=False),
     sa.Column('csrf_token', sa.String(length=64), nullable=False),
-    sa.Column('created_at', dialer.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('last_seen_at', dialer.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('ended_at', dialer.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_seen_at', core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('ended_at', core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('end_reason', sa.String(length=32), nullable=True),
     sa.PrimaryKeyConstraint('id_hash', name=op.f('pk_ui_sessions'))
     )
@@ -171,17 +171,17 @@ def upgrade() -> None:
     sa.Column('state', sa.String(length=2), nullable=True),
     sa.Column('postal_code', sa.String(length=10), nullable=True),
     sa.Column('priority', sa.Integer(), nullable=False),
-    sa.Column('not_before', dialer.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('not_after', dialer.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('not_before', core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('not_after', core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('next_eligible_at', dialer.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('next_eligible_at', core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('candidate_zones', sa.JSON(), nullable=True),
     sa.Column('last_reason', sa.String(length=32), nullable=True),
     sa.Column('lease_id', sa.String(length=36), nullable=True),
-    sa.Column('lease_expires_at', dialer.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_at', dialer.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', dialer.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('lease_expires_at', core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('created_by', sa.String(length=36), nullable=False),
     sa.Column('policy_version', sa.String(length=64), nullable=False),
     sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_calls_campaign_id_campaigns')),
@@ -204,18 +204,18 @@ def upgrade() -> None:
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('counted', sa.Boolean(), nullable=False),
-    sa.Column('at', dialer.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', dialer.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('at', core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('dialer_id', sa.String(length=128), nullable=True),
     sa.Column('key_id', sa.String(length=36), nullable=False),
     sa.Column('agent_id', sa.String(length=128), nullable=True),
     sa.Column('agent_name', sa.String(length=200), nullable=True),
     sa.Column('disclosed_callback_number', sa.String(length=20), nullable=True),
-    sa.Column('started_at', dialer.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('ended_at', dialer.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('started_at', core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('ended_at', core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('result', sa.String(length=32), nullable=True),
     sa.Column('flags', sa.JSON(), nullable=False),
-    sa.Column('recorded_at', dialer.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('recorded_at', core.db.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['call_id'], ['calls.id'], name=op.f('fk_attempts_call_id_calls')),
     sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_attempts_campaign_id_campaigns')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_attempts'))

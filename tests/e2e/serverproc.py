@@ -20,9 +20,9 @@ from typing import IO, Any
 import httpx
 from sqlalchemy import insert
 
-from consent.models import Consent
-from dialer.db import Database
-from dialer.keys import Role, create_key
+from core.db import Database
+from core.keys import Role, create_key
+from core.models import Consent
 
 # Calling hours all day, every day, no holidays: the tests run at any wall-clock hour. (The
 # server prints a loud policy warning for this at start; that is expected here.)

@@ -32,11 +32,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-from dialer import audit
-from dialer.db import Database
-from dialer.intake import CHUNK_ROWS
-from dialer.models import Attempt, AuditEntry, Call
-from dialer.queue import cap_violations, live_lease_doubles
+from core import audit
+from core.db import Database
+from core.models import Attempt, AuditEntry, Call
+from dialer.intake.service import CHUNK_ROWS
+from dialer.queue.service import cap_violations, live_lease_doubles
 from tests.e2e.serverproc import Server, campaign, make_keys, seed_consents, write_policy
 
 pytestmark = pytest.mark.slow

@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import select
 
 from config.clock import FakeClock
-from dialer.models import Attempt, Call
-from dialer.runtime import Runtime
+from core.models import Attempt, Call
+from core.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLBACK = "+13145550199"

@@ -28,7 +28,7 @@ def _children(pid: int) -> list[int]:
 def test_helper_exits_when_its_parent_is_killed() -> None:
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-        "from dialer import intake_pool\n"
+        "from dialer.intake import pool as intake_pool\n"
         "intake_pool.pool().submit(intake_pool._warm).result()\n"
         "print('ready', flush=True)\n"
         "import time; time.sleep(120)\n"

@@ -41,15 +41,17 @@ from config.settings import Settings
 from consent.phones import check as phones_check
 from consent.schemas import ConsentIn
 from consent.service import record_consent
-from dialer import audit, intake, queue
+from core import audit
+from core.db import Database
+from core.keys import Identity, Role, create_key
+from core.migrate import upgrade
+from core.models import Attempt, Call
+from core.runtime import Runtime
 from dialer.campaigns import create_campaign
-from dialer.db import Database
-from dialer.keys import Identity, Role, create_key
-from dialer.migrate import upgrade
-from dialer.models import Attempt, Call
-from dialer.runtime import Runtime
+from dialer.intake import service as intake
+from dialer.queue import service as queue
+from dialer.rules.windows import candidate_zones, check_window
 from dialer.schemas import CampaignIn
-from dialer.windows import candidate_zones, check_window
 from tests.conftest import PG_URL, _pg_admin, _pg_url_for
 
 REGIONS = ["US", "PR", "VI", "GU", "MP", "AS"]

@@ -39,10 +39,10 @@ import httpx
 import pytest
 from sqlalchemy import make_url, select
 
-from dialer import audit
-from dialer.db import Database
-from dialer.models import Attempt
-from dialer.queue import cap_violations, live_lease_doubles
+from core import audit
+from core.db import Database
+from core.models import Attempt
+from dialer.queue.service import cap_violations, live_lease_doubles
 from tests.conftest import PG_URL
 from tests.e2e.serverproc import Server, campaign, make_keys, seed_consents, write_policy
 

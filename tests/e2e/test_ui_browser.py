@@ -46,10 +46,10 @@ from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.select import Select  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from dialer.db import Database  # noqa: E402
-from dialer.keys import Role, create_key  # noqa: E402
-from dialer.migrate import upgrade  # noqa: E402
-from dialer.models import AuditEntry  # noqa: E402
+from core.db import Database  # noqa: E402
+from core.keys import Role, create_key  # noqa: E402
+from core.migrate import upgrade  # noqa: E402
+from core.models import AuditEntry  # noqa: E402
 
 REFUSED_PHONE = "+13145550101"  # no consent on file: refused at intake with NO_CONSENT
 ORAL_PHONE = "+13145550102"  # oral consent only: CONSENT_NOT_WRITTEN

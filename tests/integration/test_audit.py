@@ -14,10 +14,10 @@ from sqlalchemy import func, select, text
 from config.clock import FakeClock
 from consent.schemas import ConsentIn
 from consent.service import record_consent
-from dialer import audit
-from dialer.keys import Role
-from dialer.models import AuditEntry, AuditHead
-from dialer.runtime import Runtime
+from core import audit
+from core.keys import Role
+from core.models import AuditEntry, AuditHead
+from core.runtime import Runtime
 from tests.helpers import PHONE, audit_entries, campaign_body, consent_body, days, identity
 
 Keys = dict[str, dict[str, str]]

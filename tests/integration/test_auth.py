@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from config.clock import FakeClock
-from dialer.keys import Role, create_key, revoke_key
-from dialer.models import Campaign
-from dialer.runtime import Runtime
+from core.keys import Role, create_key, revoke_key
+from core.models import Campaign
+from core.runtime import Runtime
 from tests.helpers import PHONE, campaign_body, sqlite_only
 
 Keys = dict[str, dict[str, str]]

@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from dialer.keys import Role
-from dialer.models import Call
-from dialer.runtime import Runtime
+from core.keys import Role
+from core.models import Call
+from core.runtime import Runtime
 from tests.helpers import CALLBACK, audit_entries, campaign_body, identity, new_id
 
 Keys = dict[str, dict[str, str]]

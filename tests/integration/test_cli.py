@@ -12,10 +12,10 @@ from click.testing import Result
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from api.cli import app
+from cli.main import app
 from config.settings import get_settings
-from dialer.db import Database
-from dialer.migrate import current_revision, head_revision
+from core.db import Database
+from core.migrate import current_revision, head_revision
 
 Invoke = Callable[..., Result]
 
@@ -126,7 +126,7 @@ def test_keys_create_list_revoke(cli: Invoke, tmp_path: Path) -> None:
     assert "acme-dialer-1" in r.stdout and "dialer" in r.stdout
     assert plaintext not in r.stdout
 
-    from dialer.keys import authenticate
+    from core.keys import authenticate
 
     db = Database(url)
     try:

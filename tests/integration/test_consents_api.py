@@ -13,9 +13,9 @@ from config.clock import FakeClock
 from config.reasons import Code
 from consent.rules import decide
 from consent.service import facts_for
-from dialer.keys import Role
-from dialer.models import Attempt, Call, Refusal
-from dialer.runtime import Runtime
+from core.keys import Role
+from core.models import Attempt, Call, Refusal
+from core.runtime import Runtime
 from tests.helpers import (
     PHONE,
     PHONE_DIGITS,

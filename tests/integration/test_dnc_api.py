@@ -8,10 +8,10 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from consent.models import DncEntry
 from consent.service import dnc_numbers
-from dialer.keys import Role
-from dialer.runtime import Runtime
+from core.keys import Role
+from core.models import DncEntry
+from core.runtime import Runtime
 from tests.helpers import PHONE, PHONE_DIGITS, audit_entries, identity
 
 Keys = dict[str, dict[str, str]]

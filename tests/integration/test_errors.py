@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.middleware import SECURITY_HEADERS
-from dialer.runtime import Runtime
+from core.runtime import Runtime
 from tests.helpers import PHONE_DIGITS, campaign_body, consent_body, sqlite_only
 
 Keys = dict[str, dict[str, str]]
@@ -198,7 +198,7 @@ def test_healthz(client: TestClient) -> None:
 
 @sqlite_only
 def test_healthz_reports_an_unreachable_database(runtime: Runtime) -> None:
-    from dialer.db import Database
+    from core.db import Database
 
     broken = Runtime(
         db=Database("postgresql+psycopg://nobody:wrong@127.0.0.1:1/none"),

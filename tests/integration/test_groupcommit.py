@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from dialer import intake, queue
+from core.keys import Identity, Role
+from core.models import Attempt, Call
+from core.runtime import Runtime
 from dialer.campaigns import create_campaign
-from dialer.keys import Identity, Role
-from dialer.models import Attempt, Call
-from dialer.runtime import Runtime
+from dialer.intake import service as intake
+from dialer.queue import service as queue
 from dialer.schemas import CampaignIn
 from tests.conftest import T0
 from tests.helpers import new_identity, written_consents

@@ -20,11 +20,10 @@ from sqlalchemy import func, insert, select
 
 from config.policy import parse_policy
 from config.reasons import Code
-from consent.models import Consent
-from dialer import intake
-from dialer.keys import Role
-from dialer.models import AuditEntry, Call, Refusal
-from dialer.runtime import Runtime
+from core.keys import Role
+from core.models import AuditEntry, Call, Consent, Refusal
+from core.runtime import Runtime
+from dialer.intake import service as intake
 from tests.conftest import T0
 from tests.helpers import campaign_body, consent_body, days, identity
 
@@ -472,7 +471,7 @@ def test_helper_process_parsing_answers_exactly_like_parsing_here(
     assert zones[0] == zones[1] and len(zones[0]) == 9  # 8 good rows and one refused
     assert {c for r in answers[1]["results"] for c in codes_of(r)} >= {
         "INVALID_PHONE", "INVALID_FIELD", "DUPLICATE_REQUEST", "NO_CONSENT", "DEADLINE_PASSED"}
-    from dialer import intake_pool
+    from dialer.intake import pool as intake_pool
 
     assert intake_pool._pool is not None  # the helper really ran
 
@@ -484,7 +483,7 @@ def test_csv_read_in_the_helper_answers_exactly_like_reading_it_here(
     """A CSV without quotes is cut at line breaks and read in the helper process
     (intake.CsvSlice); row numbers, blank and malformed lines, line endings and the answers
     are what reading the whole body here gives. A body with a quote is read here."""
-    from dialer import intake_pool
+    from dialer.intake import pool as intake_pool
 
     monkeypatch.setattr(intake, "CHUNK_ROWS", 5)  # many slices, ramped
     good = [num(i) for i in range(30)]
@@ -558,13 +557,13 @@ def test_sqlite_driver_level_insert_stores_what_sqlalchemy_would(
 
 
 def test_refusal_rows_written_through_the_driver_match_sqlalchemy(runtime: Runtime) -> None:
-    """dialer.db.insert_rows (the refusal log's bulk write) stores, on SQLite, exactly what
+    """core.db.insert_rows (the refusal log's bulk write) stores, on SQLite, exactly what
     SQLAlchemy's Core insert stores; elsewhere it is that insert."""
     from sqlalchemy import text
 
     from config.reasons import reason
-    from dialer import refusals
-    from dialer.db import insert_rows
+    from core import refusals
+    from core.db import insert_rows
 
     why = [reason(Code.NO_CONSENT), reason(Code.DEADLINE_PASSED, "not_after passed")]
     rows = [refusals.refusal_row(
@@ -585,12 +584,12 @@ def test_refusal_rows_written_through_the_driver_match_sqlalchemy(runtime: Runti
 def test_updates_written_through_the_driver_match_sqlalchemy(
     client: TestClient, keys: dict[str, str], runtime: Runtime
 ) -> None:
-    """dialer.db.update_rows (the queue's executemany updates of calls and attempts) stores,
+    """core.db.update_rows (the queue's executemany updates of calls and attempts) stores,
     on SQLite, exactly what SQLAlchemy's Core update of the same values stores: datetimes
     with and without microseconds, JSON, None, integers."""
     from sqlalchemy import bindparam, text, update
 
-    from dialer.db import update_rows
+    from core.db import update_rows
 
     cid = new_campaign(client, keys)
     bulk_consents(runtime, [num(1), num(2)])

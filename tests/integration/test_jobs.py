@@ -8,11 +8,11 @@ from pathlib import Path
 
 from sqlalchemy import func, select, text
 
+from core.db import Database
+from core.migrate import upgrade
+from core.models import AuditHead
+from core.runtime import Runtime
 from dialer import jobs
-from dialer.db import Database
-from dialer.migrate import upgrade
-from dialer.models import AuditHead
-from dialer.runtime import Runtime
 
 
 def test_scheduler_has_every_job_and_checkpoints_sqlite(runtime: Runtime) -> None:
@@ -81,7 +81,7 @@ def test_checkpoint_of_a_long_wal_catches_up_holding_the_gate_and_the_wal_starts
     its fsync under the write lock, is never reached)."""
     import threading
 
-    from dialer.db import CHECKPOINT_RESTART_PAGES
+    from core.db import CHECKPOINT_RESTART_PAGES
 
     path = tmp_path / "restart.db"
     url = f"sqlite:///{path}"
@@ -126,7 +126,7 @@ def test_sqlite_writers_of_two_processes_take_turns(tmp_path: Path) -> None:
         try:
             import fcntl
 
-            from dialer import db as dbmod
+            from core import db as dbmod
 
             probe = os.open(f"{path}-writelock", os.O_RDWR)
             try:

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import text
 
 from config.clock import FakeClock
-from dialer.db import Database
-from dialer.keys import KEY_PREFIX, KeyError_, Role, authenticate, create_key, list_keys, revoke_key
+from core.db import Database
+from core.keys import KEY_PREFIX, KeyError_, Role, authenticate, create_key, list_keys, revoke_key
 
 
 def _all_cells(db: Database) -> list[str]:

@@ -6,9 +6,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from dialer.db import make_engine
-from dialer.migrate import current_revision, head_revision, upgrade
-from dialer.tables import metadata
+from core.db import make_engine
+from core.migrate import current_revision, head_revision, upgrade
+from core.models import metadata
 
 
 def _diffs(url: str) -> list[object]:
@@ -126,7 +126,7 @@ def test_migrated_indexes_are_the_models_indexes(empty_db_url: str) -> None:
     downgrade to 0001 and an upgrade again."""
     from alembic import command
 
-    from dialer.migrate import alembic_config
+    from core.migrate import alembic_config
 
     upgrade(empty_db_url)
     migrated = _index_sql(empty_db_url)

@@ -27,10 +27,10 @@ from sqlalchemy import text as sql_text
 
 from config.clock import FakeClock
 from config.policy import _default_policy_bytes, parse_policy
-from consent.models import Consent, Revocation
-from dialer import maintenance, queue
-from dialer.models import Attempt, Call, Refusal
-from dialer.runtime import Runtime
+from core.models import Attempt, Call, Consent, Refusal, Revocation
+from core.runtime import Runtime
+from dialer import maintenance
+from dialer.queue import service as queue
 from tests.conftest import T0
 from tests.helpers import audit_entries, campaign_body, consent_body, days
 

@@ -15,10 +15,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
 from config.reasons import Code, reason
-from dialer import refusals, review
-from dialer.keys import Role
-from dialer.models import Attempt, Campaign, Refusal
-from dialer.runtime import Runtime
+from core import refusals
+from core.keys import Role
+from core.models import Attempt, Campaign, Refusal
+from core.runtime import Runtime
+from review import logs as review
 from tests.conftest import T0
 from tests.helpers import audit_entries, campaign_body, consent_body, days, identity
 

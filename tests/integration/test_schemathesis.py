@@ -37,9 +37,9 @@ from api.app import create_app
 from config.clock import FakeClock
 from config.policy import load_policy
 from config.settings import Settings
-from dialer.db import Database
-from dialer.keys import Role, create_key
-from dialer.runtime import Runtime
+from core.db import Database
+from core.keys import Role, create_key
+from core.runtime import Runtime
 from tests.conftest import T0
 from tests.helpers import CALLBACK, campaign_body, consent_body
 

@@ -30,8 +30,8 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from dialer.keys import Role, create_key, revoke_key
-from dialer.runtime import Runtime
+from core.keys import Role, create_key, revoke_key
+from core.runtime import Runtime
 from tests.conftest import T0
 from tests.e2e.serverproc import Server, campaign, make_keys, write_policy
 from tests.helpers import CALLBACK, audit_entries, campaign_body, consent_body, identity
@@ -397,7 +397,7 @@ def _exercise(url: str, keys: Keys, bogus: str) -> None:
 @pytest.mark.slow
 def test_real_server_logs_no_keys_numbers_or_patient_refs(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'sec.db'}"
-    from dialer.migrate import upgrade
+    from core.migrate import upgrade
 
     upgrade(url)
     keys = make_keys(url)

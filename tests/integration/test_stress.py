@@ -24,11 +24,13 @@ from config.clock import FakeClock
 from config.errors import Conflict
 from consent.schemas import ConsentIn
 from consent.service import record_consent
-from dialer import audit, intake, queue
+from core import audit
+from core.keys import Identity, Role
+from core.models import Attempt, Call
+from core.runtime import Runtime
 from dialer.campaigns import create_campaign
-from dialer.keys import Identity, Role
-from dialer.models import Attempt, Call
-from dialer.runtime import Runtime
+from dialer.intake import service as intake
+from dialer.queue import service as queue
 from dialer.schemas import CampaignIn
 from tests.conftest import T0
 from tests.helpers import new_identity, written_consents

@@ -15,9 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from config.clock import FakeClock
-from dialer import dashboard, ui_sessions
-from dialer.keys import Role, revoke_key
-from dialer.runtime import Runtime
+from core.keys import Role, revoke_key
+from core.runtime import Runtime
+from review import dashboard
+from review import sessions as ui_sessions
 from tests.helpers import CALLBACK, PHONE, audit_entries, campaign_body, consent_body, identity
 
 NO_CONSENT_PHONE = "+13145550101"
@@ -154,7 +155,7 @@ def test_login_sets_a_hashed_session_in_a_strict_httponly_cookie(
     # Only the hash is stored.
     from sqlalchemy import select
 
-    from dialer.models import UiSession
+    from core.models import UiSession
 
     with runtime.db.read() as s:
         rows = list(s.scalars(select(UiSession)))

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from config.errors import Invalid
 from config.policy import load_policy
 from config.reasons import Code, reason
-from dialer import intake
+from dialer.intake import service as intake
 
 RT: Any = SimpleNamespace(policy=load_policy())
 FORMULAS = [

@@ -12,7 +12,7 @@ import pytest
 
 from config.policy import PolicyError, load_policy, parse_policy
 from config.settings import Settings, get_settings
-from dialer.runtime import build_runtime
+from core.runtime import build_runtime
 
 ALLOWED = {
     "discharge_followup",

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from config.policy import Policy, Window, load_policy, parse_policy
 from config.reasons import Code
-from dialer.windows import (
+from dialer.rules.windows import (
     STATE_ZONES,
     CandidateZone,
     applicable_states,
@@ -656,7 +656,7 @@ def _state_via_geocoder(phone_e164: str) -> str | None:
     import phonenumbers
     from phonenumbers import geocoder
 
-    from dialer.windows import _TERRITORIES, state_from_description
+    from dialer.rules.windows import _TERRITORIES, state_from_description
 
     try:
         number = phonenumbers.parse(phone_e164, "US")
@@ -677,7 +677,7 @@ def test_area_table_answers_exactly_like_the_geocoder() -> None:
 
     from phonenumbers.geodata import GEOCODE_DATA
 
-    from dialer import windows
+    from dialer.rules import windows
 
     windows.use_area_table(windows.area_table())
     rng = random.Random(11)

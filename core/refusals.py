@@ -11,8 +11,8 @@ from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from config.reasons import Reason
-from dialer.db import insert_rows
-from dialer.models import Refusal
+from core.db import insert_rows
+from core.models import Refusal
 
 
 def refusal_row(
@@ -48,5 +48,5 @@ REFUSALS = cast(Table, Refusal.__table__)
 
 
 def write(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """One executemany for all rows (dialer.db.insert_rows)."""
+    """One executemany for all rows (core.db.insert_rows)."""
     insert_rows(session, REFUSALS, rows)

@@ -1,6 +1,10 @@
-"""Keys, campaigns, calls, attempts (the call log), refusals, the per-number ledger and
-the audit chain. Invariants live in the database too: one live lease per call, one
-accepted call per external_id per campaign, one pending call per number per campaign."""
+"""Every table: keys, campaigns, calls, attempts (the call log), refusals, the per-number
+ledger, the audit chain, UI sessions, and the consent registry (consents, revocations,
+do-not-call; appended, never edited in place: a lifted do-not-call entry keeps its row and
+gains who lifted it, when and why).
+
+Invariants live in the database too: one live lease per call, one accepted call per
+external_id per campaign, one pending call per number per campaign."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    MetaData,
     String,
     Text,
     false,
@@ -22,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from dialer.db import Base, UTCDateTime
+from core.db import Base, UTCDateTime
 
 PENDING = ("queued", "leased")
 PENDING_SQL = "status IN ('queued', 'leased')"
@@ -266,3 +271,58 @@ class UiSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
     end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True, default=None)
+
+
+# --- the consent registry -------------------------------------------------------------
+
+
+class Consent(Base):
+    __tablename__ = "consents"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), index=True)
+    patient_ref: Mapped[str] = mapped_column(String(128))
+    channels: Mapped[list[str]] = mapped_column(JSON)
+    purposes: Mapped[list[str]] = mapped_column(JSON)
+    method: Mapped[str] = mapped_column(String(32))
+    obtained_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    evidence_ref: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    recorded_by: Mapped[str] = mapped_column(String(36))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A correction is a new row naming the row it replaces.
+    supersedes_id: Mapped[str | None] = mapped_column(
+        ForeignKey("consents.id"), nullable=True, default=None
+    )
+
+
+class Revocation(Base):
+    __tablename__ = "revocations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), index=True)
+    source: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_by: Mapped[str] = mapped_column(String(36))
+    call_id: Mapped[str | None] = mapped_column(String(36), nullable=True, default=None)
+
+
+class DncEntry(Base):
+    __tablename__ = "dnc_entries"
+    __table_args__ = (Index("ix_dnc_entries_phone_lifted", "phone", "lifted_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(32))
+    added_by: Mapped[str] = mapped_column(String(36))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    lifted_by: Mapped[str | None] = mapped_column(String(36), nullable=True, default=None)
+    lift_reason: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
+
+
+def metadata() -> MetaData:
+    """Every table (migrations, tests)."""
+    return Base.metadata

@@ -27,13 +27,13 @@ from sqlalchemy.orm import Session
 
 from config.errors import Invalid
 from config.reasons import Code
-from consent.models import Consent, DncEntry, Revocation
 from consent.service import normalise_phone
-from dialer import audit, review
-from dialer.keys import Identity
-from dialer.models import Attempt, AuditEntry, Call, Campaign, Refusal
-from dialer.review import CallLogFilter, RefusalFilter
-from dialer.runtime import Runtime
+from core import audit
+from core.keys import Identity
+from core.models import Attempt, AuditEntry, Call, Campaign, Consent, DncEntry, Refusal, Revocation
+from core.runtime import Runtime
+from review import logs as review
+from review.logs import CallLogFilter, RefusalFilter
 
 READ_KIND = "patient_data.read"
 PAGE_SIZE = 50

@@ -25,10 +25,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dialer import audit
-from dialer.keys import Identity, Role, authenticate
-from dialer.models import ApiKey, UiSession
-from dialer.runtime import Runtime
+from core import audit
+from core.keys import Identity, Role, authenticate
+from core.models import ApiKey, UiSession
+from core.runtime import Runtime
 
 COOKIE = "callgate_ui"
 LOGIN_CSRF_COOKIE = "callgate_ui_login"

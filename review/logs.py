@@ -42,10 +42,10 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from config.errors import Invalid
 from config.reasons import Code
 from consent.phones import mask
-from dialer import audit
-from dialer.keys import Identity
-from dialer.models import Attempt, Refusal
-from dialer.runtime import Runtime
+from core import audit
+from core.keys import Identity
+from core.models import Attempt, Refusal
+from core.runtime import Runtime
 from dialer.schemas import ReasonOut
 
 DEFAULT_LIMIT = 100

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from config.policy import Policy, Window
 from config.reasons import Code, Reason, reason
 from consent import rules as consent_rules
-from dialer.caps import check_caps
-from dialer.windows import CandidateZone, check_window
+from dialer.rules.caps import check_caps
+from dialer.rules.windows import CandidateZone, check_window
 from purpose_rules import rules as purpose_rules
 
 # A lease shorter than this is not worth handing out: defer to the next window instead.

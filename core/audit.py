@@ -21,8 +21,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from dialer.db import insert_rows
-from dialer.models import AuditEntry, AuditHead
+from core.db import insert_rows
+from core.models import AuditEntry, AuditHead
 
 GENESIS = "0" * 64
 _PENDING = "callgate_audit_pending"

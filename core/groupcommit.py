@@ -36,7 +36,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.orm import Session
 
-from dialer.db import Database
+from core.db import Database
 
 log = logging.getLogger("callgate.groupcommit")
 

@@ -49,10 +49,10 @@ from rich.progress import (
 from rich.table import Table
 
 from config.clock import FakeClock
-from dialer.runtime import Runtime
+from core.runtime import Runtime
 
 if TYPE_CHECKING:
-    from dialer.keys import Identity
+    from core.keys import Identity
 
 # Monday 30 November 2026, 13:00 UTC = 08:00 Eastern: the first minute the east coast may be
 # called. Not a US holiday (Thanksgiving was Thursday 26 November), so the week starts with
@@ -669,9 +669,9 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
         raise ValueError(f"patients must be 1-{MAX_PATIENTS} (100 fictional lines per area code)")
     from config.policy import load_policy
     from config.settings import Settings
-    from dialer.db import Database
-    from dialer.keys import Identity, Role, create_key
-    from dialer.migrate import upgrade
+    from core.db import Database
+    from core.keys import Identity, Role, create_key
+    from core.migrate import upgrade
 
     wall = time.monotonic()
     if not console.is_terminal and console.width < 110:
@@ -828,10 +828,10 @@ def import_registry(rt: Runtime, who: Identity, bodies: Sequence[dict[str, Any]]
     the demo's minute on set-up). The bodies are validated as the API would validate them."""
     from sqlalchemy import insert
 
-    from consent.models import Consent
     from consent.schemas import ConsentIn
     from consent.service import normalise_phone
-    from dialer import audit
+    from core import audit
+    from core.models import Consent
 
     now = rt.clock.now()
     for i in range(0, len(bodies), 1000):
@@ -946,7 +946,7 @@ class Report:
     def _attempts(self) -> list[Any]:
         from sqlalchemy import select
 
-        from dialer.models import Attempt
+        from core.models import Attempt
 
         with self.rt.db.read() as s:
             return list(s.execute(select(
@@ -1012,7 +1012,7 @@ class Report:
         console.print(f"maintenance jobs (rows): {jobs}", highlight=False)
 
     def _caps(self, console: Console, attempts: Sequence[Any]) -> int:
-        from dialer.queue import cap_violations
+        from dialer.queue.service import cap_violations
 
         caps = self.rt.policy.caps
         times: dict[str, list[datetime]] = defaultdict(list)
@@ -1079,7 +1079,7 @@ class Report:
     def _after(self, console: Console) -> None:
         from sqlalchemy import func, select
 
-        from dialer.models import Refusal
+        from core.models import Refusal
 
         with self.rt.db.read() as s:
             rows = list(s.execute(
@@ -1170,7 +1170,7 @@ def _max_in_window(ts: Sequence[datetime], width: timedelta) -> int:
 def _deferred_by_cap(s: Any) -> Counter[str]:
     from sqlalchemy import func, select
 
-    from dialer.models import AuditEntry
+    from core.models import AuditEntry
 
     out: Counter[str] = Counter()
     for code in ("DAILY_CAP", "WEEKLY_CAP"):

@@ -18,7 +18,7 @@ from config.policy import PolicyError, format_hhmm, load_policy
 from config.settings import get_settings
 
 if TYPE_CHECKING:
-    from dialer.db import Database
+    from core.db import Database
 
 app = typer.Typer(
     help="callgate: outbound-call compliance engine for healthcare.",
@@ -44,8 +44,8 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _database() -> Database:
-    from dialer.db import Database
-    from dialer.migrate import upgrade
+    from core.db import Database
+    from core.migrate import upgrade
 
     url = get_settings().database_url
     upgrade(url)
@@ -61,8 +61,8 @@ def serve(
     """Run the HTTP API (migrates the database first)."""
     import uvicorn
 
-    from dialer.db import Database
-    from dialer.migrate import upgrade
+    from core.db import Database
+    from core.migrate import upgrade
 
     settings = get_settings()
     try:
@@ -102,7 +102,7 @@ def keys_create(
     name: Annotated[str, typer.Option(help="A unique name, e.g. acme-dialer-1")],
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
-    from dialer.keys import KeyError_, Role, create_key
+    from core.keys import KeyError_, Role, create_key
 
     try:
         role_ = Role(role)
@@ -123,7 +123,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """List keys (names, roles, ids; never the keys)."""
-    from dialer.keys import list_keys
+    from core.keys import list_keys
 
     table = Table("name", "role", "id", "prefix", "created", "revoked")
     for k in list_keys(_database()):
@@ -141,7 +141,7 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name")]) -> None:
     """Revoke a key by name (it stops working at once)."""
-    from dialer.keys import KeyError_, revoke_key
+    from core.keys import KeyError_, revoke_key
 
     try:
         revoke_key(_database(), name, SystemClock().now())
@@ -155,7 +155,7 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
 ) -> None:
     """Apply Alembic migrations to CALLGATE_DATABASE_URL."""
-    from dialer.migrate import current_revision, upgrade
+    from core.migrate import current_revision, upgrade
 
     url = get_settings().database_url
     upgrade(url, revision)
@@ -219,9 +219,9 @@ def calls_submit(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from config.errors import DomainError
-    from dialer import intake
-    from dialer.keys import Identity, Role
-    from dialer.runtime import build_runtime
+    from core.keys import Identity, Role
+    from core.runtime import build_runtime
+    from dialer.intake import service as intake
 
     db = _database()
     db.dispose()
@@ -267,7 +267,7 @@ def demo(
 ) -> None:
     """A synthetic organisation and a simulated dialer week against a real HTTP server
     (throwaway SQLite database, simulated clock); exits 1 if a cap or the audit chain fails."""
-    from dialer.demo import DemoOptions, run_demo
+    from cli.demo import DemoOptions, run_demo
 
     opts = DemoOptions(seed=seed, patients=patients, days=days, agents=agents, keep=keep)
     code = run_demo(opts, console)

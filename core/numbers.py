@@ -11,8 +11,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from config.reasons import Code, reason
-from dialer import audit, refusals
-from dialer.models import PENDING, Attempt, Call, NumberLedger
+from core import audit, refusals
+from core.models import PENDING, Attempt, Call, NumberLedger
 
 
 def lock_numbers(s: Session, phone_list: Sequence[str], skip_locked: bool) -> set[str]:

@@ -12,8 +12,8 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from dialer.db import Database
-from dialer.models import ApiKey
+from core.db import Database
+from core.models import ApiKey
 
 KEY_PREFIX = "cg_"
 

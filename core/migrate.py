@@ -10,7 +10,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from dialer.db import make_engine
+from core.db import make_engine
 
 
 def alembic_config(url: str) -> Config:

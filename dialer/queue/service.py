@@ -52,16 +52,16 @@ from config.reasons import Code, Reason, reason
 from consent import phones
 from consent import rules as consent_rules
 from consent.service import dnc_numbers, facts_for, read_conn
-from dialer import audit, refusals
+from core import audit, refusals
+from core.db import UTCDateTime, insert_rows, one_of_param, one_of_value, update_rows
+from core.groupcommit import GroupCommit
+from core.keys import Identity
+from core.models import PARKED_SQL, QUEUE_ORDER_SQL, Attempt, Call, Campaign
+from core.numbers import lock_numbers
+from core.runtime import Runtime
 from dialer.campaigns import campaign_window
-from dialer.db import UTCDateTime, insert_rows, one_of_param, one_of_value, update_rows
-from dialer.dispatch_rules import CallFacts, DispatchDecision, decide
-from dialer.groupcommit import GroupCommit
-from dialer.keys import Identity
-from dialer.models import PARKED_SQL, QUEUE_ORDER_SQL, Attempt, Call, Campaign
-from dialer.runtime import Runtime
-from dialer.windows import CandidateZone, applicable_states, candidate_zones
-from dialer.withdraw import lock_numbers
+from dialer.rules.dispatch import CallFacts, DispatchDecision, decide
+from dialer.rules.windows import CandidateZone, applicable_states, candidate_zones
 
 HISTORY = timedelta(days=8)  # enough attempts for rolling 7 x 24 h and calendar ISO weeks
 SMALL_ELIGIBLE = 2000  # up to this many eligible calls, sort them (see the lease query)
@@ -154,7 +154,7 @@ def _qcalls(
 
 class _Writes:
     """Updates queued during a unit of work, sent as one executemany per table and set of
-    columns, in the order they were first queued (dialer.db.update_rows)."""
+    columns, in the order they were first queued (core.db.update_rows)."""
 
     def __init__(self) -> None:
         self._groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
@@ -881,7 +881,7 @@ def dial_check(rt: Runtime, who: Identity, call_id: str, lease_id: str | None) -
         hist = facts_for(s, [c.phone])
         dnc = dnc_numbers(s, [c.phone])
         facts = _facts(rt, c, campaign, hist, dnc, {})
-        from dialer.dispatch_rules import blocks_now, permanent_reasons
+        from dialer.rules.dispatch import blocks_now, permanent_reasons
 
         why_list = permanent_reasons(facts, rt.policy, now)
         if not why_list:

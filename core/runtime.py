@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from config.clock import Clock, SystemClock
 from config.policy import Policy, load_policy
 from config.settings import Settings, get_settings
-from dialer.db import Database
+from core.db import Database
 
 log = logging.getLogger("callgate")
 
