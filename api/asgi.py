@@ -7,7 +7,7 @@ import gc
 import logging
 
 from api.app import create_app
-from dialer.rules import windows
+from dialer.rules import zones
 
 
 def _area_table_from_a_helper() -> None:
@@ -17,13 +17,13 @@ def _area_table_from_a_helper() -> None:
 
     try:
         with helper_pool() as ex:
-            windows.use_area_table(ex.submit(windows.area_table).result(timeout=120))
+            zones.use_area_table(ex.submit(zones.area_table).result(timeout=120))
     except Exception as exc:  # no child process possible here: build it in this one
         logging.getLogger("callgate.api").warning(
             "area-code table built in-process (%s): the geocoder's data stays loaded",
             type(exc).__name__,
         )
-        windows.use_area_table(windows.area_table())
+        zones.use_area_table(zones.area_table())
 
 
 _area_table_from_a_helper()

@@ -67,8 +67,9 @@ from core.db import Database  # noqa: E402
 from core.keys import Role, create_key  # noqa: E402
 from core.migrate import upgrade  # noqa: E402
 from core.models import Call  # noqa: E402
-from dialer.queue import service as queue  # noqa: E402
-from dialer.rules.windows import candidate_zones, check_window  # noqa: E402
+from dialer.queue import store as queue_store  # noqa: E402
+from dialer.rules.windows import check_window  # noqa: E402
+from dialer.rules.zones import candidate_zones  # noqa: E402
 
 # One area code per US zone; the benchmark puts every number in the best one right now.
 AREA_CODES = {
@@ -432,7 +433,7 @@ def main() -> None:
         "postgresql+psycopg://callgate:callgate@localhost:5432/callgate_test"),
         help="an existing database to connect to for CREATE/DROP DATABASE")
     ap.add_argument("--with-index", action="store_true",
-                    help=f"accepted for old command lines: {queue.QUEUE_ORDER_INDEX} is now "
+                    help=f"accepted for old command lines: {queue_store.QUEUE_ORDER_INDEX} is now "
                     "created by migration 0001")
     ap.add_argument("--outcomes", choices=("batch", "single", "none"), default="batch",
                     help="after each lease, report the tasks' outcomes in one "
@@ -470,7 +471,7 @@ def main() -> None:
             out: dict[str, Any] = {
                 "db": args.db, "calls": args.calls, "numbers": args.numbers,
                 "server_workers": args.workers,
-                "queue_index": queue.QUEUE_ORDER_INDEX,
+                "queue_index": queue_store.QUEUE_ORDER_INDEX,
                 "outcomes": OUTCOMES,
                 "results": [],
             }
@@ -581,9 +582,9 @@ def main() -> None:
                 out["capped_poll_p50_ms"] = poll_p50(base, auth)
                 log(f"fully capped queue: poll p50 {out['capped_poll_p50_ms']} ms")
             with db.read() as s:
-                out["cap_violations"] = queue.cap_violations(
+                out["cap_violations"] = queue_store.cap_violations(
                     s, policy.caps.per_day, policy.caps.per_week)
-                out["live_lease_doubles"] = queue.live_lease_doubles(s)
+                out["live_lease_doubles"] = queue_store.live_lease_doubles(s)
                 out["queued_left"] = s.scalar(
                     select(func.count()).select_from(Call).where(Call.status == "queued"))
             db.dispose()

@@ -11,7 +11,7 @@ preflight reservations, compliance reads. The maintenance jobs
 (:data:`dialer.maintenance.JOBS`) run once per step, as the scheduler of ``callgate serve``
 would. The figures at the end are read back from the database
 and the API: the per-number caps are recomputed from the attempts table
-(:func:`dialer.queue.cap_violations`) and the audit chain is verified by
+(:func:`dialer.queue.store.cap_violations`) and the audit chain is verified by
 ``GET /v1/audit/verify``. The exit status is non-zero when either fails.
 """
 
@@ -823,45 +823,13 @@ def _run(opts: DemoOptions, rt: Runtime, clock: FakeClock, apis: dict[str, Api],
 
 def import_registry(rt: Runtime, who: Identity, bodies: Sequence[dict[str, Any]],
                     progress: Callable[[int], None]) -> None:
-    """Load consents the organisation already holds, each with its ``consent.recorded``
-    audit entry, a thousand per transaction (one POST /v1/consents each would spend most of
-    the demo's minute on set-up). The bodies are validated as the API would validate them."""
-    from sqlalchemy import insert
-
+    """Load consents the organisation already holds (consent.service.import_consents): one
+    POST /v1/consents each would spend most of the demo's minute on set-up. The bodies are
+    validated as the API would validate them."""
     from consent.schemas import ConsentIn
-    from consent.service import normalise_phone
-    from core import audit
-    from core.models import Consent
+    from consent.service import import_consents
 
-    now = rt.clock.now()
-    for i in range(0, len(bodies), 1000):
-        part = [ConsentIn.model_validate(b) for b in bodies[i : i + 1000]]
-        with rt.db.write() as s:
-            rows = []
-            for data in part:
-                row = {
-                    "id": str(uuid.uuid4()), "phone": normalise_phone(rt, data.phone),
-                    "patient_ref": data.patient_ref, "channels": list(data.channels),
-                    "purposes": list(data.purposes), "method": data.method,
-                    "obtained_at": data.obtained_at, "evidence_ref": data.evidence_ref,
-                    "expires_at": data.expires_at, "recorded_by": who.key_id,
-                    "recorded_at": now, "supersedes_id": None,
-                }
-                rows.append(row)
-                audit.record(
-                    s, at=now, actor=who.actor, kind="consent.recorded",
-                    subject=f"consent:{row['id']}", policy_version=rt.policy_version,
-                    payload={
-                        "method": data.method, "channels": row["channels"],
-                        "purposes": row["purposes"],
-                        "obtained_at": data.obtained_at.isoformat(),
-                        "expires_at": data.expires_at.isoformat() if data.expires_at else None,
-                        "re_consent_after_revocation": False, "supersedes": None,
-                        "imported": True,
-                    },
-                )
-            s.execute(insert(Consent), rows)
-        progress(len(part))
+    import_consents(rt, who, [ConsentIn.model_validate(b) for b in bodies], progress)
 
 
 def _chunks(items: Sequence[Any], n: int) -> list[Sequence[Any]]:
@@ -1012,7 +980,7 @@ class Report:
         console.print(f"maintenance jobs (rows): {jobs}", highlight=False)
 
     def _caps(self, console: Console, attempts: Sequence[Any]) -> int:
-        from dialer.queue.service import cap_violations
+        from dialer.queue.store import cap_violations
 
         caps = self.rt.policy.caps
         times: dict[str, list[datetime]] = defaultdict(list)
@@ -1044,7 +1012,7 @@ class Report:
             f"WEEKLY_CAP {deferred['WEEKLY_CAP']:,}", highlight=False)
         style = "green" if violations == 0 else "bold red"
         console.print(f"[{style}]cap violations: {violations}[/] "
-                      f"(dialer.queue.cap_violations over the attempts table)")
+                      f"(dialer.queue.store.cap_violations over the attempts table)")
         return violations
 
     def _identification(self, console: Console, attempts: Sequence[Any]) -> None:

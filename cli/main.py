@@ -221,6 +221,7 @@ def calls_submit(
     from config.errors import DomainError
     from core.keys import Identity, Role
     from core.runtime import build_runtime
+    from dialer.intake import parse as intake_parse
     from dialer.intake import service as intake
 
     db = _database()
@@ -228,7 +229,7 @@ def calls_submit(
     rt = build_runtime()
     who = Identity("cli", f"cli:{getpass.getuser()}", Role.admin)
     body = file.read_bytes()
-    total = intake.count_csv_rows(intake.decode_text(body))
+    total = intake_parse.count_csv_rows(intake_parse.decode_text(body))
     try:
         with Progress(
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),

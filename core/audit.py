@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from core.db import insert_rows
+from core.bulk import insert_rows
 from core.models import AuditEntry, AuditHead
 
 GENESIS = "0" * 64

@@ -1,18 +1,22 @@
-"""Withdrawal: when a number's consent is revoked or it goes on do-not-call, its queued and
-leased calls leave the queue at once (live leases end; their outcomes then get 409)."""
+"""A number's own serialisation and withdrawal.
+
+Every unit of work that counts or changes a number's attempts or pending calls takes the
+number's ledger row first (PostgreSQL; SQLite's write lock serialises everything anyway).
+When a number's consent is revoked or it goes on do-not-call, its queued and leased calls
+leave the queue at once (live leases end; their outcomes then get 409)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from config.reasons import Code, reason
-from core import audit, refusals
+from core import refusals
 from core.models import PENDING, Attempt, Call, NumberLedger
+from core.uow import UnitOfWork
 
 
 def lock_numbers(s: Session, phone_list: Sequence[str], skip_locked: bool) -> set[str]:
@@ -46,22 +50,17 @@ def lock_numbers(s: Session, phone_list: Sequence[str], skip_locked: bool) -> se
     return set(s.scalars(q))
 
 
-def withdraw_number(
-    s: Session,
-    phone: str,
-    now: datetime,
-    code: Code,
-    actor: str,
-    policy_version: str,
-    except_call: str | None,
-) -> int:
+def withdraw_number(uow: UnitOfWork, phone: str, code: Code, except_call: str | None) -> int:
     """Withdraw every pending call to ``phone`` (but ``except_call``); returns how many.
 
     On PostgreSQL the caller holds the number's ledger row (:func:`lock_numbers`) from the
     start of its unit of work: every revocation, do-not-call entry and opt-out of a number
-    takes it before any other lock, so two of them never wait on each other in a cycle."""
+    takes it before any other lock, so two of them never wait on each other in a cycle.
+    The number's calls are then locked FOR UPDATE: a lease committed before is seen and
+    withdrawn; a lease after it sees the revocation."""
+    s, now = uow.session, uow.now
     q = select(Call).where(Call.phone == phone, Call.status.in_(PENDING))
-    if s.bind is not None and s.bind.dialect.name == "postgresql":
+    if uow.dialect == "postgresql":
         q = q.with_for_update()
     calls = [c for c in s.scalars(q) if c.id != except_call]
     if not calls:
@@ -84,25 +83,11 @@ def withdraw_number(
         c.updated_at = now
         rows.append(
             refusals.refusal_row(
-                at=now,
-                stage="dispatch",
-                status="withdrawn",
-                reasons=[why],
-                policy_version=policy_version,
-                call_id=c.id,
-                external_id=c.external_id,
-                campaign_id=c.campaign_id,
-                phone=c.phone,
+                at=now, stage="dispatch", status="withdrawn", reasons=[why],
+                policy_version=uow.policy_version, call_id=c.id, external_id=c.external_id,
+                campaign_id=c.campaign_id, phone=c.phone,
             )
         )
-        audit.record(
-            s,
-            at=now,
-            actor=actor,
-            kind="call.withdrawn",
-            subject=f"call:{c.id}",
-            policy_version=policy_version,
-            payload={"code": code.value},
-        )
+        uow.audit("call.withdrawn", f"call:{c.id}", {"code": code.value})
     refusals.write(s, rows)
     return len(calls)

@@ -11,7 +11,7 @@ from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from config.reasons import Reason
-from core.db import insert_rows
+from core.bulk import insert_rows
 from core.models import Refusal
 
 

@@ -1,16 +1,26 @@
-"""What a running callgate holds: its database, policy, clock and settings."""
+"""What a running callgate holds: its database, policy, clock and settings, and the
+per-process state that features keep for it (typed, created on first use)."""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar, cast
 
 from config.clock import Clock, SystemClock
 from config.policy import Policy, load_policy
 from config.settings import Settings, get_settings
 from core.db import Database
+from core.keys import Identity
+from core.uow import UnitOfWork, actor_of
 
 log = logging.getLogger("callgate")
+
+S = TypeVar("S")
 
 
 @dataclass
@@ -19,11 +29,49 @@ class Runtime:
     policy: Policy
     clock: Clock
     settings: Settings
-    extras: dict[str, object] = field(default_factory=dict)
+    # Per-process state of the features built on this runtime, one instance per class
+    # (dialer.queue's caches and group commit, ...): see state().
+    _states: dict[type, Any] = field(default_factory=dict, repr=False)
+    _states_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def policy_version(self) -> str:
         return self.policy.policy_version
+
+    def state(self, kind: type[S], make: Callable[[Runtime], S] | None = None) -> S:
+        """This runtime's one instance of ``kind``, made on first use (``make(rt)``, or
+        ``kind()``). Owned by the runtime, so two runtimes (two databases, tests) never
+        share a cache, and nothing is kept in module globals."""
+        got = self._states.get(kind)
+        if got is None:
+            with self._states_lock:
+                got = self._states.get(kind)
+                if got is None:
+                    got = self._states[kind] = make(self) if make is not None else kind()
+        return cast(S, got)
+
+    @contextmanager
+    def write(
+        self, who: Identity | str, *, rollback: bool = False, now: datetime | None = None
+    ) -> Iterator[UnitOfWork]:
+        """A write unit of work (core.db.Database.write) on behalf of ``who``; ``now`` is
+        read once the transaction holds the write lock, unless given (an operation of
+        several transactions that decides at one instant: a call list's chunks).
+        ``rollback``: a dry run."""
+        with self.db.write(rollback=rollback) as session:
+            yield UnitOfWork(session, now or self.clock.now(), actor_of(who),
+                             self.policy_version, _identity(who))
+
+    @contextmanager
+    def read(self, who: Identity | str) -> Iterator[UnitOfWork]:
+        """A read-only unit of work (no audit entry can be written from it)."""
+        with self.db.read() as session:
+            yield UnitOfWork(session, self.clock.now(), actor_of(who), self.policy_version,
+                             _identity(who), writable=False)
+
+
+def _identity(who: Identity | str) -> Identity | None:
+    return None if isinstance(who, str) else who
 
 
 def build_runtime(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from config.errors import NotFound
-from core import audit
 from core.keys import Identity
 from core.models import AuditEntry, Call, Refusal
 from core.runtime import Runtime
@@ -15,8 +14,8 @@ from dialer.schemas import CallOut, DecisionOut
 def get_call(rt: Runtime, who: Identity, call_id: str) -> CallOut:
     import json
 
-    now = rt.clock.now()
-    with rt.db.write() as s:
+    with rt.write(who) as uow:
+        s = uow.session
         c = s.get(Call, call_id)
         if c is None:
             raise NotFound("NOT_FOUND", "no such call")
@@ -34,10 +33,7 @@ def get_call(rt: Runtime, who: Identity, call_id: str) -> CallOut:
              "policy_version": r.policy_version}
             for r in s.scalars(select(Refusal).where(Refusal.call_id == c.id).order_by(Refusal.id))
         ]
-        audit.record(
-            s, at=now, actor=who.actor, kind="patient_data.read", subject=f"call:{c.id}",
-            policy_version=rt.policy_version, payload={"endpoint": "get_call"},
-        )
+        uow.audit("patient_data.read", f"call:{c.id}", {"endpoint": "get_call"})
         return CallOut(
             id=c.id,
             campaign_id=c.campaign_id,

@@ -12,7 +12,6 @@ from config.errors import Invalid, NotFound
 from config.policy import Window
 from config.reasons import Code
 from consent import phones
-from core import audit
 from core.keys import Identity
 from core.models import Call, Campaign
 from core.runtime import Runtime
@@ -85,34 +84,26 @@ def create_campaign(rt: Runtime, who: Identity, data: CampaignIn) -> CampaignOut
                 f"calling_window may only narrow the policy's {base.start}-{base.end}",
                 {"field": "calling_window", "policy": {"start": base.start, "end": base.end}},
             )
-    now = rt.clock.now()
-    row = Campaign(
-        id=str(uuid.uuid4()),
-        name=data.name,
-        purpose=data.purpose,
-        channel=data.channel,
-        provider_name=data.provider_name,
-        callback_number=callback,
-        window_start=window.start if window else None,
-        window_end=window.end if window else None,
-        max_attempts=data.max_attempts,
-        script_id=data.script_id,
-        created_by=who.key_id,
-        created_at=now,
-        policy_version=rt.policy_version,
-    )
-    with rt.db.write() as s:
-        s.add(row)
-        audit.record(
-            s,
-            at=now,
-            actor=who.actor,
-            kind="campaign.created",
-            subject=f"campaign:{row.id}",
+    with rt.write(who) as uow:
+        row = Campaign(
+            id=str(uuid.uuid4()),
+            name=data.name,
+            purpose=data.purpose,
+            channel=data.channel,
+            provider_name=data.provider_name,
+            callback_number=callback,
+            window_start=window.start if window else None,
+            window_end=window.end if window else None,
+            max_attempts=data.max_attempts,
+            script_id=data.script_id,
+            created_by=who.key_id,
+            created_at=uow.now,
             policy_version=rt.policy_version,
-            payload={"purpose": row.purpose, "channel": row.channel,
-                     "max_attempts": row.max_attempts},
         )
+        uow.session.add(row)
+        uow.audit("campaign.created", f"campaign:{row.id}", {
+            "purpose": row.purpose, "channel": row.channel, "max_attempts": row.max_attempts,
+        })
     return _out(row, dict.fromkeys(CALL_STATUSES, 0))
 
 

@@ -9,10 +9,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, delete, exists, literal, select
 
-from core import audit
 from core.models import Attempt, AuditEntry, Call, Consent
 from core.runtime import Runtime
-from dialer.queue.service import expire_deadlines, expire_leases
+from dialer.queue.expiry import SYSTEM, expire_deadlines, expire_leases
 
 BATCH = 500
 TERMINAL = ("completed", "refused", "withdrawn", "expired")
@@ -25,19 +24,16 @@ def note_expired_consents(rt: Runtime) -> int:
     Like every job here, it searches in a read transaction and takes the write lock only
     for what it found, re-checked under the lock: the search reads every consent (200,000
     in the benchmark: 24-63 ms a run), which under the lock stalled every poller."""
-    now = rt.clock.now()
     total = 0
     while True:
-        with rt.db.read() as s:
-            ids = list(s.scalars(_expired_consents(now).limit(BATCH)))
+        with rt.read(SYSTEM) as uow:
+            ids = list(uow.session.scalars(_expired_consents(uow.now).limit(BATCH)))
         if not ids:
             return total
-        with rt.db.write() as s:
-            for cid in s.scalars(_expired_consents(now).where(Consent.id.in_(ids))):
-                audit.record(
-                    s, at=now, actor="system:jobs", kind="consent.expired",
-                    subject=f"consent:{cid}", policy_version=rt.policy_version,
-                )
+        with rt.write(SYSTEM) as uow:
+            expired = _expired_consents(uow.now).where(Consent.id.in_(ids))
+            for cid in uow.session.scalars(expired):
+                uow.audit("consent.expired", f"consent:{cid}")
         total += len(ids)
         if len(ids) < BATCH:
             return total
@@ -60,20 +56,18 @@ def purge_past_retention(rt: Runtime) -> int:
     cutoff = rt.clock.now() - timedelta(days=rt.settings.retention_days)
     total = 0
     while True:
-        with rt.db.read() as s:
-            ids = list(s.scalars(select(Call.id).where(*_past(cutoff)).limit(BATCH)))
+        with rt.read(SYSTEM) as uow:
+            ids = list(uow.session.scalars(select(Call.id).where(*_past(cutoff)).limit(BATCH)))
         if not ids:
             return total
-        with rt.db.write() as s:
+        with rt.write(SYSTEM) as uow:
+            s = uow.session
             gone = list(s.scalars(select(Call.id).where(Call.id.in_(ids), *_past(cutoff))))
             if gone:
                 s.execute(delete(Attempt).where(Attempt.call_id.in_(gone)))
                 s.execute(delete(Call).where(Call.id.in_(gone)))
-                audit.record(
-                    s, at=rt.clock.now(), actor="system:jobs", kind="retention.purged",
-                    subject="calls", policy_version=rt.policy_version,
-                    payload={"calls": len(gone), "cutoff": cutoff.isoformat()},
-                )
+                uow.audit("retention.purged", "calls",
+                          {"calls": len(gone), "cutoff": cutoff.isoformat()})
         total += len(gone)
         if len(ids) < BATCH:
             return total

@@ -17,205 +17,48 @@ first (deciding) one: ``' ' || codes || ' ' LIKE '% CODE %'``. That predicate ca
 order, testing each row, and stops after ``limit + 1`` matches: cheap for common codes, a
 longer scan for a rare code over a wide range (narrow it with ``since``/``until``).
 
-CSV exports are generators reading one keyset page per transaction, so an export of any
-size holds neither a long transaction nor the whole log in memory. Cells that a spreadsheet
-would read as a formula (starting ``= + - @``, tab or CR) get a leading ``'``.
+The answers' models are in review.schemas, the CSV exports in review.exports.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import csv
-import io
 import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ColumnElement, and_, func, literal, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from config.errors import Invalid
 from config.reasons import Code
 from consent.phones import mask
-from core import audit
 from core.keys import Identity
 from core.models import Attempt, Refusal
 from core.runtime import Runtime
+from core.uow import UnitOfWork
 from dialer.schemas import ReasonOut
+from review.schemas import (
+    CallLogItem,
+    CallLogPage,
+    CampaignCount,
+    CodeCount,
+    DayCount,
+    RefusalItem,
+    RefusalPage,
+    RefusalSummary,
+    Stage,
+    StageCount,
+)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-EXPORT_PAGE = 1000
 UNMASK_KIND = "patient_data.unmask"
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-Stage = Literal["intake", "dispatch"]
-
-# --- output models -----------------------------------------------------------------------
-
-
-class RefusalItem(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": 4182,
-                    "at": "2026-11-24T17:00:00Z",
-                    "call_id": "0c4b1a9e-5d0e-4a53-9f3e-2d1c7b8e6a10",
-                    "external_id": "enc-778",
-                    "campaign_id": "7d2f6c1b-8a4e-4f0d-b5c9-1e3a2d4c6b8f",
-                    "phone": "+1314555****",
-                    "stage": "intake",
-                    "status": "refused",
-                    "code": "NO_CONSENT",
-                    "reasons": [
-                        {
-                            "code": "NO_CONSENT",
-                            "message": "no written auto-dialer consent is on file for this "
-                            "number",
-                            "rule": "47 CFR 64.1200(a)(1)-(2); FCC 15-72 paras 141-147 "
-                            "(prior express written consent)",
-                        }
-                    ],
-                    "policy_version": "2026-11-01+3f9a1c2b4d5e",
-                    "row": 12,
-                }
-            ]
-        }
-    )
-
-    id: int
-    at: datetime
-    call_id: str | None
-    external_id: str | None
-    campaign_id: str | None
-    phone: str | None = Field(description="Masked (+1314555****) unless unmask=true")
-    stage: str = Field(description="intake | dispatch")
-    status: str = Field(description="refused | invalid | expired | withdrawn")
-    code: str = Field(description="The first (deciding) reason's code")
-    reasons: list[ReasonOut]
-    policy_version: str
-    row: int | None = Field(description="1-based row of the submitted list (intake only)")
-
-
-class RefusalPage(BaseModel):
-    items: list[RefusalItem]
-    next_cursor: str | None = Field(
-        description="Pass as ?cursor= for the next (older) page; null on the last page"
-    )
-
-
-class CodeCount(BaseModel):
-    code: str
-    count: int
-
-
-class CampaignCount(BaseModel):
-    campaign_id: str | None
-    count: int
-
-
-class StageCount(BaseModel):
-    stage: str
-    count: int
-
-
-class DayCount(BaseModel):
-    day: str = Field(description="UTC date, YYYY-MM-DD")
-    count: int
-
-
-class RefusalSummary(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "since": "2026-11-01T00:00:00Z",
-                    "until": None,
-                    "total": 3,
-                    "by_code": [
-                        {"code": "NO_CONSENT", "count": 2},
-                        {"code": "DO_NOT_CALL", "count": 1},
-                        {"code": "DEADLINE_PASSED", "count": 1},
-                    ],
-                    "by_campaign": [
-                        {"campaign_id": "7d2f6c1b-8a4e-4f0d-b5c9-1e3a2d4c6b8f", "count": 3}
-                    ],
-                    "by_stage": [{"stage": "intake", "count": 3}],
-                    "by_day": [{"day": "2026-11-24", "count": 3}],
-                }
-            ]
-        }
-    )
-
-    since: datetime | None
-    until: datetime | None
-    total: int = Field(description="Refusal log rows in the range")
-    by_code: list[CodeCount] = Field(
-        description="Every reason counted: a row with two reasons counts toward both codes"
-    )
-    by_campaign: list[CampaignCount]
-    by_stage: list[StageCount]
-    by_day: list[DayCount]
-
-
-class CallLogItem(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "b1e0d7c4-3f2a-4c6e-9a8b-7d5e4f3a2b1c",
-                    "call_id": "0c4b1a9e-5d0e-4a53-9f3e-2d1c7b8e6a10",
-                    "campaign_id": "7d2f6c1b-8a4e-4f0d-b5c9-1e3a2d4c6b8f",
-                    "phone": "+1314555****",
-                    "kind": "lease",
-                    "state": "reported",
-                    "counted": True,
-                    "dialer_id": "acme-1",
-                    "agent_id": "A-17",
-                    "agent_name": "Dana",
-                    "disclosed_callback_number": "+13145550199",
-                    "started_at": "2026-11-24T17:01:00Z",
-                    "ended_at": "2026-11-24T17:03:10Z",
-                    "result": "connected",
-                    "flags": [],
-                    "at": "2026-11-24T17:00:30Z",
-                    "recorded_at": "2026-11-24T17:03:12Z",
-                }
-            ]
-        }
-    )
-
-    id: str
-    call_id: str | None
-    campaign_id: str | None
-    phone: str = Field(description="Masked (+1314555****) unless unmask=true")
-    kind: str = Field(description="lease | manual")
-    state: str = Field(description="live | reported | released | expired | withdrawn | manual")
-    counted: bool
-    dialer_id: str | None
-    agent_id: str | None
-    agent_name: str | None
-    disclosed_callback_number: str | None
-    started_at: datetime | None
-    ended_at: datetime | None
-    result: str | None
-    flags: list[str] = Field(description="e.g. AGENT_ID_MISSING, CALLBACK_MISMATCH")
-    at: datetime = Field(description="When the attempt was leased or reserved")
-    recorded_at: datetime | None = Field(description="When its outcome was reported")
-
-
-class CallLogPage(BaseModel):
-    items: list[CallLogItem]
-    next_cursor: str | None = Field(
-        description="Pass as ?cursor= for the next (older) page; null on the last page"
-    )
-
 
 # --- filters and cursors -----------------------------------------------------------------
 
@@ -283,7 +126,7 @@ def decode_cursor(log: str, token: str, id_type: type[int] | type[str]) -> Curso
     return Cursor(at.astimezone(UTC), id_)
 
 
-def _check_range(since: datetime | None, until: datetime | None) -> None:
+def check_range(since: datetime | None, until: datetime | None) -> None:
     if since is not None and until is not None and until <= since:
         raise _query_error("until", "must be later than since")
 
@@ -356,7 +199,7 @@ _REFUSAL_COLUMNS = (
 )
 
 
-def _refusal_page(
+def refusal_page(
     s: Session, f: RefusalFilter, after: Cursor | None, limit: int
 ) -> list[Any]:
     q = select(*_REFUSAL_COLUMNS).where(*_refusal_where(f))
@@ -366,7 +209,7 @@ def _refusal_page(
     return list(s.execute(q))
 
 
-def _refusal_item(r: Any, unmask: bool) -> RefusalItem:
+def refusal_item(r: Any, unmask: bool) -> RefusalItem:
     phone = r.phone if unmask or r.phone is None else mask(r.phone)
     return RefusalItem(
         id=r.id,
@@ -384,18 +227,13 @@ def _refusal_item(r: Any, unmask: bool) -> RefusalItem:
     )
 
 
-def _audit_unmask(
-    rt: Runtime, who: Identity, s: Session, subject: str, ids: Sequence[int | str], view: str
-) -> None:
-    audit.record(
-        s,
-        at=rt.clock.now(),
-        actor=who.actor,
-        kind=UNMASK_KIND,
-        subject=subject,
-        policy_version=rt.policy_version,
-        payload={subject: list(ids), "view": view},
-    )
+def audit_unmask(uow: UnitOfWork, subject: str, ids: Sequence[int | str], view: str) -> None:
+    uow.audit(UNMASK_KIND, subject, {subject: list(ids), "view": view})
+
+
+def unit(rt: Runtime, who: Identity, unmask: bool) -> AbstractContextManager[UnitOfWork]:
+    """An unmasked read is audited, so it is a write unit of work; a masked one reads."""
+    return rt.write(who) if unmask else rt.read(who)
 
 
 def list_refusals(
@@ -408,16 +246,16 @@ def list_refusals(
     unmask: bool = False,
 ) -> RefusalPage:
     """One page of the refusal log, newest first."""
-    _check_range(f.since, f.until)
+    check_range(f.since, f.until)
     _check_limit(limit)
     after = decode_cursor("refusals", cursor, int) if cursor else None
-    unit = rt.db.write() if unmask else rt.db.read()
-    with unit as s:
-        rows = _refusal_page(s, f, after, limit + 1)
+    with unit(rt, who, unmask) as uow:
+        s = uow.session
+        rows = refusal_page(s, f, after, limit + 1)
         shown = rows[:limit]
         if unmask:
-            _audit_unmask(rt, who, s, "refusals", [r.id for r in shown], "list")
-    items = [_refusal_item(r, unmask) for r in shown]
+            audit_unmask(uow, "refusals", [r.id for r in shown], "list")
+    items = [refusal_item(r, unmask) for r in shown]
     more = len(rows) > limit
     nxt = encode_cursor("refusals", shown[-1].at, shown[-1].id) if more and shown else None
     return RefusalPage(items=items, next_cursor=nxt)
@@ -434,7 +272,7 @@ def refusal_summary(
     rt: Runtime, since: datetime | None = None, until: datetime | None = None
 ) -> RefusalSummary:
     """Counts by code (every reason), campaign, stage and UTC day; grouped in SQL."""
-    _check_range(since, until)
+    check_range(since, until)
     where = _refusal_where(RefusalFilter(since=since, until=until))
     day = _utc_day(rt.db.dialect).label("day")
     with rt.db.read() as s:
@@ -498,7 +336,7 @@ _ATTEMPT_COLUMNS = (
 )
 
 
-def _attempt_page(
+def attempt_page(
     s: Session, f: CallLogFilter, after: Cursor | None, limit: int
 ) -> list[Any]:
     q = select(*_ATTEMPT_COLUMNS).where(*_call_log_where(f))
@@ -508,7 +346,7 @@ def _attempt_page(
     return list(s.execute(q))
 
 
-def _attempt_item(r: Any, unmask: bool) -> CallLogItem:
+def attempt_item(r: Any, unmask: bool) -> CallLogItem:
     return CallLogItem(
         id=r.id,
         call_id=r.call_id,
@@ -540,174 +378,16 @@ def list_call_log(
     unmask: bool = False,
 ) -> CallLogPage:
     """One page of the call log (every attempt, leased or manual), newest first."""
-    _check_range(f.since, f.until)
+    check_range(f.since, f.until)
     _check_limit(limit)
     after = decode_cursor("call_log", cursor, str) if cursor else None
-    unit = rt.db.write() if unmask else rt.db.read()
-    with unit as s:
-        rows = _attempt_page(s, f, after, limit + 1)
+    with unit(rt, who, unmask) as uow:
+        s = uow.session
+        rows = attempt_page(s, f, after, limit + 1)
         shown = rows[:limit]
         if unmask:
-            _audit_unmask(rt, who, s, "attempts", [r.id for r in shown], "list")
-    items = [_attempt_item(r, unmask) for r in shown]
+            audit_unmask(uow, "attempts", [r.id for r in shown], "list")
+    items = [attempt_item(r, unmask) for r in shown]
     more = len(rows) > limit
     nxt = encode_cursor("call_log", shown[-1].at, shown[-1].id) if more and shown else None
     return CallLogPage(items=items, next_cursor=nxt)
-
-
-# --- CSV exports -------------------------------------------------------------------------
-
-REFUSAL_CSV_COLUMNS = (
-    "id",
-    "at",
-    "call_id",
-    "external_id",
-    "campaign_id",
-    "phone",
-    "stage",
-    "status",
-    "codes",
-    "message",
-    "rule",
-    "policy_version",
-    "row",
-)
-CALL_LOG_CSV_COLUMNS = (
-    "id",
-    "at",
-    "call_id",
-    "campaign_id",
-    "phone",
-    "kind",
-    "state",
-    "counted",
-    "dialer_id",
-    "agent_id",
-    "agent_name",
-    "disclosed_callback_number",
-    "started_at",
-    "ended_at",
-    "result",
-    "flags",
-    "recorded_at",
-)
-
-
-def csv_cell(value: Any) -> str:
-    """A cell a spreadsheet shows as text: formula-like starts get a leading quote (OWASP
-    "CSV injection"). Masked phones start with '+', so they are quoted too, and stay legible."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, datetime):
-        text = value.astimezone(UTC).isoformat()
-    else:
-        text = str(value)
-    if text.startswith(FORMULA_STARTS):
-        return "'" + text
-    return text
-
-
-def _csv_lines(rows: Sequence[Sequence[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerows([csv_cell(v) for v in row] for row in rows)
-    return buf.getvalue()
-
-
-def _refusal_csv_row(r: RefusalItem) -> list[Any]:
-    first = r.reasons[0] if r.reasons else None
-    return [
-        r.id,
-        r.at,
-        r.call_id,
-        r.external_id,
-        r.campaign_id,
-        r.phone,
-        r.stage,
-        r.status,
-        ";".join(x.code for x in r.reasons),
-        first.message if first else None,
-        first.rule if first else None,
-        r.policy_version,
-        r.row,
-    ]
-
-
-def _call_log_csv_row(a: CallLogItem) -> list[Any]:
-    return [
-        a.id,
-        a.at,
-        a.call_id,
-        a.campaign_id,
-        a.phone,
-        a.kind,
-        a.state,
-        a.counted,
-        a.dialer_id,
-        a.agent_id,
-        a.agent_name,
-        a.disclosed_callback_number,
-        a.started_at,
-        a.ended_at,
-        a.result,
-        ";".join(a.flags),
-        a.recorded_at,
-    ]
-
-
-def export_refusals_csv(
-    rt: Runtime, who: Identity, f: RefusalFilter, *, unmask: bool = False,
-    page_size: int | None = None,
-) -> Iterator[str]:
-    """The refusal log as CSV text chunks (header first), one keyset page per transaction.
-
-    The filters are checked now, before the first chunk, so a bad request is an error
-    response rather than a broken stream. With ``unmask`` each page's read is audited in
-    its own transaction, naming exactly the rows that page exported."""
-    _check_range(f.since, f.until)
-    size = page_size or EXPORT_PAGE
-
-    def chunks() -> Iterator[str]:
-        yield _csv_lines([REFUSAL_CSV_COLUMNS])
-        after: Cursor | None = None
-        while True:
-            unit = rt.db.write() if unmask else rt.db.read()
-            with unit as s:
-                rows = _refusal_page(s, f, after, size)
-                if unmask and (rows or after is None):
-                    _audit_unmask(rt, who, s, "refusals", [r.id for r in rows], "csv")
-            if rows:
-                yield _csv_lines([_refusal_csv_row(_refusal_item(r, unmask)) for r in rows])
-            if len(rows) < size:
-                return
-            after = Cursor(rows[-1].at, rows[-1].id)
-
-    return chunks()
-
-
-def export_call_log_csv(
-    rt: Runtime, who: Identity, f: CallLogFilter, *, unmask: bool = False,
-    page_size: int | None = None,
-) -> Iterator[str]:
-    """The call log as CSV text chunks; see :func:`export_refusals_csv`."""
-    _check_range(f.since, f.until)
-    size = page_size or EXPORT_PAGE
-
-    def chunks() -> Iterator[str]:
-        yield _csv_lines([CALL_LOG_CSV_COLUMNS])
-        after: Cursor | None = None
-        while True:
-            unit = rt.db.write() if unmask else rt.db.read()
-            with unit as s:
-                rows = _attempt_page(s, f, after, size)
-                if unmask and (rows or after is None):
-                    _audit_unmask(rt, who, s, "attempts", [r.id for r in rows], "csv")
-            if rows:
-                yield _csv_lines([_call_log_csv_row(_attempt_item(r, unmask)) for r in rows])
-            if len(rows) < size:
-                return
-            after = Cursor(rows[-1].at, rows[-1].id)
-
-    return chunks()

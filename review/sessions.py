@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from core import audit
 from core.keys import Identity, Role, authenticate
 from core.models import ApiKey, UiSession
 from core.runtime import Runtime
+from core.uow import UnitOfWork
 
 COOKIE = "callgate_ui"
 LOGIN_CSRF_COOKIE = "callgate_ui_login"
@@ -40,6 +39,7 @@ IDLE = "idle_timeout"
 ABSOLUTE = "absolute_timeout"
 KEY_REVOKED = "key_revoked"
 END_REASONS = (LOGOUT, IDLE, ABSOLUTE, KEY_REVOKED)
+SESSIONS = "system:ui-sessions"  # the unit of work that reads a cookie before it knows whose
 
 
 class LoginRefused(Exception):
@@ -106,18 +106,13 @@ def login(rt: Runtime, api_key: str) -> tuple[str, UiUser]:
 
     Raises :class:`LoginRefused` for an unknown or revoked key or a role without access;
     the refusal is audited either way (the key is never recorded, only its id if known)."""
-    now = rt.clock.now()
     identity = authenticate(rt.db, api_key.strip())
     if identity is None or identity.role not in UI_ROLES:
-        with rt.db.write() as s:
-            audit.record(
-                s,
-                at=now,
-                actor=identity.actor if identity else "anonymous",
-                kind="ui.login_refused",
-                subject=f"key:{identity.key_id}" if identity else "ui",
-                policy_version=rt.policy_version,
-                payload={
+        with rt.write(identity or "anonymous") as uow:
+            uow.audit(
+                "ui.login_refused",
+                f"key:{identity.key_id}" if identity else "ui",
+                {
                     "reason": "role" if identity else "unknown_key",
                     **({"role": identity.role.value} if identity else {}),
                 },
@@ -131,19 +126,17 @@ def login(rt: Runtime, api_key: str) -> tuple[str, UiUser]:
     token = new_token()
     id_hash = _hash(token)
     csrf = new_token()
-    with rt.db.write() as s:
-        s.add(
+    with rt.write(identity) as uow:
+        now = uow.now
+        uow.session.add(
             UiSession(
                 id_hash=id_hash, key_id=identity.key_id, csrf_token=csrf, created_at=now,
                 last_seen_at=now,
             )
         )
-        audit.record(
-            s, at=now, actor=identity.actor, kind="ui.login", subject=_subject(id_hash),
-            policy_version=rt.policy_version,
-            payload={"idle_minutes": rt.settings.ui_idle_minutes,
-                     "max_hours": rt.settings.ui_max_hours},
-        )
+        uow.audit("ui.login", _subject(id_hash), {
+            "idle_minutes": rt.settings.ui_idle_minutes, "max_hours": rt.settings.ui_max_hours,
+        })
     user = UiUser(identity, id_hash, csrf, now, now + idle_limit(rt), now + absolute_limit(rt))
     return token, user
 
@@ -155,9 +148,9 @@ def resume(rt: Runtime, token: str | None, *, touch: bool = True) -> Resumed:
     its first request after the limit, and the logoff audited."""
     if not token or len(token) > 200:
         return Resumed(None)
-    now = rt.clock.now()
     id_hash = _hash(token)
-    with rt.db.write() as s:
+    with rt.write(SESSIONS) as uow:
+        s, now = uow.session, uow.now
         row = s.get(UiSession, id_hash, with_for_update=True)
         if row is None:
             return Resumed(None)
@@ -172,7 +165,7 @@ def resume(rt: Runtime, token: str | None, *, touch: bool = True) -> Resumed:
         elif now - row.last_seen_at >= idle_limit(rt):
             ended = IDLE
         if ended is not None:
-            _end(rt, s, row, now, ended)
+            _end(uow, row, ended)
             return Resumed(None, ended)
         assert key is not None
         if touch:
@@ -185,31 +178,28 @@ def resume(rt: Runtime, token: str | None, *, touch: bool = True) -> Resumed:
         )
 
 
-def _end(rt: Runtime, s: Session, row: UiSession, now: datetime, reason: str) -> None:
-    row.ended_at = now
+def _end(uow: UnitOfWork, row: UiSession, reason: str) -> None:
+    row.ended_at = uow.now
     row.end_reason = reason
     payload: dict[str, object] = {"reason": reason}
     if reason == IDLE:
         # When the inactivity limit ran out, which may be well before this request.
         payload["idle_since"] = row.last_seen_at.isoformat()
-    audit.record(
-        s, at=now, actor=f"key:{row.key_id}",
-        kind="ui.logout" if reason == LOGOUT else "ui.logoff",
-        subject=_subject(row.id_hash), policy_version=rt.policy_version, payload=payload,
-    )
+    uow.acting(f"key:{row.key_id}").audit(
+        "ui.logout" if reason == LOGOUT else "ui.logoff", _subject(row.id_hash), payload)
 
 
 def logout(rt: Runtime, user: UiUser) -> None:
-    now = rt.clock.now()
-    with rt.db.write() as s:
-        row = s.get(UiSession, user.session_hash, with_for_update=True)
+    with rt.write(user.identity) as uow:
+        row = uow.session.get(UiSession, user.session_hash, with_for_update=True)
         if row is not None and row.ended_at is None:
-            _end(rt, s, row, now, LOGOUT)
+            _end(uow, row, LOGOUT)
 
 
 def live_sessions(rt: Runtime, key_id: str) -> int:
     """How many unended sessions a key has (for tests and operators)."""
-    with rt.db.read() as s:
+    with rt.read(SESSIONS) as uow:
+        s = uow.session
         return len(
             list(
                 s.scalars(

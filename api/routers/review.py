@@ -11,8 +11,10 @@ from api.deps import Compliance, RuntimeDep
 from api.errors import json_error_responses
 from config.reasons import Code
 from consent.schemas import IsoDatetime
+from review import exports
 from review import logs as review
-from review.logs import CallLogFilter, CallLogPage, RefusalFilter, RefusalPage, RefusalSummary
+from review.logs import CallLogFilter, RefusalFilter
+from review.schemas import CallLogPage, RefusalPage, RefusalSummary, Stage
 
 router = APIRouter(tags=["compliance"])
 
@@ -54,7 +56,7 @@ def refusal_filter(
         Code | None,
         Query(description="Rows with a reason of this code (any reason, not only the first)"),
     ] = None,
-    stage: Annotated[review.Stage | None, Query(description="intake | dispatch")] = None,
+    stage: Annotated[Stage | None, Query(description="intake | dispatch")] = None,
 ) -> RefusalFilter:
     return RefusalFilter(since=since, until=until, campaign_id=campaign_id, code=code,
                          stage=stage)
@@ -144,7 +146,7 @@ def refusal_summary(
 def export_refusals_csv(
     rt: RuntimeDep, who: Compliance, f: RefusalFilterDep, unmask: Unmask = False
 ) -> CsvResponse:
-    return _attachment(review.export_refusals_csv(rt, who, f, unmask=unmask), "refusals.csv")
+    return _attachment(exports.export_refusals_csv(rt, who, f, unmask=unmask), "refusals.csv")
 
 
 @router.get(
@@ -181,4 +183,4 @@ def list_call_log(
 def export_call_log_csv(
     rt: RuntimeDep, who: Compliance, f: CallLogFilterDep, unmask: Unmask = False
 ) -> CsvResponse:
-    return _attachment(review.export_call_log_csv(rt, who, f, unmask=unmask), "call-log.csv")
+    return _attachment(exports.export_call_log_csv(rt, who, f, unmask=unmask), "call-log.csv")

@@ -26,7 +26,7 @@ from api.deps import RuntimeDep
 from config.errors import DomainError
 from config.reasons import Code
 from consent.phones import mask
-from review import dashboard
+from review import dashboard, exports
 from review import logs as review
 from review import sessions as ui_sessions
 from review.sessions import UiUser
@@ -303,7 +303,7 @@ def refusals_csv(request: Request, rt: RuntimeDep, user: User) -> StreamingRespo
     f, _form = dashboard.refusal_filter(
         dict(request.query_params), [c.id for c in dashboard.campaigns(rt)]
     )
-    chunks = review.export_refusals_csv(rt, user.identity, f)
+    chunks = exports.export_refusals_csv(rt, user.identity, f)
     dashboard.record_view(rt, user.identity, "ui.refusals.csv", "refusals",
                           {"filter": dashboard.filter_payload(f)})
     return _csv(chunks, "refusals.csv")
@@ -337,7 +337,7 @@ def calls_csv(request: Request, rt: RuntimeDep, user: User) -> StreamingResponse
     f, _form = dashboard.call_filter(
         dict(request.query_params), [c.id for c in dashboard.campaigns(rt)]
     )
-    chunks = review.export_call_log_csv(rt, user.identity, f)
+    chunks = exports.export_call_log_csv(rt, user.identity, f)
     dashboard.record_view(rt, user.identity, "ui.calls.csv", "attempts",
                           {"filter": dashboard.filter_payload(f)})
     return _csv(chunks, "call-log.csv")

@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dialer.intake.service import CsvSlice, Row
+    from dialer.intake.parse import CsvSlice, Row
 
 log = logging.getLogger("callgate.intake")
 
@@ -56,7 +56,7 @@ def helper_pool() -> ProcessPoolExecutor:
 
 def _warm() -> int:
     """Run in the helper at start: import and exercise the parsing code once."""
-    from dialer.intake.service import parse_chunk
+    from dialer.intake.parse import parse_chunk
 
     # A postal code too: the zipcodes package loads its data (~0.4 s) on first use.
     return len(parse_chunk(1, [{"external_id": "w", "phone": "+1 314 555 0100",
@@ -95,7 +95,7 @@ def parse_in_helper(
     """Each chunk of records parsed, in order, ``AHEAD`` chunks ahead. Rows are numbered on
     from the chunks before (the helper numbers a chunk from 1: how many rows a
     :class:`~dialer.intake.CsvSlice` holds is known only once it is read)."""
-    from dialer.intake.service import Packed, parse_chunk, parse_chunk_packed, unpack
+    from dialer.intake.parse import Packed, parse_chunk, parse_chunk_packed, unpack
 
     executor: ProcessPoolExecutor | None = pool()
     pending: deque[tuple[list[Any] | CsvSlice, Future[Packed] | None]] = deque()

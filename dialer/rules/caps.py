@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 from config.policy import Caps
 from config.reasons import Code, Reason, reason
-from dialer.rules.windows import CandidateZone
+from dialer.rules.zones import CandidateZone
 
 __all__ = ["CapDecision", "check_caps"]
 

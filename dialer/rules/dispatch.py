@@ -17,7 +17,8 @@ from config.policy import Policy, Window
 from config.reasons import Code, Reason, reason
 from consent import rules as consent_rules
 from dialer.rules.caps import check_caps
-from dialer.rules.windows import CandidateZone, check_window
+from dialer.rules.windows import check_window
+from dialer.rules.zones import CandidateZone
 from purpose_rules import rules as purpose_rules
 
 # A lease shorter than this is not worth handing out: defer to the next window instead.
@@ -50,14 +51,34 @@ class DispatchDecision:
 
 
 def permanent_reasons(f: CallFacts, policy: Policy, now: datetime) -> list[Reason]:
-    """Reasons that no amount of waiting cures: consent, do-not-call, purpose."""
+    """Reasons that no amount of waiting cures: do-not-call, purpose, consent."""
+    return refusal_reasons(
+        f.on_dnc, purpose_rules.decide(policy, f.purpose, f.channel), f.consents,
+        f.revocations, f.channel, f.purpose, now,
+    )
+
+
+_DO_NOT_CALL = reason(Code.DO_NOT_CALL)
+
+
+def refusal_reasons(
+    on_dnc: bool,
+    purpose: purpose_rules.PurposeDecision,
+    consents: Sequence[consent_rules.ConsentFact],
+    revocations: Sequence[consent_rules.RevocationFact],
+    channel: str,
+    purpose_code: str,
+    now: datetime,
+) -> list[Reason]:
+    """The permanent reasons, in their order (do-not-call always wins, then the purpose,
+    then the consent): the one rule that intake (with the purpose decided once per list)
+    and dispatch (per call, through :func:`permanent_reasons`) both apply."""
     out: list[Reason] = []
-    if f.on_dnc:
-        out.append(reason(Code.DO_NOT_CALL))
-    p = purpose_rules.decide(policy, f.purpose, f.channel)
-    if not p.allowed:
-        out.extend(p.reasons)
-    c = consent_rules.decide(f.consents, f.revocations, f.channel, f.purpose, now)
+    if on_dnc:
+        out.append(_DO_NOT_CALL)
+    if not purpose.allowed:
+        out.extend(purpose.reasons)
+    c = consent_rules.decide(consents, revocations, channel, purpose_code, now)
     if not c.allowed:
         out.extend(c.reasons)
     return out

@@ -49,8 +49,9 @@ from core.models import Attempt, Call
 from core.runtime import Runtime
 from dialer.campaigns import create_campaign
 from dialer.intake import service as intake
-from dialer.queue import service as queue
-from dialer.rules.windows import candidate_zones, check_window
+from dialer.queue import store as queue_store
+from dialer.rules.windows import check_window
+from dialer.rules.zones import candidate_zones
 from dialer.schemas import CampaignIn
 from tests.conftest import PG_URL, _pg_admin, _pg_url_for
 
@@ -301,8 +302,8 @@ def _assert_invariants(url: str, policy_file: Path, stats: Counter[str]) -> None
     db = Database(url)
     try:
         with db.read() as s:
-            assert queue.cap_violations(s, caps.per_day, caps.per_week) == 0
-            assert queue.live_lease_doubles(s) == 0
+            assert queue_store.cap_violations(s, caps.per_day, caps.per_week) == 0
+            assert queue_store.live_lease_doubles(s) == 0
             # Everything happened within seconds: no number has more than per_day attempts.
             per_phone = s.execute(
                 select(Attempt.phone, func.count()).where(Attempt.counted.is_(True))

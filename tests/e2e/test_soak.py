@@ -6,7 +6,7 @@ time over loopback (issue 6, item 5). PostgreSQL only: skipped without
 
 What must hold, whatever the interleaving:
 
-* no number's caps exceeded (``dialer.queue.cap_violations``);
+* no number's caps exceeded (``dialer.queue.store.cap_violations``);
 * no double lease: never two live leases for one call, and per call the lease intervals
   recorded in the call log never overlap;
 * nothing for a revoked number once the revocation's response has returned: every client

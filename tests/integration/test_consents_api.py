@@ -12,7 +12,7 @@ from sqlalchemy import select
 from config.clock import FakeClock
 from config.reasons import Code
 from consent.rules import decide
-from consent.service import facts_for
+from consent.store import facts_for
 from core.keys import Role
 from core.models import Attempt, Call, Refusal
 from core.runtime import Runtime

@@ -8,7 +8,7 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from consent.service import dnc_numbers
+from consent.store import dnc_numbers
 from core.keys import Role
 from core.models import DncEntry
 from core.runtime import Runtime

@@ -9,6 +9,7 @@ all in one transaction (the group's statistics say so). Real threads, a real SQL
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,9 @@ from core.models import Attempt, Call
 from core.runtime import Runtime
 from dialer.campaigns import create_campaign
 from dialer.intake import service as intake
+from dialer.queue import outcomes
 from dialer.queue import service as queue
+from dialer.queue import store as queue_store
 from dialer.schemas import CampaignIn
 from tests.conftest import T0
 from tests.helpers import new_identity, written_consents
@@ -125,7 +128,7 @@ def test_leases_queued_together_are_one_transaction_each_with_its_own_limit(
             rows = s.execute(select(Attempt.dialer_id, Attempt.key_id).where(
                 Attempt.id.in_([t["lease_id"] for t in answer]))).all()
             assert set(rows) == {(who.name, who.key_id)}
-        assert queue.live_lease_doubles(s) == 0
+        assert queue_store.live_lease_doubles(s) == 0
 
 
 def test_the_daily_cap_holds_across_the_requests_of_one_transaction(runtime: Runtime) -> None:
@@ -143,7 +146,7 @@ def test_the_daily_cap_holds_across_the_requests_of_one_transaction(runtime: Run
         assert len(deferred) == 30 and set(deferred) == {"DAILY_CAP"}
         per_phone = s.execute(select(Attempt.phone, func.count()).group_by(Attempt.phone)).all()
         assert len(per_phone) == 10 and {n for _, n in per_phone} == {1}
-        assert queue.cap_violations(s, rt.policy.caps.per_day, rt.policy.caps.per_week) == 0
+        assert queue_store.cap_violations(s, rt.policy.caps.per_day, rt.policy.caps.per_week) == 0
 
 
 def test_outcomes_and_leases_share_a_transaction(runtime: Runtime) -> None:
@@ -176,14 +179,15 @@ def test_a_request_that_fails_fails_alone(
     first, second, third = (new_identity(rt, Role.dialer, f"dialer-{i}") for i in range(3))
     held = queue.lease(rt, first, queue.LeaseRequest("dialer-0", 2, 120))
     poison = held[0]["lease_id"]
-    real = queue._one_outcome
+    real = outcomes.one_outcome
+    signature = inspect.signature(real)
 
-    def failing(*args: Any) -> Any:
-        if args[-2].lease_id == poison:
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        if signature.bind(*args, **kwargs).arguments["o"].lease_id == poison:
             raise RuntimeError("injected")
-        return real(*args)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(queue, "_one_outcome", failing)
+    monkeypatch.setattr(outcomes, "one_outcome", failing)
     report, more, most = _in_one_transaction(
         rt, [_connected(rt, first, held), _lease(rt, second, 10), _lease(rt, third, 10)])
 
@@ -193,7 +197,7 @@ def test_a_request_that_fails_fails_alone(
     assert len(more) == 10 and len(most) == 10  # served again, alone
     with rt.db.read() as s:
         # Nothing of the failed transaction was kept, and nothing was done twice.
-        assert queue.live_lease_doubles(s) == 0
+        assert queue_store.live_lease_doubles(s) == 0
         assert s.scalar(select(func.count()).select_from(Attempt)) == 22
         counts = dict(s.execute(select(Call.status, func.count()).group_by(Call.status)).all())
         assert counts == {"leased": 22, "queued": 18}  # the report rolled back whole

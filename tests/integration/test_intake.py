@@ -12,22 +12,28 @@ import threading
 import uuid
 from datetime import timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 
 from config.policy import parse_policy
 from config.reasons import Code
 from core.keys import Role
 from core.models import AuditEntry, Call, Consent, Refusal
 from core.runtime import Runtime
+from dialer.intake import parse as intake_parse
+from dialer.intake import results as intake_results
 from dialer.intake import service as intake
 from tests.conftest import T0
 from tests.helpers import campaign_body, consent_body, days, identity
 
 H = dict[str, dict[str, str]]
+
+# The calls table, and every column of it, as the models define them.
+CALLS = cast(Table, Call.__table__)
+CALL_COLUMNS = [c.name for c in CALLS.columns]
 
 
 def num(i: int, area: int = 314) -> str:
@@ -312,7 +318,7 @@ def _comparable(body: dict[str, Any]) -> dict[str, Any]:
 def test_dry_run_answers_like_the_real_thing_and_stores_nothing(
     client: TestClient, keys: H, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(intake, "CHUNK_ROWS", 3)  # decisions cross chunk boundaries
+    monkeypatch.setattr(intake_parse, "CHUNK_ROWS", 3)  # decisions cross chunk boundaries
     cid = new_campaign(client, keys)
     for i in range(6):
         add_consent(client, keys, num(i))
@@ -360,7 +366,7 @@ def test_two_identical_lists_racing_queue_each_row_once(
                   ["external_id", "patient_ref", "phone"]).encode()
     who = identity(runtime, Role.campaign_manager)
     barrier = threading.Barrier(2)
-    outcomes: list[intake.IntakeResult] = []
+    outcomes: list[intake_results.IntakeResult] = []
     errors: list[BaseException] = []
 
     def go() -> None:
@@ -442,7 +448,7 @@ def test_helper_process_parsing_answers_exactly_like_parsing_here(
     """A list parsed in the helper process (dialer.intake_pool) gets, row for row, the
     answer the same list gets when parsed in the server process; the stored calls carry the
     same zones."""
-    monkeypatch.setattr(intake, "CHUNK_ROWS", 4)  # several chunks in flight at once
+    monkeypatch.setattr(intake_parse, "CHUNK_ROWS", 4)  # several chunks in flight at once
     good = [num(i) for i in range(8)]
     bulk_consents(runtime, good)
     rows = [row(f"h{i}", p) for i, p in enumerate(good)]
@@ -481,11 +487,11 @@ def test_csv_read_in_the_helper_answers_exactly_like_reading_it_here(
     client: TestClient, keys: H, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, shape: str
 ) -> None:
     """A CSV without quotes is cut at line breaks and read in the helper process
-    (intake.CsvSlice); row numbers, blank and malformed lines, line endings and the answers
+    (intake_parse.CsvSlice); row numbers, blank and malformed lines, line endings and the answers
     are what reading the whole body here gives. A body with a quote is read here."""
     from dialer.intake import pool as intake_pool
 
-    monkeypatch.setattr(intake, "CHUNK_ROWS", 5)  # many slices, ramped
+    monkeypatch.setattr(intake_parse, "CHUNK_ROWS", 5)  # many slices, ramped
     good = [num(i) for i in range(30)]
     bulk_consents(runtime, good[:20])
     lines = [f"e{i},{p},{'MO' if i % 4 == 0 else ''}" for i, p in enumerate(good)]
@@ -500,7 +506,7 @@ def test_csv_read_in_the_helper_answers_exactly_like_reading_it_here(
     body = "External_ID,phone,state" + end + end.join(lines) + end
     if shape == "bare_cr":  # old Mac line ends in part of the body
         body = body.replace("\n", "\r", 10)
-    slices = intake.csv_slices(body, 40)
+    slices = intake_parse.csv_slices(body, 40)
     assert (slices is None) == (shape == "quoted")
     answers = []
     for least in (0, 1):
@@ -538,15 +544,15 @@ def test_sqlite_driver_level_insert_stores_what_sqlalchemy_would(
             row("r", num(3))]  # refused: no consent
     r = submit(client, keys, cid, rows)
     assert [x["status"] for x in r.json()["results"]] == ["queued", "queued", "refused"]
-    cols = [c for c in intake._CALL_COLUMNS if c not in ("id", "external_id")]
+    cols = [c for c in CALL_COLUMNS if c not in ("id", "external_id")]
     with runtime.db.write() as s:
         stored = {x.external_id: x for x in s.scalars(select(Call).where(Call.campaign_id == cid))}
         copies = []
         for ext, c in stored.items():
-            values = {col: getattr(c, col) for col in intake._CALL_COLUMNS}
+            values = {col: getattr(c, col) for col in CALL_COLUMNS}
             copies.append({**values, "id": str(uuid.uuid4()), "external_id": f"sa-{ext}"})
         s.execute(text("DROP INDEX uq_calls_campaign_phone_pending"))  # the copies repeat numbers
-        s.execute(insert(intake.CALLS), copies)
+        s.execute(insert(CALLS), copies)
     with runtime.db.read() as s:
         raw = {r[0]: r[1:] for r in s.execute(text(
             f"SELECT external_id, {', '.join(cols)} FROM calls WHERE campaign_id = :c"),
@@ -563,7 +569,7 @@ def test_refusal_rows_written_through_the_driver_match_sqlalchemy(runtime: Runti
 
     from config.reasons import reason
     from core import refusals
-    from core.db import insert_rows
+    from core.bulk import insert_rows
 
     why = [reason(Code.NO_CONSENT), reason(Code.DEADLINE_PASSED, "not_after passed")]
     rows = [refusals.refusal_row(
@@ -589,7 +595,7 @@ def test_updates_written_through_the_driver_match_sqlalchemy(
     with and without microseconds, JSON, None, integers."""
     from sqlalchemy import bindparam, text, update
 
-    from core.db import update_rows
+    from core.bulk import update_rows
 
     cid = new_campaign(client, keys)
     bulk_consents(runtime, [num(1), num(2)])
@@ -600,9 +606,9 @@ def test_updates_written_through_the_driver_match_sqlalchemy(
               "next_eligible_at": T0 + timedelta(microseconds=5), "updated_at": T0,
               "candidate_zones": [{"zone": "America/Chicago", "source": "number"}]}
     with runtime.db.write() as s:
-        s.execute(update(intake.CALLS).where(intake.CALLS.c.id == bindparam("b_id")),
+        s.execute(update(CALLS).where(CALLS.c.id == bindparam("b_id")),
                   [{"b_id": ids["core"], **values}])
-        update_rows(s, intake.CALLS, [{"b_id": ids["driver"], **values}])
+        update_rows(s, CALLS, [{"b_id": ids["driver"], **values}])
     cols = ", ".join(values)
     with runtime.db.read() as s:
         got = {r[0]: r[1:] for r in s.execute(text(

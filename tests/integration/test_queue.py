@@ -31,6 +31,8 @@ from core.models import Attempt, Call, Consent, Refusal, Revocation
 from core.runtime import Runtime
 from dialer import maintenance
 from dialer.queue import service as queue
+from dialer.queue import store as queue_store
+from dialer.queue.store import QueueState
 from tests.conftest import T0
 from tests.helpers import audit_entries, campaign_body, consent_body, days
 
@@ -467,9 +469,9 @@ def test_lease_order_with_many_eligible(api: Api, runtime: Runtime, with_index: 
     with runtime.db.write() as s:
         if not with_index:
             s.execute(sql_text("DROP INDEX ix_calls_queue_order"))
-        queue._has_queue_index.clear()
+    state = runtime.state(QueueState)
     with runtime.db.read() as s:
-        assert queue._queue_index(s) is with_index
+        assert queue_store.has_queue_order_index(s, state) is with_index
     for i in range(12):
         api.consent(num(i))
     cid = api.campaign()
@@ -477,12 +479,10 @@ def test_lease_order_with_many_eligible(api: Api, runtime: Runtime, with_index: 
     ids = api.submit(cid, *({"phone": num(i), "priority": prio[i]} for i in range(12)))
     # One submission: the same created_at for all, so ties fall to the call id.
     by_prio = sorted(range(12), key=lambda i: (-prio[i], ids[i]))
-    original = queue.SMALL_ELIGIBLE
-    queue.SMALL_ELIGIBLE = 3
-    try:
-        tasks = api.lease(limit=5)
-    finally:
-        queue.SMALL_ELIGIBLE = original
+    # More than three eligible: on SQLite the poll walks ix_calls_queue_order (the "many"
+    # query), when the index exists.
+    state.small_eligible = 3
+    tasks = api.lease(limit=5)
     assert [t["call_id"] for t in tasks] == [ids[i] for i in by_prio[:5]]
 
 
@@ -494,14 +494,15 @@ def parked(api: Api, ids: list[str]) -> list[bool]:
 
 @pytest.mark.parametrize("unpark_limit", [1000, 2], ids=["all", "two-per-poll"])
 def test_parked_calls_rejoin_the_queue_order_when_due(
-    api: Api, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, unpark_limit: int
+    api: Api, clock: FakeClock, unpark_limit: int
 ) -> None:
     """Deferred calls leave the queue order (parked) and rejoin it once due, in order: with
     many eligible calls (the queue-order walk), the due ones come back merged by priority
     with the calls that were never deferred; when more are due than one poll unparks, the
     highest priorities among those due at the same instant rejoin first."""
-    monkeypatch.setattr(queue, "SMALL_ELIGIBLE", 3)
-    monkeypatch.setattr(queue, "UNPARK_LIMIT", unpark_limit)
+    state = api.runtime.state(QueueState)
+    state.small_eligible = 3
+    state.unpark_limit = unpark_limit
     for i in range(12):
         api.consent(num(i))
     # Numbers 0-5: one attempt each now, so the daily cap defers their other calls by 24 h.

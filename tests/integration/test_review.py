@@ -19,6 +19,7 @@ from core import refusals
 from core.keys import Role
 from core.models import Attempt, Campaign, Refusal
 from core.runtime import Runtime
+from review import exports
 from review import logs as review
 from tests.conftest import T0
 from tests.helpers import audit_entries, campaign_body, consent_body, days, identity
@@ -262,12 +263,12 @@ def test_refusals_csv_export(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     add_refusal(runtime, T0 + HOUR, ["NO_CONSENT", "DEADLINE_PASSED"], ext='=HYPERLINK("x")')
-    monkeypatch.setattr(review, "EXPORT_PAGE", 2)  # several pages per export
+    monkeypatch.setattr(exports, "EXPORT_PAGE", 2)  # several pages per export
     res = get(client, keys, "/v1/refusals.csv")
     assert res.status_code == 200
     assert res.headers["content-type"].startswith("text/csv")
     assert 'filename="refusals.csv"' in res.headers["content-disposition"]
-    assert res.text.splitlines()[0] == ",".join(review.REFUSAL_CSV_COLUMNS)
+    assert res.text.splitlines()[0] == ",".join(exports.REFUSAL_CSV_COLUMNS)
     rows = parse_csv(res.text)
     assert [r["external_id"] for r in rows] == [
         "'=HYPERLINK(\"x\")", "a3", "b2", "b1", "a2", "a1"]
@@ -296,9 +297,9 @@ def test_refusals_csv_export(
 
 def test_csv_cell_neutralises_formulas() -> None:
     for text in ("=1+1", "+1314555****", "-2", "@SUM(A1)", "\tx", "\rx"):
-        assert review.csv_cell(text) == "'" + text
-    assert review.csv_cell("plain") == "plain" and review.csv_cell(None) == ""
-    assert review.csv_cell(7) == "7" and review.csv_cell(True) == "true"
+        assert exports.csv_cell(text) == "'" + text
+    assert exports.csv_cell("plain") == "plain" and exports.csv_cell(None) == ""
+    assert exports.csv_cell(7) == "7" and exports.csv_cell(True) == "true"
 
 
 # --- the call log ------------------------------------------------------------------------
@@ -408,7 +409,7 @@ def test_call_log_pagination_masking_audit_and_csv(
     # the CSV export: same filters, masked, formula cells neutralised
     res = get(client, keys, "/v1/call-log.csv", campaign_id=CAMP_A)
     assert res.status_code == 200 and res.headers["content-type"].startswith("text/csv")
-    assert res.text.splitlines()[0] == ",".join(review.CALL_LOG_CSV_COLUMNS)
+    assert res.text.splitlines()[0] == ",".join(exports.CALL_LOG_CSV_COLUMNS)
     rows = parse_csv(res.text)
     assert [r["id"] for r in rows] == [attempts["l1"], attempts["m1"]]
     assert rows[0]["agent_name"] == "'@SUM(A1)" and rows[0]["phone"] == "'+1314555****"

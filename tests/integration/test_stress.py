@@ -31,6 +31,7 @@ from core.runtime import Runtime
 from dialer.campaigns import create_campaign
 from dialer.intake import service as intake
 from dialer.queue import service as queue
+from dialer.queue import store as queue_store
 from dialer.schemas import CampaignIn
 from tests.conftest import T0
 from tests.helpers import new_identity, written_consents
@@ -158,8 +159,8 @@ def test_concurrent_pollers_never_break_the_caps(runtime: Runtime, clock: FakeCl
     assert stats["leased"] > 300, stats  # the run did real work
     assert stats["opted_out"] > 0 and stats["released"] > 0 and stats["abandoned"] > 0, stats
     with rt.db.read() as s:
-        assert queue.cap_violations(s, caps.per_day, caps.per_week) == 0
-        assert queue.live_lease_doubles(s) == 0
+        assert queue_store.cap_violations(s, caps.per_day, caps.per_week) == 0
+        assert queue_store.live_lease_doubles(s) == 0
         # No number had more than per_day attempts in any round (each round spans < 24 h).
         for begin, end in rounds:
             over = s.execute(

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from config.policy import Caps, load_policy, parse_policy
 from config.reasons import Code
 from dialer.rules.caps import CapDecision, check_caps
-from dialer.rules.windows import CandidateZone
+from dialer.rules.zones import CandidateZone
 
 CHI = ZoneInfo("America/Chicago")
 NYC = ZoneInfo("America/New_York")

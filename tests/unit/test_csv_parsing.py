@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from config.errors import Invalid
 from config.policy import load_policy
 from config.reasons import Code, reason
-from dialer.intake import service as intake
+from dialer.intake import parse as intake_parse
+from dialer.intake import results as intake_results
 
 RT: Any = SimpleNamespace(policy=load_policy())
 FORMULAS = [
@@ -30,7 +31,7 @@ FORMULAS = [
     '=HYPERLINK("http://x","y")',
     "=cmd|' /C calc'!A0",
 ]
-HEADER = list(intake.COLUMNS)
+HEADER = list(intake_parse.COLUMNS)
 SETTINGS = settings(
     max_examples=150,
     deadline=None,
@@ -93,13 +94,13 @@ field_value = st.one_of(
 
 def _walk(text: str) -> int:
     """Parse like intake does; return how many records the reader yielded."""
-    _names, records = intake.csv_records(text)
+    _names, records = intake_parse.csv_records(text)
     n = 0
     for rec in records:
         n += 1
         if rec.get("__malformed__"):
             continue
-        row = intake.parse_row(n, dict(rec), RT)
+        row = intake_parse.parse_row(n, dict(rec), RT.policy)
         assert row.row == n
         for r in row.invalid:
             assert r.code in (Code.INVALID_FIELD, Code.INVALID_PHONE)
@@ -108,7 +109,7 @@ def _walk(text: str) -> int:
 
 
 def _check(text: str) -> None:
-    counted = intake.count_csv_rows(text)
+    counted = intake_parse.count_csv_rows(text)
     try:
         yielded = _walk(text)
     except Invalid:
@@ -122,7 +123,7 @@ def _check(text: str) -> None:
 @example(b"\xff\xfe\x00e\x00x")
 @example(b"external_id,phone\nM\xfcller,\x00\x001\n")
 def test_random_bytes_decode_and_parse(body: bytes) -> None:
-    text = intake.decode_text(body)
+    text = intake_parse.decode_text(body)
     assert isinstance(text, str)
     _check(text)
 
@@ -153,9 +154,9 @@ def test_well_formed_lists_with_hostile_fields(
     body = text.encode("latin-1", "replace") if latin1 else text.encode("utf-8")
     if bom and not latin1:
         body = codecs.BOM_UTF8 + body
-    decoded = intake.decode_text(body)
-    names, _ = intake.csv_records(decoded)
-    assert names == HEADER and intake.check_header(names) == []
+    decoded = intake_parse.decode_text(body)
+    names, _ = intake_parse.csv_records(decoded)
+    assert names == HEADER and intake_parse.check_header(names) == []
     _check(decoded)
 
 
@@ -168,8 +169,8 @@ def test_well_formed_lists_with_hostile_fields(
     )
 )
 def test_latin1_and_bom_round_trip(s: str) -> None:
-    assert intake.decode_text(s.encode("latin-1")) == s or _is_valid_utf8(s.encode("latin-1"))
-    assert intake.decode_text(codecs.BOM_UTF8 + s.encode("utf-8")) == s
+    assert intake_parse.decode_text(s.encode("latin-1")) == s or _is_valid_utf8(s.encode("latin-1"))
+    assert intake_parse.decode_text(codecs.BOM_UTF8 + s.encode("utf-8")) == s
 
 
 def _is_valid_utf8(b: bytes) -> bool:
@@ -194,7 +195,7 @@ def _is_valid_utf8(b: bytes) -> bool:
 )
 @settings(max_examples=300, deadline=None)
 def test_parse_row_with_json_values_never_raises(data: dict[str, Any]) -> None:
-    row = intake.parse_row(1, dict(data), RT)
+    row = intake_parse.parse_row(1, dict(data), RT.policy)
     if not row.invalid:
         assert row.external_id and row.phone and row.phone.startswith("+")
         assert 1 <= row.priority <= 10
@@ -206,9 +207,9 @@ def test_formula_cells_are_data_not_errors() -> None:
         [["external_id", "phone", "patient_ref"], *([f, f, f] for f in FORMULAS)]
     )
     text = buf.getvalue()
-    _names, records = intake.csv_records(text)
-    rows = [intake.parse_row(i, rec, RT) for i, rec in enumerate(records, 1)]
-    assert len(rows) == len(FORMULAS) == intake.count_csv_rows(text)
+    _names, records = intake_parse.csv_records(text)
+    rows = [intake_parse.parse_row(i, rec, RT.policy) for i, rec in enumerate(records, 1)]
+    assert len(rows) == len(FORMULAS) == intake_parse.count_csv_rows(text)
     assert [r.external_id for r in rows] == [f.strip() for f in FORMULAS]
     assert rows[1].phone == "+13145550100" and rows[1].invalid == []
     assert all(r.phone is None for i, r in enumerate(rows) if i != 1)
@@ -217,7 +218,7 @@ def test_formula_cells_are_data_not_errors() -> None:
 def test_empty_and_unreadable_headers_are_invalid() -> None:
     for text in ("", "\x00\x00"):
         try:
-            intake.csv_records(text)
+            intake_parse.csv_records(text)
         except Invalid as exc:
             assert exc.code == "VALIDATION_ERROR"
         else:
@@ -237,7 +238,7 @@ reasons_st = st.lists(
     max_size=3,
 )
 row_results = st.builds(
-    intake.RowResult,
+    intake_results.RowResult,
     st.integers(min_value=1, max_value=10**6),
     st.none() | st.text(max_size=20),
     st.sampled_from(["queued", "refused", "invalid", "duplicate"]),
@@ -249,9 +250,9 @@ row_results = st.builds(
 @given(st.lists(row_results, max_size=8), st.booleans(),
        st.lists(st.text(max_size=8), max_size=3))
 def test_to_json_is_json_dumps_of_as_dict(
-    results: list[intake.RowResult], dry_run: bool, ignored: list[str]
+    results: list[intake_results.RowResult], dry_run: bool, ignored: list[str]
 ) -> None:
-    res = intake.IntakeResult(results, dry_run, ignored)
+    res = intake_results.IntakeResult(results, dry_run, ignored)
     expected = json.dumps(res.as_dict(), separators=(",", ":")).encode()
     assert res.to_json() == expected
 
@@ -267,7 +268,7 @@ def test_to_json_is_json_dumps_of_as_dict(
 @example("last line without end")
 def test_csv_lines_match_stringio(text: str) -> None:
     clean = text.replace("\x00", "")
-    assert list(intake.csv_lines(text)) == list(io.StringIO(clean, newline=""))
+    assert list(intake_parse.csv_lines(text)) == list(io.StringIO(clean, newline=""))
 
     def records(lines: Any) -> list[Any]:
         out: list[Any] = []
@@ -280,7 +281,7 @@ def test_csv_lines_match_stringio(text: str) -> None:
             except csv.Error as exc:
                 out.append(("error", str(exc)))
 
-    assert records(intake.csv_lines(text)) == records(io.StringIO(clean, newline=""))
+    assert records(intake_parse.csv_lines(text)) == records(io.StringIO(clean, newline=""))
 
 
 @settings(max_examples=200, deadline=None)
@@ -290,4 +291,4 @@ def test_most_csv_rows_is_never_below_the_exact_count(rows: list[list[str]], eol
     buf = io.StringIO()
     csv.writer(buf, lineterminator=eol).writerows([["external_id", "phone"], *rows])
     text = buf.getvalue()
-    assert intake.most_csv_rows(text) >= intake.count_csv_rows(text)
+    assert intake_parse.most_csv_rows(text) >= intake_parse.count_csv_rows(text)

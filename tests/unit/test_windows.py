@@ -11,13 +11,12 @@ from hypothesis import strategies as st
 
 from config.policy import Policy, Window, load_policy, parse_policy
 from config.reasons import Code
-from dialer.rules.windows import (
+from dialer.rules.windows import check_window, next_open
+from dialer.rules.zones import (
     STATE_ZONES,
     CandidateZone,
     applicable_states,
     candidate_zones,
-    check_window,
-    next_open,
     region_zones,
     state_for_area_code,
 )
@@ -656,7 +655,7 @@ def _state_via_geocoder(phone_e164: str) -> str | None:
     import phonenumbers
     from phonenumbers import geocoder
 
-    from dialer.rules.windows import _TERRITORIES, state_from_description
+    from dialer.rules.zones import _TERRITORIES, state_from_description
 
     try:
         number = phonenumbers.parse(phone_e164, "US")
@@ -677,9 +676,9 @@ def test_area_table_answers_exactly_like_the_geocoder() -> None:
 
     from phonenumbers.geodata import GEOCODE_DATA
 
-    from dialer.rules import windows
+    from dialer.rules import zones
 
-    windows.use_area_table(windows.area_table())
+    zones.use_area_table(zones.area_table())
     rng = random.Random(11)
     prefixes = [p for p in GEOCODE_DATA if p.startswith("1")]
     numbers = []
@@ -697,8 +696,8 @@ def test_area_table_answers_exactly_like_the_geocoder() -> None:
             e164 = phonenumbers.format_number(ex, phonenumbers.PhoneNumberFormat.E164)
             numbers += [e164, e164[:5] + "0" + e164[6:], e164[:5] + "1" + e164[6:]]
     mismatches = [n for n in numbers
-                  if windows.state_for_area_code(n) != _state_via_geocoder(n)]
+                  if zones.state_for_area_code(n) != _state_via_geocoder(n)]
     assert mismatches == []
-    states = {windows.state_for_area_code(n) for n in numbers}
+    states = {zones.state_for_area_code(n) for n in numbers}
     assert {"MO", "NJ", "NY", "CA", "TX", "PR", "GU", "VI", "AS", "MP", None} <= states
-    assert windows.state_for_area_code("+12015550123") == "NJ"
+    assert zones.state_for_area_code("+12015550123") == "NJ"

@@ -1,0 +1,156 @@
+"""The lease: the eligible calls in queue order, each decided afresh at this instant
+(dialer.rules.dispatch), dealt to the waiting requests up to each one's limit.
+
+Why it holds under concurrency: see dialer.queue.store. In short, on SQLite the whole
+pass holds the write lock; on PostgreSQL a call is locked SKIP LOCKED before it is decided
+and its number's ledger row before its attempts are counted, so the caps hold across
+pollers and instances, and the live-lease index forbids two live leases for one call.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from config.ids import new_id
+from consent.store import dnc_numbers, facts_for
+from core.keys import Identity
+from core.runtime import Runtime
+from core.uow import UnitOfWork
+from dialer.queue import store
+from dialer.queue.decide import apply_not_go, facts
+from dialer.queue.expiry import sweep_expired
+from dialer.queue.store import CampaignView, QCall, QueueState, Writes
+from dialer.rules.dispatch import decide
+
+DISCLOSURES_AGENT = ["provider_name", "callback_number", "agent_name"]
+DISCLOSURES_IVR = ["provider_name", "callback_number"]
+ROUNDS = 6  # candidate reads per pass, at most
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    dialer_id: str
+    limit: int = 10
+    lease_seconds: int = 120
+
+
+@dataclass(eq=False, slots=True)
+class LeaseJob:
+    """One lease request; ``tasks`` is its answer."""
+
+    who: Identity
+    req: LeaseRequest
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def lease_in(rt: Runtime, uow: UnitOfWork, jobs: list[LeaseJob]) -> None:
+    """The lease requests ``jobs`` in one pass over the queue: expired leases back first,
+    then the eligible calls in queue order, each that may go now dealt to the first request
+    still short of its limit."""
+    state = rt.state(QueueState)
+    s, now = uow.session, uow.now
+    for j in jobs:
+        j.tasks = []
+    sweep_expired(rt, uow.acting(jobs[0].who))
+    store.unpark_due(s, state, now)
+    # PostgreSQL skips calls other pollers hold: read more candidates per round there.
+    spare = 3 if uow.dialect == "postgresql" else 2
+    takers = deque(jobs)
+    seen: set[str] = set()
+    for _round in range(ROUNDS):
+        want = sum(j.req.limit - len(j.tasks) for j in takers)
+        if want <= 0:
+            break
+        ids = [i for i in store.candidate_ids(s, state, now, want * spare + len(seen))
+               if i not in seen]
+        if not ids:
+            break
+        seen.update(ids)
+        calls = store.lock_candidates(s, ids, now)
+        if calls:
+            _lease_batch(rt, uow, calls, takers)
+
+
+def _lease_batch(rt: Runtime, uow: UnitOfWork, calls: list[QCall], takers: deque[LeaseJob]
+                 ) -> None:
+    """Decide ``calls`` in order; each that may go is leased to ``takers[0]``, which leaves
+    the deque once it has its limit. Stops when none is left."""
+    s, now = uow.session, uow.now
+    locked = store.lock_numbers_of(s, calls)
+    calls = [c for c in calls if c.phone in locked]
+    phone_list = [c.phone for c in calls]
+    hist = facts_for(s, phone_list)
+    dnc = dnc_numbers(s, phone_list)
+    times = store.attempt_times(s, phone_list, now)
+    campaigns = store.campaigns(s, rt.state(QueueState), (c.campaign_id for c in calls))
+    attempt_rows: list[dict[str, Any]] = []
+    w = Writes()
+    for c in calls:
+        while takers and len(takers[0].tasks) >= takers[0].req.limit:
+            takers.popleft()
+        if not takers:
+            break
+        job = takers[0]
+        who, req = job.who, job.req
+        acting = uow.acting(who)
+        campaign = campaigns[c.campaign_id]
+        d = decide(facts(rt, c, campaign, hist, dnc, times), rt.policy, now)
+        if d.outcome != "go":
+            apply_not_go(acting, w, c, d)
+            continue
+        attempt_id = new_id()
+        expires = now + timedelta(seconds=req.lease_seconds)
+        if d.window_closes_at is not None and d.window_closes_at < expires:
+            expires = d.window_closes_at  # a lease never outlives the calling window
+        times[c.phone].append(now)  # counts at once for the rest of this batch
+        attempt_no = c.attempts + 1
+        w.call(c, {"status": "leased", "lease_id": attempt_id, "lease_expires_at": expires,
+                   "next_eligible_at": None, "parked": False, "attempts": attempt_no,
+                   "last_reason": None, "updated_at": now})
+        attempt_rows.append(
+            {
+                "id": attempt_id, "call_id": c.id, "campaign_id": c.campaign_id,
+                "phone": c.phone, "kind": "lease", "state": "live", "counted": True,
+                "at": now, "expires_at": expires, "dialer_id": req.dialer_id,
+                "key_id": who.key_id, "flags": [],
+            }
+        )
+        acting.audit("call.leased", f"call:{c.id}", {
+            "lease": attempt_id, "dialer_id": req.dialer_id,
+            "expires_at": expires.isoformat(), "attempt": attempt_no,
+        })
+        job.tasks.append(task(rt, c, campaign, attempt_id, expires, attempt_no))
+    # The calls' new state first (the live-lease index checks the attempts against it).
+    w.send(s)
+    if attempt_rows:
+        store.insert_attempts(s, attempt_rows)
+
+
+def task(rt: Runtime, c: QCall, campaign: CampaignView, lease_id: str, expires: Any,
+         attempt_no: int) -> dict[str, Any]:
+    """What a dialer is told about a leased call: the number, the purpose and what to
+    disclose; no patient reference, no clinical datum (PRODUCT.md 8)."""
+    spec = rt.policy.purposes.get(campaign.purpose)
+    prerecorded = campaign.channel == "prerecorded_voice"
+    return {
+        "call_id": c.id,
+        "lease_id": lease_id,
+        "lease_expires_at": expires,
+        "phone": c.phone,
+        "purpose": campaign.purpose,
+        "channel": campaign.channel,
+        "campaign_id": campaign.id,
+        "provider_name": campaign.provider_name,
+        "callback_number": campaign.callback_number,
+        "script_id": campaign.script_id,
+        "max_duration_seconds": spec.max_duration_seconds
+        if (prerecorded and spec is not None) else None,
+        "sms_max_chars": spec.sms_max_chars
+        if (campaign.channel == "sms" and spec is not None) else None,
+        "disclosures": DISCLOSURES_IVR if prerecorded else DISCLOSURES_AGENT,
+        "attempt": attempt_no,
+        "max_attempts": campaign.max_attempts,
+    }

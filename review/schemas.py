@@ -1,0 +1,171 @@
+"""What the refusal log and the call log answer (API.md "Compliance"), separate from the
+tables: each item as a reviewer sees it, the masked phone unless unmasked."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dialer.schemas import ReasonOut
+
+Stage = Literal["intake", "dispatch"]
+
+
+class RefusalItem(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 4182,
+                    "at": "2026-11-24T17:00:00Z",
+                    "call_id": "0c4b1a9e-5d0e-4a53-9f3e-2d1c7b8e6a10",
+                    "external_id": "enc-778",
+                    "campaign_id": "7d2f6c1b-8a4e-4f0d-b5c9-1e3a2d4c6b8f",
+                    "phone": "+1314555****",
+                    "stage": "intake",
+                    "status": "refused",
+                    "code": "NO_CONSENT",
+                    "reasons": [
+                        {
+                            "code": "NO_CONSENT",
+                            "message": "no written auto-dialer consent is on file for this "
+                            "number",
+                            "rule": "47 CFR 64.1200(a)(1)-(2); FCC 15-72 paras 141-147 "
+                            "(prior express written consent)",
+                        }
+                    ],
+                    "policy_version": "2026-11-01+3f9a1c2b4d5e",
+                    "row": 12,
+                }
+            ]
+        }
+    )
+
+    id: int
+    at: datetime
+    call_id: str | None
+    external_id: str | None
+    campaign_id: str | None
+    phone: str | None = Field(description="Masked (+1314555****) unless unmask=true")
+    stage: str = Field(description="intake | dispatch")
+    status: str = Field(description="refused | invalid | expired | withdrawn")
+    code: str = Field(description="The first (deciding) reason's code")
+    reasons: list[ReasonOut]
+    policy_version: str
+    row: int | None = Field(description="1-based row of the submitted list (intake only)")
+
+
+class RefusalPage(BaseModel):
+    items: list[RefusalItem]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next (older) page; null on the last page"
+    )
+
+
+class CodeCount(BaseModel):
+    code: str
+    count: int
+
+
+class CampaignCount(BaseModel):
+    campaign_id: str | None
+    count: int
+
+
+class StageCount(BaseModel):
+    stage: str
+    count: int
+
+
+class DayCount(BaseModel):
+    day: str = Field(description="UTC date, YYYY-MM-DD")
+    count: int
+
+
+class RefusalSummary(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "since": "2026-11-01T00:00:00Z",
+                    "until": None,
+                    "total": 3,
+                    "by_code": [
+                        {"code": "NO_CONSENT", "count": 2},
+                        {"code": "DO_NOT_CALL", "count": 1},
+                        {"code": "DEADLINE_PASSED", "count": 1},
+                    ],
+                    "by_campaign": [
+                        {"campaign_id": "7d2f6c1b-8a4e-4f0d-b5c9-1e3a2d4c6b8f", "count": 3}
+                    ],
+                    "by_stage": [{"stage": "intake", "count": 3}],
+                    "by_day": [{"day": "2026-11-24", "count": 3}],
+                }
+            ]
+        }
+    )
+
+    since: datetime | None
+    until: datetime | None
+    total: int = Field(description="Refusal log rows in the range")
+    by_code: list[CodeCount] = Field(
+        description="Every reason counted: a row with two reasons counts toward both codes"
+    )
+    by_campaign: list[CampaignCount]
+    by_stage: list[StageCount]
+    by_day: list[DayCount]
+
+
+class CallLogItem(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "b1e0d7c4-3f2a-4c6e-9a8b-7d5e4f3a2b1c",
+                    "call_id": "0c4b1a9e-5d0e-4a53-9f3e-2d1c7b8e6a10",
+                    "campaign_id": "7d2f6c1b-8a4e-4f0d-b5c9-1e3a2d4c6b8f",
+                    "phone": "+1314555****",
+                    "kind": "lease",
+                    "state": "reported",
+                    "counted": True,
+                    "dialer_id": "acme-1",
+                    "agent_id": "A-17",
+                    "agent_name": "Dana",
+                    "disclosed_callback_number": "+13145550199",
+                    "started_at": "2026-11-24T17:01:00Z",
+                    "ended_at": "2026-11-24T17:03:10Z",
+                    "result": "connected",
+                    "flags": [],
+                    "at": "2026-11-24T17:00:30Z",
+                    "recorded_at": "2026-11-24T17:03:12Z",
+                }
+            ]
+        }
+    )
+
+    id: str
+    call_id: str | None
+    campaign_id: str | None
+    phone: str = Field(description="Masked (+1314555****) unless unmask=true")
+    kind: str = Field(description="lease | manual")
+    state: str = Field(description="live | reported | released | expired | withdrawn | manual")
+    counted: bool
+    dialer_id: str | None
+    agent_id: str | None
+    agent_name: str | None
+    disclosed_callback_number: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    result: str | None
+    flags: list[str] = Field(description="e.g. AGENT_ID_MISSING, CALLBACK_MISMATCH")
+    at: datetime = Field(description="When the attempt was leased or reserved")
+    recorded_at: datetime | None = Field(description="When its outcome was reported")
+
+
+class CallLogPage(BaseModel):
+    items: list[CallLogItem]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next (older) page; null on the last page"
+    )
