@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+import unicodedata
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -34,6 +35,49 @@ _ALL_CHANNELS: tuple[ChannelName, ...] = ("autodialed_voice", "prerecorded_voice
 FEDERAL_START = 8 * 60
 FEDERAL_END = 21 * 60
 _HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
+
+# What an agent may verify a caller's identity with (API.md "Recording and identity
+# verification"); a purpose's identity_identifiers counts distinct ones, so at most these many.
+IDENTIFIER_KINDS = ("date_of_birth", "address", "last_service_date", "member_id", "invoice_number")
+# Purposes whose calls usually disclose health information: two identifiers before disclosing
+# (45 CFR 164.514(h)). Applies by purpose code, in the shipped catalogue and in a custom one that
+# leaves identity_identifiers out; any other purpose defaults to 0.
+IDENTITY_IDENTIFIERS_DEFAULT: dict[str, int] = {
+    "test_results": 2,
+    "prescription_notification": 2,
+    "discharge_followup": 2,
+}
+
+# Billing, payment, fundraising and marketing wording refused in a template (whole words or
+# phrases, any case; FCC 15-72 paras 147-148). Chosen not to fire on ordinary reminder wording:
+# no bare "free" ("toll-free", "feel free"), "due"/"overdue"/"past due" ("due for a check-up"),
+# "balance" ("balance exercises"), "collection" ("specimen collection") or "insurance" ("bring
+# your insurance card"); their billing senses are covered by phrases instead.
+DEFAULT_PROHIBITED_WORDS: tuple[str, ...] = (
+    # billing and payment
+    "pay", "payment", "payments", "paid", "bill", "bills", "billing", "billed",
+    "invoice", "invoices", "statement balance", "account balance", "outstanding balance",
+    "balance due", "amount due", "copay", "co-pay", "copayment", "deductible", "refund",
+    "credit card", "debit card", "collections", "collection agency", "debt", "owe", "owed",
+    "financing", "loan",
+    # marketing and solicitation
+    "sale", "sales", "discount", "discounts", "offer", "offers", "promo", "promotion",
+    "promotional", "coupon", "coupons", "free gift", "free trial", "buy", "purchase", "price",
+    "prices", "limited time",
+    # fundraising
+    "donate", "donation", "donations", "fundraiser", "fundraising",
+)
+# Plain-language opt-outs without a STOP keyword (47 CFR 64.1200(a)(10): words a reasonable
+# person would understand as a revocation). A heuristic for humans: an inbound text containing
+# one of these phrases (whole words, any case, apostrophes ignored) goes to review, where a
+# compliance user decides; it never revokes by itself.
+DEFAULT_REVIEW_PHRASES: tuple[str, ...] = (
+    "don't text", "do not text", "don't call", "do not call", "don't contact", "do not contact",
+    "don't message", "do not message", "never text", "never call", "never contact",
+    "no more texts", "no more text", "no more messages", "no more calls",
+    "leave me alone", "remove me", "remove my number", "take me off", "take my number off",
+    "delete my number", "lose my number", "opt me out", "not interested", "wrong number",
+)
 
 
 class PolicyError(Exception):
@@ -190,12 +234,68 @@ class PurposeSpec(_Strict):
     max_duration_seconds: int = Field(default=60, gt=0)
     sms_max_chars: int = Field(default=160, gt=0, le=1600)
     calling_window: Window | None = None
+    # Distinct identifiers an agent verifies before disclosing health information
+    # (45 CFR 164.514(h)). Left out of the file: IDENTITY_IDENTIFIERS_DEFAULT by purpose code.
+    identity_identifiers: int = Field(default=0, ge=0, le=len(IDENTIFIER_KINDS), strict=True)
 
     @model_validator(mode="after")
     def _cite(self) -> PurposeSpec:
         if not self.rule:
             raise ValueError("every purpose needs a rule citation (rule = ...)")
         return self
+
+
+_APOSTROPHES = str.maketrans("", "", "'\u2018\u2019\u02bc")
+
+
+def phrase_words(text: str) -> tuple[str, ...]:
+    """Case-folded words of ``text`` (NFKC): runs of letters and digits, apostrophes dropped
+    (``"Don't"`` is ``dont``), any other character a separator. Word lists are matched word by
+    word, so a phrase matches whatever the spacing, case or punctuation around it."""
+    folded = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
+    return tuple(re.findall(r"[^\W_]+", folded))
+
+
+class Texts(_Strict):
+    """Texts (SMS) and templates: the word lists. Each entry is matched as whole words, any case
+    (``texts.rules``)."""
+
+    prohibited_words: list[str] = Field(default_factory=lambda: list(DEFAULT_PROHIBITED_WORDS))
+    review_phrases: list[str] = Field(default_factory=lambda: list(DEFAULT_REVIEW_PHRASES))
+
+    @field_validator("prohibited_words", "review_phrases")
+    @classmethod
+    def _phrases(cls, v: list[str]) -> list[str]:
+        seen: dict[tuple[str, ...], int] = {}
+        for i, phrase in enumerate(v):
+            words = phrase_words(phrase)
+            if not words:
+                raise ValueError(f"entry {i} has no letters or digits")
+            if words in seen:
+                raise ValueError(f"entry {i} repeats entry {seen[words]}")
+            seen[words] = i
+        return v
+
+    @field_validator("prohibited_words")
+    @classmethod
+    def _not_the_opt_out(cls, v: list[str]) -> list[str]:
+        # Every SMS template must say "Reply STOP": a prohibited word inside it would refuse
+        # every SMS template.
+        for i, phrase in enumerate(v):
+            words = phrase_words(phrase)
+            if set(words) <= {"reply", "stop"}:
+                raise ValueError(
+                    f"entry {i} would refuse the required opt-out wording \"Reply STOP\""
+                )
+        return v
+
+
+class Reassigned(_Strict):
+    """FCC Reassigned Numbers Database answers (47 CFR 64.1200(m))."""
+
+    # Refuse a call (REASSIGNED_CHECK_STALE) unless the number has an answer queried within
+    # this many days. Absent: no freshness required (off by default).
+    require_answer_within_days: int | None = Field(default=None, ge=1, strict=True)
 
 
 RegionCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
@@ -209,8 +309,27 @@ class Policy(_Strict):
     caps: Caps = Field(default_factory=Caps)
     quiet_days: QuietDays = Field(default_factory=QuietDays)
     purposes: dict[str, PurposeSpec] = Field(default_factory=dict)
+    texts: Texts = Field(default_factory=Texts)
+    reassigned: Reassigned = Field(default_factory=Reassigned)
     # Set by the loader, not the file.
     content_hash: str = Field(default="", exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _identity_defaults(cls, data: Any) -> Any:
+        # identity_identifiers defaults by purpose code, in any catalogue that leaves it out
+        # (API.md "Recording and identity verification"); a purpose knows not its own code.
+        if not isinstance(data, dict) or not isinstance(data.get("purposes"), dict):
+            return data
+        purposes = {
+            code: (
+                {**spec, "identity_identifiers": IDENTITY_IDENTIFIERS_DEFAULT.get(code, 0)}
+                if isinstance(spec, dict) and "identity_identifiers" not in spec
+                else spec
+            )
+            for code, spec in data["purposes"].items()
+        }
+        return {**data, "purposes": purposes}
 
     @field_validator("default_region", "allowed_regions")
     @classmethod
@@ -275,6 +394,16 @@ class Policy(_Strict):
                     "federal 08:00-21:00 (47 CFR 64.1200(c)(1)); calls may be placed "
                     "at unlawful hours"
                 )
+        if not self.texts.prohibited_words:
+            out.append(
+                "texts.prohibited_words is empty: templates are not checked for billing, "
+                "payment or marketing wording (47 CFR 64.1200(a)(9)(iv)(D))"
+            )
+        if not self.texts.review_phrases:
+            out.append(
+                "texts.review_phrases is empty: plain-language opt-outs without a STOP keyword "
+                "are not held for review (47 CFR 64.1200(a)(10))"
+            )
         return out
 
 

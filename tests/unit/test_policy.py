@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from config.policy import PolicyError, load_policy, parse_policy
+from config.policy import (
+    DEFAULT_PROHIBITED_WORDS,
+    DEFAULT_REVIEW_PHRASES,
+    IDENTIFIER_KINDS,
+    PolicyError,
+    load_policy,
+    parse_policy,
+)
 from config.settings import Settings, get_settings
 from core.runtime import build_runtime
 
@@ -194,6 +201,106 @@ BAD = [
         id="start-without-end",
     ),
     pytest.param(b"version = \"x\"\n\xff\n", "(file)", "UTF-8", id="not-utf8"),
+    pytest.param(
+        b'version = "x"\n[texts]\nprohibited_words = ["pay", "  "]\n',
+        "texts.prohibited_words",
+        "entry 1 has no letters or digits",
+        id="blank-prohibited-word",
+    ),
+    pytest.param(
+        b'version = "x"\n[texts]\nprohibited_words = ["Pay", "pay"]\n',
+        "texts.prohibited_words",
+        "entry 1 repeats entry 0",
+        id="repeated-prohibited-word",
+    ),
+    pytest.param(
+        b'version = "x"\n[texts]\nprohibited_words = ["reply", "pay"]\n',
+        "texts.prohibited_words",
+        'would refuse the required opt-out wording "Reply STOP"',
+        id="prohibited-word-in-the-opt-out",
+    ),
+    pytest.param(
+        b'version = "x"\n[texts]\nprohibited_words = "pay"\n',
+        "texts.prohibited_words",
+        "valid list",
+        id="prohibited-words-not-a-list",
+    ),
+    pytest.param(
+        b'version = "x"\n[texts]\nreview_phrases = ["leave me alone", 3]\n',
+        "texts.review_phrases.1",
+        "valid string",
+        id="review-phrase-not-a-string",
+    ),
+    pytest.param(
+        b'version = "x"\n[texts]\nreview_phrases = ["--"]\n',
+        "texts.review_phrases",
+        "entry 0 has no letters or digits",
+        id="review-phrase-without-words",
+    ),
+    pytest.param(
+        b'version = "x"\n[texts]\nstop_words = []\n',
+        "texts.stop_words",
+        "Extra inputs are not permitted",
+        id="unknown-texts-key",
+    ),
+    pytest.param(
+        b'version = "x"\n[reassigned]\nrequire_answer_within_days = 0\n',
+        "reassigned.require_answer_within_days",
+        "greater than or equal to 1",
+        id="reassigned-days-zero",
+    ),
+    pytest.param(
+        b'version = "x"\n[reassigned]\nrequire_answer_within_days = "31"\n',
+        "reassigned.require_answer_within_days",
+        "valid integer",
+        id="reassigned-days-string",
+    ),
+    pytest.param(
+        b'version = "x"\n[reassigned]\nrequire_answer_within_days = true\n',
+        "reassigned.require_answer_within_days",
+        "valid integer",
+        id="reassigned-days-bool",
+    ),
+    pytest.param(
+        b'version = "x"\n[reassigned]\nrequire_answer_within_days = 30.5\n',
+        "reassigned.require_answer_within_days",
+        "valid integer",
+        id="reassigned-days-float",
+    ),
+    pytest.param(
+        b'version = "x"\n[reassigned]\nrequire_answer_after_days = 30\n',
+        "reassigned.require_answer_after_days",
+        "Extra inputs are not permitted",
+        id="unknown-reassigned-key",
+    ),
+    pytest.param(
+        b'version = "x"\n[purposes.test_results]\nallowed = true\nrule = "r"\n'
+        b"identity_identifiers = -1\n",
+        "purposes.test_results.identity_identifiers",
+        "greater than or equal to 0",
+        id="identity-identifiers-negative",
+    ),
+    pytest.param(
+        b'version = "x"\n[purposes.test_results]\nallowed = true\nrule = "r"\n'
+        b"identity_identifiers = 6\n",
+        "purposes.test_results.identity_identifiers",
+        "less than or equal to 5",
+        id="identity-identifiers-more-than-the-kinds",
+    ),
+    pytest.param(
+        b'version = "x"\n[purposes.test_results]\nallowed = true\nrule = "r"\n'
+        b'identity_identifiers = "2"\n',
+        "purposes.test_results.identity_identifiers",
+        "valid integer",
+        id="identity-identifiers-string",
+    ),
+    pytest.param(
+        b'version = "x"\n[purposes.test_results]\nallowed = true\nrule = "r"\n'
+        b"identity_identifiers = true\n",
+        "purposes.test_results.identity_identifiers",
+        "valid integer",
+        id="identity-identifiers-bool",
+    ),
 ]
 
 
@@ -313,3 +420,78 @@ def test_empty_policy_file_env_means_the_default(monkeypatch: pytest.MonkeyPatch
     settings = Settings()
     assert settings.policy_file is None
     assert load_policy(settings.policy_file).policy_version == load_policy().policy_version
+
+
+# --- texts, reassigned numbers, identity verification ----------------------------------------
+
+IDENTITY_TWO = {"test_results", "prescription_notification", "discharge_followup"}
+
+
+def test_shipped_default_texts_reassigned_and_identity() -> None:
+    p = load_policy()
+    # The shipped file states the same lists as the code's defaults.
+    assert tuple(p.texts.prohibited_words) == DEFAULT_PROHIBITED_WORDS
+    assert tuple(p.texts.review_phrases) == DEFAULT_REVIEW_PHRASES
+    assert {"payment", "billing", "invoice", "debt", "discount", "donate"} <= set(
+        p.texts.prohibited_words
+    )
+    assert {"don't text", "do not contact", "leave me alone", "remove me"} <= set(
+        p.texts.review_phrases
+    )
+    assert p.reassigned.require_answer_within_days is None
+    assert {c for c, s in p.purposes.items() if s.identity_identifiers == 2} == IDENTITY_TWO
+    assert {s.identity_identifiers for c, s in p.purposes.items() if c not in IDENTITY_TWO} == {0}
+    assert len(IDENTIFIER_KINDS) == 5
+
+
+def test_minimal_file_takes_the_texts_and_identity_defaults() -> None:
+    p = parse_policy(b'version = "v9"\n')
+    assert p.texts == load_policy().texts
+    assert p.reassigned.require_answer_within_days is None
+    assert {c for c, s in p.purposes.items() if s.identity_identifiers == 2} == IDENTITY_TWO
+
+
+def test_custom_catalogue_takes_identity_defaults_by_purpose_code() -> None:
+    p = parse_policy(
+        b'version = "v"\n'
+        b'[purposes.test_results]\nallowed = true\nrule = "r"\n'
+        b'[purposes.discharge_followup]\nallowed = true\nrule = "r"\nidentity_identifiers = 0\n'
+        b'[purposes.appointment_reminder]\nallowed = true\nrule = "r"\n'
+        b'[purposes.home_visit]\nallowed = true\nrule = "r"\nidentity_identifiers = 3\n'
+    )
+    assert {c: s.identity_identifiers for c, s in p.purposes.items()} == {
+        "test_results": 2,  # left out: the default by code
+        "discharge_followup": 0,  # set: as set
+        "appointment_reminder": 0,
+        "home_visit": 3,
+    }
+
+
+def test_texts_and_reassigned_overrides() -> None:
+    p = parse_policy(
+        b'version = "v"\n[texts]\nprohibited_words = ["cash", "wire transfer"]\n'
+        b"[reassigned]\nrequire_answer_within_days = 31\n"
+    )
+    assert p.texts.prohibited_words == ["cash", "wire transfer"]
+    assert tuple(p.texts.review_phrases) == DEFAULT_REVIEW_PHRASES  # the other key's default
+    assert p.reassigned.require_answer_within_days == 31
+    p = parse_policy(b'version = "v"\n[texts]\nreview_phrases = ["go away"]\n[reassigned]\n')
+    assert p.texts.review_phrases == ["go away"]
+    assert tuple(p.texts.prohibited_words) == DEFAULT_PROHIBITED_WORDS
+    assert p.reassigned.require_answer_within_days is None
+    assert p.warnings() == []
+
+
+@pytest.mark.parametrize("key", ["prohibited_words", "review_phrases"])
+def test_empty_word_list_warns(key: str) -> None:
+    p = parse_policy(f'version = "x"\n[texts]\n{key} = []\n'.encode())
+    warnings = p.warnings()
+    assert len(warnings) == 1 and warnings[0].startswith(f"texts.{key} is empty")
+
+
+def test_effective_policy_dump_shows_the_new_settings() -> None:
+    # `callgate policy check --json` prints this dump.
+    data = load_policy().model_dump(mode="json")
+    assert data["texts"]["prohibited_words"] == list(DEFAULT_PROHIBITED_WORDS)
+    assert data["reassigned"] == {"require_answer_within_days": None}
+    assert data["purposes"]["test_results"]["identity_identifiers"] == 2

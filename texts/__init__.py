@@ -1,0 +1,1 @@
+"""Texts (SMS): templates, their encoding and length, rendering, and inbound classification."""
