@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     field_validator,
 )
 
@@ -63,6 +64,7 @@ class ConsentIn(BaseModel):
                     "obtained_at": "2026-11-01T15:00:00Z",
                     "evidence_ref": "scan://consents/1001.pdf#sha256=ab12",
                     "expires_at": None,
+                    "recording": False,
                 }
             ]
         },
@@ -77,6 +79,11 @@ class ConsentIn(BaseModel):
     evidence_ref: str = Field(default="", max_length=2000)
     expires_at: IsoDatetime | None = None
     supersedes_id: str | None = Field(default=None, max_length=36)
+    recording: StrictBool = Field(
+        default=False,
+        description="The patient also consents to having calls recorded (API.md: a call is "
+        "recorded only under a written consent covering it that says so)",
+    )
 
     @field_validator("channels")
     @classmethod
@@ -105,6 +112,7 @@ class ConsentOut(BaseModel):
     recorded_at: datetime
     recorded_by: str
     supersedes_id: str | None = None
+    recording: bool = False
     status: str = Field(description="active | revoked | expired | superseded | not_yet_valid")
 
 

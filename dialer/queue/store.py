@@ -487,6 +487,17 @@ def attempt_flags(s: Session, attempt_id: str) -> list[str]:
     return list(s.execute(_ATTEMPT_FLAGS, {"id": attempt_id}).scalar_one() or [])
 
 
+_ATTEMPT_TERMS = select(ATTEMPTS.c.recording_allowed, ATTEMPTS.c.identity_required).where(
+    ATTEMPTS.c.id == bindparam("id"))
+
+
+def attempt_terms(s: Session, attempt_id: str) -> tuple[bool | None, int | None]:
+    """What the task said on recording and identity (set at lease time; None for a lease of
+    before migration 0007). Safe: the call is locked (held_rows)."""
+    row = s.execute(_ATTEMPT_TERMS, {"id": attempt_id}).one()
+    return row[0], row[1]
+
+
 def add_manual_attempt(s: Session, row: dict[str, Any]) -> None:
     """A preflight reservation: a counted attempt with no call. Safe: on PostgreSQL the
     caller holds the number's ledger row."""

@@ -44,6 +44,8 @@ CALLBACK = "+13145550199"
 TASK_FIELDS_API = {
     "call_id", "lease_id", "lease_expires_at", "phone", "purpose", "channel", "campaign_id",
     "provider_name", "callback_number", "max_duration_seconds", "disclosures",
+    # API.md "Recording and identity verification"
+    "recording", "identity_identifiers",
 }
 TASK_FIELDS_EXTRA = {"script_id", "sms_max_chars", "attempt", "max_attempts"}
 
@@ -632,6 +634,7 @@ def test_task_holds_only_what_the_dialer_needs(api: Api) -> None:
         "max_duration_seconds": None, "disclosures": ["provider_name", "callback_number",
                                                       "agent_name"],
         "script_id": "SCRIPT-9", "sms_max_chars": None, "attempt": 1, "max_attempts": 3,
+        "recording": "forbidden", "identity_identifiers": 2,
     }
     for secret in ("MRN-7731", "enc-778", "63110", '"MO"', "patient", "postal", "external"):
         assert secret not in r.text
