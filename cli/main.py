@@ -308,7 +308,7 @@ def rnd_export(
         for f in opened:
             f.close()
     if not out.files:
-        file.write_text("telephone_number,date\r\n", encoding="utf-8")
+        file.write_bytes(b"telephone_number,date\r\n")
     err.print(f"wrote {out.rows:,} rows for {out.numbers:,} numbers in {max(1, out.files)} "
               f"file(s); left out: {out.skipped_not_us:,} not US, {out.skipped_reassigned:,} "
               f"already found reassigned", highlight=False)
