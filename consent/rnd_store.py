@@ -15,26 +15,37 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from config.reasons import Code
-from core.bulk import one_of
+from core.bulk import one_of, sqlite_datetime
 from core.models import PENDING, Call, Campaign, Consent, ReassignedAnswer
+
+_ADD = (
+    "INSERT INTO reassigned_answers (phone, date, answer, queried_at, imported_at, "
+    "imported_by) VALUES ({0}, {0}, {0}, {0}, {0}, {0}) ON CONFLICT DO NOTHING"
+)
+_SQLITE_ADD, _PG_ADD = _ADD.format("?"), _ADD.format("%s")
 
 
 def add_answers(s: Session, rows: Sequence[dict[str, Any]]) -> int:
     """Append answers, skipping any already stored (same number, date, query time and
-    answer); returns how many were new. One INSERT ... ON CONFLICT DO NOTHING RETURNING for
-    the lot (SQLAlchemy's insertmanyvalues batches it)."""
+    answer); returns how many were new. One executemany of INSERT ... ON CONFLICT DO NOTHING
+    straight to the driver (both sum the rows inserted in ``rowcount``; SQLAlchemy's
+    multi-row form for psycopg reports -1), each value bound as SQLAlchemy binds it (SQLite: a
+    date as YYYY-MM-DD, an instant as core.bulk.sqlite_datetime; psycopg adapts both):
+    through the ORM, the insert was 40 % of an import's time."""
     if not rows:
         return 0
-    ins = (postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert)(
-        ReassignedAnswer)
-    stmt = ins.on_conflict_do_nothing(
-        index_elements=["phone", "date", "queried_at", "answer"]
-    ).returning(ReassignedAnswer.id)
-    return len(s.execute(stmt, list(rows)).all())
+    if s.get_bind().dialect.name == "postgresql":
+        cur = s.connection().exec_driver_sql(_PG_ADD, [
+            (r["phone"], r["date"], r["answer"], r["queried_at"], r["imported_at"],
+             r["imported_by"]) for r in rows])
+        return int(cur.rowcount)
+    cur = s.connection().exec_driver_sql(_SQLITE_ADD, [
+        (r["phone"], r["date"].isoformat(), r["answer"], sqlite_datetime(r["queried_at"]),
+         sqlite_datetime(r["imported_at"]), r["imported_by"]) for r in rows])
+    return int(cur.rowcount)
 
 
 def pending_calls(s: Session, phone_list: Sequence[str]) -> list[tuple[Call, str, str]]:
