@@ -12,7 +12,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console
 from rich.table import Table
@@ -20,9 +20,16 @@ from rich.table import Table
 from cli.demo.data import iso
 
 if TYPE_CHECKING:
-    from cli.demo.sim import Api
+    import httpx
+
     from core.keys import Identity
     from core.runtime import Runtime
+
+class Poster(Protocol):
+    """The demo's HTTP client for one role (cli.demo.sim.Api), as far as used here."""
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> httpx.Response: ...
+
 
 RECORDING_SHARE = 0.35  # written consents that also consent to recording
 IDENTIFIERS = ("date_of_birth", "address", "last_service_date", "member_id")
@@ -77,7 +84,7 @@ class OnCall:
             self.tasks["identity verified, then disclosed"] += 1
         return {**out, "phi_disclosed": True, "identity_verified_with": verified}
 
-    def reassigned_round_trip(self, rt: Runtime, who: Identity, manager: Api,
+    def reassigned_round_trip(self, rt: Runtime, who: Identity, manager: Poster,
                               on_lists: list[str], now: datetime) -> None:
         """``callgate rnd export``'s file for the registry, answered as the RND would: most
         numbers ``no``, a few ``no_data``, and YES_NUMBERS numbers with calls queued
