@@ -117,6 +117,8 @@ def csv_rows(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
             yield i, {f: (cells[j] if j < len(cells) else "") for f, j in at.items()}
     except UnicodeDecodeError as exc:
         raise FileError("the CSV is not UTF-8 text") from exc
+    except csv.Error as exc:  # e.g. a quoted field spanning lines past csv's field limit
+        raise FileError("the CSV cannot be read (a quoted field never closes?)") from exc
     finally:
         text.detach()
 

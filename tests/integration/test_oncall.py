@@ -187,6 +187,24 @@ def test_phi_disclosed_with_fewer_distinct_identifiers_is_flagged(api: Api) -> N
     assert {p["phi_disclosed"] for p in payloads} == {True, False}
 
 
+def test_batched_outcomes_carry_the_same_flags(api: Api) -> None:
+    for i in (1, 2):
+        api.consent(num(i))
+    api.submit(api.campaign(), {"phone": num(1)}, {"phone": num(2)})
+    t1, t2 = api.lease()
+    items = [
+        {"call_id": t["call_id"], "lease_id": t["lease_id"], "agent_id": "A-17",
+         "agent_name": "Dana", "disclosed_callback_number": "+13145550199",
+         "result": "connected", **extra}
+        for t, extra in ((t1, {"recorded": True}),
+                         (t2, {"phi_disclosed": True, "identity_verified_with": ["address"]}))
+    ]
+    r = api.client.post("/v1/queue/outcomes", json={"outcomes": items}, headers=api.dialer)
+    assert r.status_code == 200, r.text
+    assert [x["flags"] for x in r.json()["results"]] == [
+        ["RECORDING_WITHOUT_CONSENT"], ["IDENTITY_NOT_VERIFIED"]]
+
+
 def test_an_unknown_identifier_is_refused(api: Api) -> None:
     api.consent(num(1))
     api.submit(api.campaign(), {"phone": num(1)})

@@ -225,6 +225,8 @@ def test_csv_rows_header_any_case_blank_lines_and_missing_cells() -> None:
         list(rnd.csv_rows(io.BytesIO(b"phone,date,answer\n")))
     with pytest.raises(rnd.FileError, match="longer"):
         list(rnd.csv_rows(io.BytesIO(b"phone,date,answer,queried_at\n" + b"x" * 5000)))
+    with pytest.raises(rnd.FileError, match="never closes"):
+        list(rnd.csv_rows(io.BytesIO(b'phone,date,answer,queried_at\n"' + b"x\n" * 70_000)))
     with pytest.raises(rnd.FileError, match="UTF-8"):
         list(rnd.csv_rows(io.BytesIO(b"phone,date,answer,queried_at\n\xff\xfe,1,2,3\n")))
 
