@@ -328,3 +328,9 @@ class CheckOut(BaseModel):
     next_eligible_at: datetime | None
     candidate_zones: list[ZoneOut]
     reservation_id: str | None = None
+    recording: Literal["allowed", "forbidden"] = Field(
+        default="forbidden", description="As a task would say: `allowed` only under a written "
+        "consent covering the call that also has `recording: true`")
+    identity_identifiers: int = Field(
+        default=0, description="As a task would say: identifiers to verify before disclosing "
+        "health information")

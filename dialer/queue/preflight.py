@@ -106,11 +106,20 @@ def check(rt: Runtime, who: Identity, req: CheckRequest) -> dict[str, Any]:
             "next_eligible_at": at if allowed else _next_eligible(d),
             "candidate_zones": [z.as_dict() for z in zones],
             "reservation_id": None,
+            # On the call itself, as a task would say (API.md "Recording and identity
+            # verification"): a manual call is a call too.
+            "recording": "allowed" if d.recording else "forbidden",
+            "identity_identifiers": _identifiers(rt, req.purpose),
         }
         if req.reserve and allowed:
             assert campaign is not None
             out["reservation_id"] = _reserve(uow, who, req, campaign, e164)
         return out
+
+
+def _identifiers(rt: Runtime, purpose: str) -> int:
+    spec = rt.policy.purposes.get(purpose)
+    return spec.identity_identifiers if spec is not None else 0
 
 
 def _next_eligible(d: DispatchDecision) -> datetime | None:

@@ -133,6 +133,15 @@ def test_a_recorded_prerecorded_call_without_consent_is_flagged(api: Api) -> Non
     assert r.json()["flags"] == ["RECORDING_WITHOUT_CONSENT"], r.text
 
 
+def test_preflight_says_what_a_task_would(api: Api) -> None:
+    api.consent(num(1), recording=True)
+    api.consent(num(2))
+    r = api.check(phone=num(1)).json()
+    assert (r["allowed"], r["recording"], r["identity_identifiers"]) == (True, "allowed", 2)
+    r = api.check(phone=num(2), purpose="appointment_reminder").json()
+    assert (r["allowed"], r["recording"], r["identity_identifiers"]) == (True, "forbidden", 0)
+
+
 def test_consent_recording_is_stored_and_strict(api: Api) -> None:
     body = {"patient_ref": "MRN-1", "phone": num(1), "channels": ["autodialed_voice"],
             "purposes": ["*"], "method": "written", "obtained_at": iso(CONSENT_AT),

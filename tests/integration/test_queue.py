@@ -913,7 +913,7 @@ def test_check_without_reserve(api: Api, clock: FakeClock) -> None:
         "allowed": True, "reasons": [], "next_eligible_at": iso(T0),
         "candidate_zones": [{"zone": "America/Chicago", "source": "area_code"},
                             {"zone": "America/New_York", "source": "postal_code"}],
-        "reservation_id": None,
+        "reservation_id": None, "recording": "forbidden", "identity_identifiers": 2,
     }
     out = api.check(phone=num(1), state="TX").json()
     assert out["candidate_zones"] == [{"zone": "America/Chicago", "source": "area_code"},
