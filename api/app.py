@@ -10,9 +10,10 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from api import errors
+from api.deps import gate_identity
 from api.middleware import (
-    BodyLimitMiddleware,
     InternalErrorMiddleware,
+    RequestGate,
     SecurityHeadersMiddleware,
 )
 from api.routers import calls, campaigns, compliance, consents, dnc, health, queue, review, ui
@@ -83,7 +84,9 @@ def create_app(
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
     # Added first = innermost: errors are answered inside the body limit and the headers.
     app.add_middleware(InternalErrorMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
+    # The key, then the route's body limit, before any body is read (api/middleware.py).
+    app.add_middleware(RequestGate, max_bytes=runtime.settings.max_body_bytes,
+                       authenticate=gate_identity)
     app.add_middleware(SecurityHeadersMiddleware)
     return app
 

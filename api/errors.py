@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.middleware import route_template
+from api.middleware import BodyTooLarge, route_template
 from config.errors import KIND_STATUS, DomainError
 
 log = logging.getLogger("callgate.api")
@@ -98,7 +98,8 @@ def install(app: FastAPI) -> None:
             message = "no such resource"
         elif exc.status_code == 405:
             message = "method not allowed on this resource"
-        return envelope(exc.status_code, code, message, None, getattr(exc, "headers", None))
+        details = {"limit_bytes": exc.limit} if isinstance(exc, BodyTooLarge) else None
+        return envelope(exc.status_code, code, message, details, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
