@@ -81,7 +81,7 @@ class Served:
         self.env = env
         self.proc = subprocess.Popen(
             [*self.run, "serve", "--port", str(self.port)], env=env, cwd=self.dir,
-            stdout=subprocess.DEVNULL, stderr=open(f"{self.dir}/server.log", "wb"),  # noqa: SIM115
+            stdout=subprocess.DEVNULL, stderr=open(f"{self.dir}/server.log", "wb"),
         )
         for _ in range(300):
             try:

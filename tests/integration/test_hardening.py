@@ -103,3 +103,206 @@ def test_route_limits(client: TestClient, keys: Keys, runtime: Runtime) -> None:
     resp = client.post("/v1/campaigns/nope/calls", content=b"[" + b" " * SMALL_BODY * 2 + b"]",
                        headers={**keys["admin"], **JSON})
     assert resp.status_code == 404
+
+
+# --- 2. a list's row limit is enforced while it is read -----------------------------------
+
+
+def test_json_list_refused_at_the_row_limit_before_the_rest_is_read() -> None:
+    from config.errors import Invalid, TooLarge
+    from dialer.intake import parse as intake_parse
+
+    # The item after limit + 1 is broken: reading stopped before it.
+    body = b"[" + b"0," * 11 + b"{broken"
+    with pytest.raises(TooLarge) as exc:
+        intake_parse.json_records(body, limit=10)
+    assert exc.value.details["limit"] == 10
+    with pytest.raises(Invalid):
+        intake_parse.json_records(body, limit=100)
+    # Items that are not objects share one marker (no dict per item).
+    recs = intake_parse.json_records(b"[0, 1, 2]", limit=10)
+    assert recs == [intake_parse.NOT_AN_OBJECT] * 3 and recs[0] is recs[2]
+
+
+def test_csv_blank_lines_and_rows_are_counted_with_a_budget() -> None:
+    from config.errors import TooLarge
+    from dialer.intake import parse as intake_parse
+
+    body = "external_id,phone\n" + "\n" * 5000 + "a,1\n"
+    with pytest.raises(TooLarge) as exc:
+        intake_parse.count_csv_rows(body, limit=100)
+    assert exc.value.details == {"blank_lines_limit": 100}
+    # Rows: counting stops at limit + 1.
+    body = "external_id,phone\n" + "a,1\n" * 5000 + '"broken'
+    assert intake_parse.count_csv_rows(body, limit=100) == 101
+
+
+def _manager_campaign(client: TestClient, keys: Keys) -> str:
+    from tests.helpers import campaign_body
+
+    r = client.post("/v1/campaigns", json=campaign_body(calling_window=None),
+                    headers=keys["campaign_manager"])
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def test_intake_limits_over_http(client: TestClient, keys: Keys, runtime: Runtime,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    cid = _manager_campaign(client, keys)
+    monkeypatch.setattr(runtime.settings, "max_list_rows", 50)
+    mgr = keys["campaign_manager"]
+    r = client.post(f"/v1/campaigns/{cid}/calls", content=b"[" + b"0," * 100_000 + b"0]",
+                    headers={**mgr, **JSON})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "LIST_TOO_LARGE"
+    r = client.post(f"/v1/campaigns/{cid}/calls", content=b"external_id,phone\n" + b"\n" * 10**6,
+                    headers={**mgr, "Content-Type": "text/csv"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "LIST_TOO_LARGE"
+    assert r.json()["error"]["details"] == {"blank_lines_limit": 50}
+
+
+# --- 4-6. bad rows: validated, never stored, never a 500; no markers from input -------------
+
+PHONES = [f"+1314555{100 + i:04d}" for i in range(20)]
+
+
+def _consent_all(runtime: Runtime) -> None:
+    import uuid
+
+    from sqlalchemy import insert
+
+    from core.models import Consent
+    from tests.conftest import T0
+    from tests.helpers import days
+
+    with runtime.db.write() as s:
+        s.execute(insert(Consent), [
+            {"id": str(uuid.uuid4()), "phone": p, "patient_ref": "MRN-x",
+             "channels": ["autodialed_voice"], "purposes": ["*"], "method": "written",
+             "obtained_at": T0 - days(10), "evidence_ref": "scan://x", "expires_at": None,
+             "recorded_by": "test", "recorded_at": T0 - days(10)} for p in PHONES])
+
+
+def _refusal_rows(runtime: Runtime) -> list[Any]:
+    from sqlalchemy import select
+
+    from core.models import Refusal
+
+    with runtime.db.read() as s:
+        return list(s.scalars(select(Refusal)))
+
+
+@pytest.mark.parametrize("column", ["external_id", "patient_ref", "phone", "not_before",
+                                    "not_after", "postal_code", "state", "priority"])
+def test_a_lone_surrogate_is_an_invalid_row_naming_its_field(
+    client: TestClient, keys: Keys, runtime: Runtime, column: str
+) -> None:
+    _consent_all(runtime)
+    cid = _manager_campaign(client, keys)
+    rows: list[dict[str, Any]] = [
+        {"external_id": f"e{i}", "patient_ref": f"MRN-{i}", "phone": PHONES[i]}
+        for i in range(3)
+    ]
+    rows.insert(1, {"external_id": "bad", "patient_ref": "MRN-b", "phone": PHONES[5],
+                    column: "a\ud800b"})
+    body = json.dumps(rows).encode()  # "\ud800" escaped: a lone surrogate once decoded
+    r = client.post(f"/v1/campaigns/{cid}/calls", content=body,
+                    headers={**keys["campaign_manager"], **JSON})
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert [x["status"] for x in res] == ["queued", "invalid", "queued", "queued"]
+    assert res[1]["reasons"][0]["details"] == {"field": column}
+    assert res[1]["external_id"] == (None if column == "external_id" else "bad")
+    # Resubmitted: the three stored calls come back as duplicates naming their calls.
+    again = client.post(f"/v1/campaigns/{cid}/calls", content=body,
+                        headers={**keys["campaign_manager"], **JSON}).json()["results"]
+    assert [x["call_id"] for x in again if x["status"] == "duplicate"] == [
+        x["call_id"] for x in res if x["status"] == "queued"]
+
+
+def test_undecodable_csv_bytes_never_fail(client: TestClient, keys: Keys,
+                                          runtime: Runtime) -> None:
+    _consent_all(runtime)
+    cid = _manager_campaign(client, keys)
+    body = (b"external_id,patient_ref,phone\ne1,MRN-1," + PHONES[0].encode() +
+            b"\ne\xed\xa0\x80,MRN-2," + PHONES[1].encode() + b"\n")
+    r = client.post(f"/v1/campaigns/{cid}/calls", content=body,
+                    headers={**keys["campaign_manager"], "Content-Type": "text/csv"})
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] + r.json()["invalid"] == 2
+
+
+def test_duplicate_of_a_pending_number_names_its_call(client: TestClient, keys: Keys,
+                                                      runtime: Runtime) -> None:
+    _consent_all(runtime)
+    cid = _manager_campaign(client, keys)
+    first = client.post(f"/v1/campaigns/{cid}/calls", json=[
+        {"external_id": "a", "phone": PHONES[0]}], headers=keys["campaign_manager"]).json()
+    # Another external_id for the same pending number, and a repeat within the list.
+    second = client.post(f"/v1/campaigns/{cid}/calls", json=[
+        {"external_id": "b", "phone": PHONES[0]}, {"external_id": "c", "phone": PHONES[1]},
+        {"external_id": "c", "phone": PHONES[2]}], headers=keys["campaign_manager"]).json()
+    res = second["results"]
+    assert [x["status"] for x in res] == ["duplicate", "queued", "duplicate"]
+    assert res[0]["call_id"] == first["results"][0]["call_id"]
+    assert res[2]["call_id"] == res[1]["call_id"]
+
+
+def test_stray_quote_is_one_invalid_row_and_leaks_nothing(
+    client: TestClient, keys: Keys, runtime: Runtime
+) -> None:
+    _consent_all(runtime)
+    cid = _manager_campaign(client, keys)
+    lines = [f"e{i},MRN-{1000 + i},{PHONES[i]}" for i in range(10)]
+    lines[2] = f'"e2,MRN-1002,{PHONES[2]}'  # a stray opening quote swallows what follows
+    body = "external_id,patient_ref,phone\n" + "\n".join(lines) + "\n"
+    r = client.post(f"/v1/campaigns/{cid}/calls", content=body,
+                    headers={**keys["campaign_manager"], "Content-Type": "text/csv"})
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert [x["status"] for x in res] == ["queued", "queued", "invalid"]
+    assert res[2]["row"] == 3 and res[2]["external_id"] is None
+    assert res[2]["reasons"][0]["details"] == {"field": "row"}
+    refused = _refusal_rows(runtime)
+    assert len(refused) == 1 and refused[0].external_id is None
+    text = json.dumps([(x.external_id, x.reasons) for x in refused]) + r.text
+    for i in range(2, 10):
+        assert PHONES[i][-7:] not in text and f"MRN-{1000 + i}" not in text
+
+
+def test_an_overlong_or_multiline_field_keeps_no_text(
+    client: TestClient, keys: Keys, runtime: Runtime
+) -> None:
+    _consent_all(runtime)
+    cid = _manager_campaign(client, keys)
+    r = client.post(f"/v1/campaigns/{cid}/calls", json=[
+        {"external_id": "x" * 129 + PHONES[3], "phone": PHONES[0]},
+        {"external_id": f"e1\n{PHONES[4]}", "phone": PHONES[1]},
+        {"external_id": "e2", "patient_ref": "MRN\r\nMRN-2", "phone": PHONES[2]},
+    ], headers=keys["campaign_manager"])
+    res = r.json()["results"]
+    assert [x["status"] for x in res] == ["invalid"] * 3
+    assert [x["reasons"][0]["details"]["field"] for x in res] == [
+        "external_id", "external_id", "patient_ref"]
+    assert [x["external_id"] for x in res] == [None, None, "e2"]
+    assert [x.external_id for x in _refusal_rows(runtime)] == [None, None, "e2"]
+
+
+@pytest.mark.parametrize("kind", ["json", "csv"])
+def test_internal_markers_are_not_reachable_from_input(
+    client: TestClient, keys: Keys, runtime: Runtime, kind: str
+) -> None:
+    _consent_all(runtime)
+    cid = _manager_campaign(client, keys)
+    if kind == "json":
+        r = client.post(f"/v1/campaigns/{cid}/calls", json=[
+            {"external_id": "e0", "phone": PHONES[0], "__malformed__": "PATIENT SECRET"}],
+            headers=keys["campaign_manager"])
+    else:
+        r = client.post(f"/v1/campaigns/{cid}/calls",
+                        content=f"external_id,phone,__malformed__\ne0,{PHONES[0]},PATIENT SECRET\n",
+                        headers={**keys["campaign_manager"], "Content-Type": "text/csv"})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["status"] == "queued"
+    assert r.json()["ignored_columns"] == ["__malformed__"]
+    assert "PATIENT SECRET" not in r.text
+    assert _refusal_rows(runtime) == []
