@@ -275,7 +275,7 @@ def reveal(
     request: Request,
     rt: RuntimeDep,
     user: FormUser,
-    refusal_id: Annotated[int, Form()],
+    refusal_id: Annotated[int, Form(ge=1, le=2**63 - 1)],
     since: FormText = "",
     until: FormText = "",
     campaign_id: FormText = "",
@@ -361,7 +361,7 @@ def number_lookup(
     rt: RuntimeDep,
     user: FormUser,
     phone: Annotated[str, Form(max_length=40)] = "",
-    refusal_id: Annotated[int | None, Form()] = None,
+    refusal_id: Annotated[int | None, Form(ge=1, le=2**63 - 1)] = None,
     attempt_id: Annotated[str, Form(max_length=36)] = "",
 ) -> Response:
     # The number is posted, never put in a query string; it reaches a URL only as the

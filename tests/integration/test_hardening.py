@@ -306,3 +306,57 @@ def test_internal_markers_are_not_reachable_from_input(
     assert r.json()["ignored_columns"] == ["__malformed__"]
     assert "PATIENT SECRET" not in r.text
     assert _refusal_rows(runtime) == []
+
+
+# --- 7. out-of-range values are 400/422 with the error envelope ----------------------------
+
+
+def _cursor(log: str, at: str, id_: Any) -> str:
+    import base64
+
+    raw = json.dumps({"log": log, "at": at, "id": id_}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("path,log,ok_id", [("/v1/refusals", "refusals", 1),
+                                            ("/v1/call-log", "call_log", "x")])
+def test_out_of_range_cursors_are_422(client: TestClient, keys: Keys, path: str, log: str,
+                                      ok_id: Any) -> None:
+    for at, id_ in [("9999-12-31T23:59:59-05:00", ok_id),
+                    ("0001-01-01T00:00:00+05:00", ok_id),
+                    ("2026-11-01T00:00:00+00:00", 10**30 if isinstance(ok_id, int) else "x" * 99),
+                    ("2026-11-01T00:00:00+00:00", -1 if isinstance(ok_id, int) else ok_id * 37)]:
+        r = client.get(path, params={"cursor": _cursor(log, at, id_)}, headers=keys["compliance"])
+        assert r.status_code == 422, (at, id_, r.text)
+        assert r.json()["error"]["details"][0]["field"] == "query.cursor"
+    # The largest instant with a UTC date still works.
+    r = client.get(path, params={"cursor": _cursor(log, "9999-12-31T23:59:59+00:00", ok_id)},
+                   headers=keys["compliance"])
+    assert r.status_code == 200, r.text
+
+
+def _ui_login(client: TestClient, keys: Keys) -> str:
+    import re
+
+    token = re.compile(r'name="csrf" value="([^"]+)"')
+    page = client.get("/ui/login")
+    m = token.search(page.text)
+    assert m
+    key = keys["compliance"]["Authorization"].split(" ", 1)[1]
+    r = client.post("/ui/login", data={"key": key, "csrf": m.group(1)}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    m = token.search(client.get("/ui/").text)
+    assert m
+    return m.group(1)
+
+
+def test_dashboard_until_the_last_day_and_huge_ids(client: TestClient, keys: Keys) -> None:
+    csrf = _ui_login(client, keys)
+    for path in ("/ui/refusals", "/ui/calls", "/ui/refusals.csv", "/ui/calls.csv"):
+        r = client.get(path, params={"until": "9999-12-31", "since": "9999-12-30"})
+        assert r.status_code == 200, (path, r.text)
+    for path, data in [("/ui/refusals/reveal", {"refusal_id": "9" * 31}),
+                       ("/ui/numbers/lookup", {"refusal_id": "9" * 31})]:
+        r = client.post(path, data={"csrf": csrf, **data}, follow_redirects=False)
+        assert r.status_code in (400, 422), (path, r.status_code)
+        assert "error" in r.json()
