@@ -360,3 +360,68 @@ def test_dashboard_until_the_last_day_and_huge_ids(client: TestClient, keys: Key
         r = client.post(path, data={"csrf": csrf, **data}, follow_redirects=False)
         assert r.status_code in (400, 422), (path, r.status_code)
         assert "error" in r.json()
+
+
+# --- 8. revocations: dated within bounds; the answer names what they revoked ------------------
+
+
+def test_revocation_received_at_bounds(client: TestClient, keys: Keys, runtime: Runtime) -> None:
+    from tests.conftest import T0
+
+    mgr = keys["campaign_manager"]
+    for when in ("0001-01-01T00:00:00Z", (T0 + _td(hours=1)).isoformat(),
+                 (T0 - _td(days=runtime.settings.retention_days + 1)).isoformat()):
+        r = client.post("/v1/consents/revocations",
+                        json={"phone": PHONES[0], "source": "letter", "received_at": when},
+                        headers=mgr)
+        assert r.status_code == 422, (when, r.text)
+        assert r.json()["error"]["details"][0]["field"] == "body.received_at"
+    # A minute ahead (clock skew) is taken as now.
+    r = client.post("/v1/consents/revocations",
+                    json={"phone": PHONES[0], "source": "letter",
+                          "received_at": (T0 + _td(minutes=1)).isoformat()}, headers=mgr)
+    assert r.status_code == 201, r.text
+    assert r.json()["received_at"].startswith(T0.isoformat()[:19])
+
+
+def _td(**kw: float) -> Any:
+    from datetime import timedelta
+
+    return timedelta(**kw)
+
+
+def test_revocation_answer_names_the_consents_it_revoked(client: TestClient, keys: Keys) -> None:
+    from tests.conftest import T0
+    from tests.helpers import consent_body
+
+    mgr = keys["campaign_manager"]
+    old = client.post("/v1/consents", json=consent_body(T0 - _td(days=60), PHONES[0]),
+                      headers=mgr).json()["id"]
+    new = client.post("/v1/consents", json=consent_body(T0 - _td(days=10), PHONES[0]),
+                      headers=mgr).json()["id"]
+    # A letter received between the two: revokes the old, not the re-consent after it.
+    r = client.post("/v1/consents/revocations", json={
+        "phone": PHONES[0], "source": "letter",
+        "received_at": (T0 - _td(days=30)).isoformat()}, headers=mgr)
+    assert r.status_code == 201
+    assert r.json()["revoked_consents"] == [old]
+    assert r.json()["consents_left_active"] == [new]
+    # A letter dated before both revoked nothing: the clerk sees it at once.
+    r = client.post("/v1/consents/revocations", json={
+        "phone": PHONES[0], "source": "letter",
+        "received_at": (T0 - _td(days=90)).isoformat()}, headers=mgr)
+    assert r.json()["revoked_consents"] == []
+    assert r.json()["consents_left_active"] == [old, new]
+    # Now one revokes the re-consent; a second one the same day revokes nothing more.
+    r = client.post("/v1/consents/revocations", json={"phone": PHONES[0], "source": "web"},
+                    headers=mgr)
+    assert r.json()["revoked_consents"] == [new] and r.json()["consents_left_active"] == []
+    r = client.post("/v1/consents/revocations", json={"phone": PHONES[0], "source": "web"},
+                    headers=mgr)
+    assert r.json()["revoked_consents"] == []
+    hist = client.get("/v1/consents", params={"phone": PHONES[0]}, headers=mgr).json()
+    assert [c["status"] for c in hist["consents"]] == ["revoked", "revoked"]
+    assert sorted(x for rev in hist["revocations"] for x in rev["revoked_consents"]) == sorted(
+        [old, new])
+    # Whatever the dates, the number is on the do-not-call list.
+    assert client.get(f"/v1/dnc/{PHONES[0]}", headers=mgr).json()["on_list"] is True
