@@ -252,11 +252,14 @@ def revoke(rt: Runtime, who: Identity, data: RevocationIn) -> RevocationOut:
 
 
 def revoke_in_session(
-    uow: UnitOfWork, phone: str, source: str, received_at: datetime, call_id: str | None = None
+    uow: UnitOfWork, phone: str, source: str, received_at: datetime, call_id: str | None = None,
+    withdraw_call: bool = False,
 ) -> RevocationOut:
     """A revocation taken on a call (opt-out, wrong number), inside the outcome's unit of
-    work; the call itself is left to the outcome, every other pending call is withdrawn."""
-    return _revoke(uow, phone, source, received_at, call_id, except_call=call_id)
+    work; the call itself is left to the outcome (unless ``withdraw_call``: a late outcome
+    does not decide its call's state), every other pending call is withdrawn."""
+    return _revoke(uow, phone, source, received_at, call_id,
+                   except_call=None if withdraw_call else call_id)
 
 
 def _revoke(
