@@ -425,3 +425,35 @@ def test_revocation_answer_names_the_consents_it_revoked(client: TestClient, key
         [old, new])
     # Whatever the dates, the number is on the do-not-call list.
     assert client.get(f"/v1/dnc/{PHONES[0]}", headers=mgr).json()["on_list"] is True
+
+
+# --- 11. the SQLite database and its side files are private ---------------------------------
+
+
+def test_sqlite_files_are_created_0600(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import stat
+
+    from core.db import Database
+    from core.migrate import upgrade
+
+    old = os.umask(0o022)
+    try:
+        url = f"sqlite:///{tmp_path / 'cg.db'}"
+        upgrade(url)
+        db = Database(url)
+        with db.write() as s:  # WAL, -shm and -writelock exist now
+            from sqlalchemy import text
+
+            s.execute(text("CREATE TABLE t (x INTEGER)"))
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert {"cg.db", "cg.db-wal", "cg.db-shm", "cg.db-writelock"} <= set(names), names
+        for p in tmp_path.iterdir():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o600, (p.name, oct(p.stat().st_mode))
+        db.dispose()
+        # An existing file with group/other access is made private on the next open.
+        os.chmod(tmp_path / "cg.db", 0o644)
+        Database(url).dispose()
+        assert stat.S_IMODE((tmp_path / "cg.db").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
