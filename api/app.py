@@ -59,6 +59,10 @@ def create_app(
         finally:
             if jobs is not None:
                 jobs.shutdown(wait=False)
+            # The sign-in refusals counted in the minute under way (review.sessions).
+            from review.sessions import flush_login_counts
+
+            flush_login_counts(runtime)
 
     if migrate:
         from core.migrate import upgrade
@@ -87,6 +91,6 @@ def create_app(
     # The key, then the route's body limit, before any body is read (api/middleware.py).
     app.add_middleware(RequestGate, max_bytes=runtime.settings.max_body_bytes,
                        authenticate=gate_identity)
-    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, https=runtime.settings.https)
     return app
 

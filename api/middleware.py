@@ -210,11 +210,17 @@ class InternalErrorMiddleware:
                 await _send_error(send, 500, "INTERNAL_ERROR", "an internal error occurred")
 
 
-class SecurityHeadersMiddleware:
-    """Security headers on every response; ``no-store`` on everything but docs."""
+HSTS = (b"strict-transport-security", b"max-age=31536000")
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class SecurityHeadersMiddleware:
+    """Security headers on every response; ``no-store`` on everything but docs; HSTS when
+    the request came over HTTPS (the scheme uvicorn took from a trusted proxy's
+    X-Forwarded-Proto) or the service is declared HTTPS (``CALLGATE_HTTPS``)."""
+
+    def __init__(self, app: ASGIApp, https: bool = False) -> None:
         self.app = app
+        self.https = https
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -232,6 +238,8 @@ class SecurityHeadersMiddleware:
                     if k.lower() not in {h for h, _ in SECURITY_HEADERS}
                 ]
                 headers.extend(SECURITY_HEADERS)
+                if self.https or scope.get("scheme") == "https":
+                    headers.append(HSTS)
                 if not any(k.lower() == b"cache-control" for k, _ in headers):
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers

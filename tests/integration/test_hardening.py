@@ -457,3 +457,86 @@ def test_sqlite_files_are_created_0600(tmp_path: Any, monkeypatch: pytest.Monkey
         assert stat.S_IMODE((tmp_path / "cg.db").stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+# --- 3. sign-in attempts: throttled per client, refusals cost bounded log space ---------------
+
+
+def _login_form(client: TestClient) -> str:
+    import re
+
+    page = client.get("/ui/login")
+    m = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert m
+    return m.group(1)
+
+
+def test_sign_in_flood_is_throttled_and_counted(client: TestClient, runtime: Runtime,
+                                                clock: Any) -> None:
+    from datetime import timedelta
+
+    from review.sessions import flush_login_counts
+    from tests.helpers import audit_entries
+
+    csrf = _login_form(client)
+    limit = runtime.settings.ui_login_attempts_per_minute
+    codes = []
+    import re
+
+    for i in range(300):
+        r = client.post("/ui/login", data={"key": f"cg_guess-{i}", "csrf": csrf},
+                        follow_redirects=False)
+        codes.append(r.status_code)
+        m = re.search(r'name="csrf" value="([^"]+)"', r.text)  # each page sets a new one
+        assert m
+        csrf = m.group(1)
+    assert codes == [403] * limit + [429] * (300 - limit)
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    assert "Too many sign-in attempts" in r.text and r.headers["content-type"].startswith(
+        "text/html")
+    # One entry at once; the rest of the minute is one entry with the count when the next
+    # minute starts (here: a sign-in attempt a minute later, then a flush).
+    assert len(audit_entries(runtime, "ui.login_refused")) == 1
+    assert audit_entries(runtime, "ui.login_refused_more") == []
+    clock.advance(timedelta(minutes=1))
+    r = client.post("/ui/login", data={"key": "cg_guess-x", "csrf": csrf},
+                    follow_redirects=False)
+    assert r.status_code == 403  # a new minute: admitted again
+    [more] = audit_entries(runtime, "ui.login_refused_more")
+    payload = json.loads(more.payload)
+    assert payload["count"] == 299 and payload["source"] == "testclient"
+    assert payload["reasons"] == {"throttled": 300 - limit, "unknown_key": limit - 1}
+    assert len(audit_entries(runtime, "ui.login_refused")) == 2
+    flush_login_counts(runtime)  # nothing more to count: the new minute's one was audited
+    assert len(audit_entries(runtime, "ui.login_refused_more")) == 1
+    assert not any("cg_guess" in e.payload for e in audit_entries(runtime))
+
+
+def test_sources_are_addresses_and_ipv6_prefixes() -> None:
+    from review.sessions import source_of
+
+    assert source_of("203.0.113.7") == "203.0.113.7"
+    assert source_of("2001:db8:1:2:3:4:5:6") == source_of("2001:db8:1:2::9") == \
+        "2001:db8:1:2::/64"
+    assert source_of("::ffff:203.0.113.7") == "203.0.113.7"
+    assert source_of(None) == "unknown"
+
+
+# --- 12. HTTPS: Secure cookies and HSTS -------------------------------------------------------
+
+
+def test_https_setting_makes_cookies_secure_and_sends_hsts(runtime: Runtime, keys: Keys,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from api.app import create_app
+
+    plain = TestClient(create_app(runtime, migrate=False))
+    assert "strict-transport-security" not in plain.get("/healthz").headers
+    assert "secure" not in plain.get("/ui/login").headers["set-cookie"].lower()
+    monkeypatch.setattr(runtime.settings, "https", True)
+    tls = TestClient(create_app(runtime, migrate=False))
+    assert tls.get("/healthz").headers["strict-transport-security"] == "max-age=31536000"
+    assert "secure" in tls.get("/ui/login").headers["set-cookie"].lower()
+    # Over https (the scheme uvicorn takes from a trusted proxy): HSTS without the setting.
+    monkeypatch.setattr(runtime.settings, "https", False)
+    via = TestClient(create_app(runtime, migrate=False), base_url="https://testserver")
+    assert via.get("/healthz").headers["strict-transport-security"] == "max-age=31536000"
