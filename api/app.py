@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from api import errors
+from api import docs, errors
 from api.deps import gate_identity
 from api.middleware import (
     InternalErrorMiddleware,
@@ -76,6 +76,8 @@ def create_app(
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
         responses=errors.ERROR_RESPONSES,
+        docs_url=None,  # api.docs: the same pages without a CDN or inline script
+        redoc_url=None,
     )
     app.state.runtime = runtime
     errors.install(app)
@@ -86,6 +88,7 @@ def create_app(
         app.include_router(module.router, prefix="/v1")
     app.include_router(ui.router)
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
+    docs.install(app)
     # Added first = innermost: errors are answered inside the body limit and the headers.
     app.add_middleware(InternalErrorMiddleware)
     # The key, then the route's body limit, before any body is read (api/middleware.py).
