@@ -4,7 +4,7 @@
                           [--db sqlite|postgres] [--seconds 10] [--workers 1]
                           [--outcomes batch|single|none] [--rate 1000]
 
-Builds a fresh database (``dialer.migrate.upgrade``), bulk-inserts one written consent per
+Builds a fresh database (``core.migrate.upgrade``), bulk-inserts one written consent per
 number and ``--calls`` queued calls over ``--numbers`` numbers (round-robin, so each number
 has calls/numbers calls in as many campaigns; random priorities and ages), starts
 ``callgate serve`` as a subprocess, creates a dialer key, then for each N runs N pollers
@@ -230,7 +230,7 @@ def free_port() -> int:
 
 def callgate_cmd() -> list[str]:
     exe = shutil.which("callgate", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-c", "from api.cli import main; main()"]
+    return [exe] if exe else [sys.executable, "-c", "from cli.main import main; main()"]
 
 
 @contextmanager

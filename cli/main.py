@@ -272,7 +272,8 @@ def demo(
 ) -> None:
     """A synthetic organisation and a simulated dialer week against a real HTTP server
     (throwaway SQLite database, simulated clock); exits 1 if a cap or the audit chain fails."""
-    from cli.demo import DemoOptions, run_demo
+    from cli.demo.data import DemoOptions
+    from cli.demo.run import run_demo
 
     opts = DemoOptions(seed=seed, patients=patients, days=days, agents=agents, keep=keep)
     code = run_demo(opts, console)

@@ -161,6 +161,21 @@ _gates: dict[str, tuple[threading.Lock, int | None]] = {}
 _gates_guard = threading.Lock()
 
 
+def _forget_gates_after_fork() -> None:
+    """A forked child must not use its parent's gates: a mutex a parent thread held at the
+    fork stays held forever in the child, and the child's copy of a flock descriptor shares
+    the parent's lock (flock belongs to the open file, which fork shares), so the child
+    would think it held the gate. It makes its own on first use."""
+    global _gates, _gates_guard
+    for _mutex, fd in _gates.values():
+        if fd is not None:
+            os.close(fd)  # the child's reference only: the parent's lock is untouched
+    _gates, _gates_guard = {}, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_gates_after_fork)
+
+
 def _sqlite_gate(url: str, path: str | None) -> tuple[threading.Lock, int | None]:
     with _gates_guard:
         gate = _gates.get(url)

@@ -36,7 +36,7 @@ from core import audit
 from core.db import Database
 from core.models import Attempt, AuditEntry, Call
 from dialer.intake.parse import CHUNK_ROWS
-from dialer.queue.service import cap_violations, live_lease_doubles
+from dialer.queue.store import cap_violations, live_lease_doubles
 from tests.e2e.serverproc import Server, campaign, make_keys, seed_consents, write_policy
 
 pytestmark = pytest.mark.slow

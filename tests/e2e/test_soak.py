@@ -42,7 +42,7 @@ from sqlalchemy import make_url, select
 from core import audit
 from core.db import Database
 from core.models import Attempt
-from dialer.queue.service import cap_violations, live_lease_doubles
+from dialer.queue.store import cap_violations, live_lease_doubles
 from tests.conftest import PG_URL
 from tests.e2e.serverproc import Server, campaign, make_keys, seed_consents, write_policy
 

@@ -1,0 +1,1 @@
+"""``callgate demo``: see cli.demo.run."""
