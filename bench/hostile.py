@@ -173,6 +173,12 @@ def main() -> None:
         "intake_json": ("15 MiB JSON array of zeros, campaign_manager, call list", _campaign,
                         "POST", "", b"[" + b"0," * (15 * MIB // 2 - 1) + b"0]",
                         "campaign_manager"),
+        "intake_valid": ("100,000 valid JSON rows (no consent: refused), campaign_manager",
+                         _campaign, "POST", "", json.dumps([
+                             {"external_id": f"e{i}", "patient_ref": f"MRN-{i}",
+                              "phone": f"+1{314 + i % 400}555{i % 10000:04d}",
+                              "postal_code": "63110", "state": "MO", "priority": 5}
+                             for i in range(100_000)]).encode(), "campaign_manager"),
         "intake_csv": ("CSV header + 16 million blank lines, campaign_manager, call list",
                        _campaign, "POST", "", b"external_id,phone\n" + b"\n" * 16_000_000,
                        "campaign_manager", "text/csv"),
