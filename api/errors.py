@@ -121,6 +121,9 @@ def _route_template(request: Request) -> str:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorEnvelope, "description": "Missing or unknown API key (`UNAUTHORIZED`)"},
     403: {"model": ErrorEnvelope, "description": "The key's role may not do this (`FORBIDDEN`)"},
+    413: {"model": ErrorEnvelope,
+          "description": "The body is over this route's limit (`PAYLOAD_TOO_LARGE`, "
+          "`details.limit_bytes`), or a list over its row limit (`LIST_TOO_LARGE`)"},
     422: {"model": ErrorEnvelope, "description": "Invalid request (`VALIDATION_ERROR`, ...)"},
 }
 
