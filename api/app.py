@@ -9,10 +9,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from api import errors
+from api import docs, errors
+from api.deps import gate_identity
 from api.middleware import (
-    BodyLimitMiddleware,
     InternalErrorMiddleware,
+    RequestGate,
     SecurityHeadersMiddleware,
 )
 from api.routers import (
@@ -69,6 +70,10 @@ def create_app(
         finally:
             if jobs is not None:
                 jobs.shutdown(wait=False)
+            # The sign-in refusals counted in the minute under way (review.sessions).
+            from review.sessions import flush_login_counts
+
+            flush_login_counts(runtime)
 
     if migrate:
         from core.migrate import upgrade
@@ -82,6 +87,8 @@ def create_app(
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
         responses=errors.ERROR_RESPONSES,
+        docs_url=None,  # api.docs: the same pages without a CDN or inline script
+        redoc_url=None,
     )
     app.state.runtime = runtime
     errors.install(app)
@@ -92,9 +99,12 @@ def create_app(
         app.include_router(module.router, prefix="/v1")
     app.include_router(ui.router)
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
+    docs.install(app)
     # Added first = innermost: errors are answered inside the body limit and the headers.
     app.add_middleware(InternalErrorMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
-    app.add_middleware(SecurityHeadersMiddleware)
+    # The key, then the route's body limit, before any body is read (api/middleware.py).
+    app.add_middleware(RequestGate, max_bytes=runtime.settings.max_body_bytes,
+                       authenticate=gate_identity)
+    app.add_middleware(SecurityHeadersMiddleware, https=runtime.settings.https)
     return app
 

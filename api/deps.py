@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from api.errors import ApiError
 from core.keys import Identity, Role, authenticate
@@ -25,30 +26,42 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def identify(request: Request, runtime: Runtime, authorization: str | None) -> Identity:
-    """The caller's identity from ``Authorization: Bearer <key>``, or 401."""
+NO_KEY = "an API key is required: Authorization: Bearer <key>"
+BAD_KEY = "unknown or revoked API key"
+
+
+async def key_identity(runtime: Runtime, authorization: str | None) -> Identity | str:
+    """The identity of ``Authorization: Bearer <key>``, or the message of the 401."""
     scheme, _, key = (authorization or "").partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
-        raise ApiError(
-            401,
-            "UNAUTHORIZED",
-            "an API key is required: Authorization: Bearer <key>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        return NO_KEY
+    if len(key) > 512:
+        return BAD_KEY
     if runtime.db.has_lookup:
         # SQLite: an indexed read on this thread's own connection, never waiting for a
         # writer (WAL), done here on the event loop; a thread hand-off would cost more.
         identity = authenticate(runtime.db, key)
     else:
         identity = await run_in_threadpool(authenticate, runtime.db, key)
-    if identity is None:
-        raise ApiError(
-            401,
-            "UNAUTHORIZED",
-            "unknown or revoked API key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    return BAD_KEY if identity is None else identity
+
+
+async def gate_identity(scope: Scope, authorization: str) -> Identity | str:
+    """For api.middleware.RequestGate: the key checked before the body is read."""
+    runtime: Runtime = scope["app"].state.runtime
+    return await key_identity(runtime, authorization)
+
+
+async def identify(request: Request, runtime: Runtime, authorization: str | None) -> Identity:
+    """The caller's identity from ``Authorization: Bearer <key>``, or 401. The request gate
+    (api.middleware.RequestGate) has usually found it already, before the body was read."""
+    found = getattr(request.state, "identity", None)
+    if isinstance(found, Identity):
+        return found
+    identity = await key_identity(runtime, authorization)
+    if isinstance(identity, str):
+        raise ApiError(401, "UNAUTHORIZED", identity, headers={"WWW-Authenticate": "Bearer"})
     request.state.identity = identity
     return identity
 

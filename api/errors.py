@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.middleware import route_template
+from api.middleware import BodyTooLarge, route_template
 from config.errors import KIND_STATUS, DomainError
 
 log = logging.getLogger("callgate.api")
@@ -98,7 +98,8 @@ def install(app: FastAPI) -> None:
             message = "no such resource"
         elif exc.status_code == 405:
             message = "method not allowed on this resource"
-        return envelope(exc.status_code, code, message, None, getattr(exc, "headers", None))
+        details = {"limit_bytes": exc.limit} if isinstance(exc, BodyTooLarge) else None
+        return envelope(exc.status_code, code, message, details, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
@@ -120,6 +121,9 @@ def _route_template(request: Request) -> str:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorEnvelope, "description": "Missing or unknown API key (`UNAUTHORIZED`)"},
     403: {"model": ErrorEnvelope, "description": "The key's role may not do this (`FORBIDDEN`)"},
+    413: {"model": ErrorEnvelope,
+          "description": "The body is over this route's limit (`PAYLOAD_TOO_LARGE`, "
+          "`details.limit_bytes`), or a list over its row limit (`LIST_TOO_LARGE`)"},
     422: {"model": ErrorEnvelope, "description": "Invalid request (`VALIDATION_ERROR`, ...)"},
 }
 

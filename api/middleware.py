@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -44,24 +46,88 @@ def route_template(scope: Scope) -> str:
 class BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"the request body is larger than the limit of {limit} bytes")
+        self.limit = limit
 
 
-class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+# Request bodies, by route (issue 16): a dialer's per-call request is a few hundred bytes, a
+# batch of 100 outcomes tens of KiB; only call lists and reassigned-number imports are large
+# (CALLGATE_MAX_BODY_BYTES). Anything not named here gets SMALL_BODY.
+DIALER_BODY = 16 * 1024
+BATCH_BODY = 256 * 1024
+SMALL_BODY = 64 * 1024
+_LARGE_ROUTES = (
+    re.compile(r"/v1/campaigns/[^/]+/calls"),
+    re.compile(r"/v1/numbers/reassigned"),
+)
+_DIALER_ROUTES = (
+    re.compile(r"/v1/queue/lease"),
+    re.compile(r"/v1/queue/[^/]+/(?:dial|outcome|release)"),
+    re.compile(r"/v1/check"),
+)
+_BATCH_ROUTES = (re.compile(r"/v1/queue/outcomes"),)
+
+
+def body_limit(path: str, large: int) -> int:
+    """The most bytes a request to ``path`` may carry."""
+    if any(r.fullmatch(path) for r in _LARGE_ROUTES):
+        return large
+    if any(r.fullmatch(path) for r in _DIALER_ROUTES):
+        return min(DIALER_BODY, large)
+    if any(r.fullmatch(path) for r in _BATCH_ROUTES):
+        return min(BATCH_BODY, large)
+    return min(SMALL_BODY, large)
+
+
+def needs_key(path: str) -> bool:
+    """Every ``/v1`` route takes an API key (the dashboard under ``/ui`` has its sessions,
+    ``/healthz`` and the docs none)."""
+    return path.startswith("/v1/") or path == "/v1"
+
+
+# (scope, Authorization header) -> the caller's identity, or the message of a 401.
+Authenticator = Callable[[Scope, str], Awaitable[Any]]
+
+
+class RequestGate:
+    """Before a byte of the body is read: the API key of every ``/v1`` request (401 at once,
+    the body left unread, the connection closed), then the route's body limit (413 when
+    ``Content-Length`` says more, or as soon as a streamed body passes it).
+
+    FastAPI decodes and validates a body before any dependency runs, so a key checked in a
+    dependency was checked after an unauthenticated client's 57 MiB body had been parsed
+    (twice): 2 GiB and seconds of the event loop (issue 16). The identity found here is
+    left in the request's state for the routes' own dependency (``api.deps.identify``),
+    which then does not look the key up again."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, authenticate: Authenticator) -> None:
+        self.app, self.max_bytes, self.authenticate = app, max_bytes, authenticate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
+        if needs_key(path):
+            authorization = ""
+            for name, value in scope.get("headers", []):
+                if name == b"authorization":
+                    authorization = value.decode("latin-1")
+                    break
+            identity = await self.authenticate(scope, authorization)
+            if isinstance(identity, str):  # why not
+                await _send_error(send, 401, "UNAUTHORIZED", identity,
+                                  headers=[(b"www-authenticate", b"Bearer")])
+                return
+            scope.setdefault("state", {})["identity"] = identity
+        limit = body_limit(path, self.max_bytes)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     length = int(value)
                 except ValueError:
                     length = 0
-                if length > self.max_bytes:
-                    await _send_413(send, self.max_bytes)
+                if length > limit:
+                    await _send_413(send, limit)
                     return
         seen = 0
 
@@ -70,15 +136,16 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if seen > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         await self.app(scope, limited, send)
 
 
 async def _send_error(
-    send: Send, status: int, code: str, message: str, details: Any = None
+    send: Send, status: int, code: str, message: str, details: Any = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
     await send(
@@ -89,6 +156,7 @@ async def _send_error(
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *(headers or []),
                 *SECURITY_HEADERS,
             ],
         }
@@ -142,11 +210,17 @@ class InternalErrorMiddleware:
                 await _send_error(send, 500, "INTERNAL_ERROR", "an internal error occurred")
 
 
-class SecurityHeadersMiddleware:
-    """Security headers on every response; ``no-store`` on everything but docs."""
+HSTS = (b"strict-transport-security", b"max-age=31536000")
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class SecurityHeadersMiddleware:
+    """Security headers on every response; ``no-store`` on everything but docs; HSTS when
+    the request came over HTTPS (the scheme uvicorn took from a trusted proxy's
+    X-Forwarded-Proto) or the service is declared HTTPS (``CALLGATE_HTTPS``)."""
+
+    def __init__(self, app: ASGIApp, https: bool = False) -> None:
         self.app = app
+        self.https = https
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -164,6 +238,8 @@ class SecurityHeadersMiddleware:
                     if k.lower() not in {h for h, _ in SECURITY_HEADERS}
                 ]
                 headers.extend(SECURITY_HEADERS)
+                if self.https or scope.get("scheme") == "https":
+                    headers.append(HSTS)
                 if not any(k.lower() == b"cache-control" for k, _ in headers):
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers

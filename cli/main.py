@@ -97,6 +97,10 @@ def serve(
         log_config=log_config(settings.log_level),
         access_log=False,
         server_header=False,
+        # X-Forwarded-For/-Proto only from these (CALLGATE_TRUSTED_PROXIES): the client
+        # address and the https scheme behind the TLS load balancer (docs/deployment.md).
+        proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
     )
 
 

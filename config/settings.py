@@ -31,6 +31,15 @@ class Settings(BaseSettings):
     # (45 CFR 164.312(a)(2)(iii)), and after this long in any case.
     ui_idle_minutes: float = Field(default=15, gt=0)
     ui_max_hours: float = Field(default=8, gt=0)
+    # The proxies (load balancers) whose X-Forwarded-For / X-Forwarded-Proto are believed:
+    # comma-separated addresses or networks (CIDR), "*" for any. Handed to uvicorn by
+    # ``callgate serve``; the client address it yields is the one sign-in throttling counts.
+    trusted_proxies: str = Field(default="127.0.0.1", max_length=4096)
+    # The service is reached over HTTPS (e.g. TLS ends at a load balancer that does not send
+    # X-Forwarded-Proto): cookies are Secure and HSTS is sent whatever scheme a request shows.
+    https: bool = False
+    # Sign-in attempts per client address per minute on the dashboard's form (then 429).
+    ui_login_attempts_per_minute: int = Field(default=10, ge=1)
 
 
 @lru_cache(maxsize=1)

@@ -140,6 +140,18 @@ class RevocationOut(BaseModel):
     recorded_at: datetime
     recorded_by: str
     withdrawn_calls: int = 0
+    revoked_consents: list[str] = Field(
+        default_factory=list,
+        description="The consents this revocation revoked: those obtained at or before its "
+        "received_at that no earlier revocation had revoked. Empty: it revoked nothing (the "
+        "number is on the do-not-call list all the same).",
+    )
+    consents_left_active: list[str] = Field(
+        default_factory=list,
+        description="Consents obtained after received_at: a re-consent given after this "
+        "revocation, which it does not revoke (they cannot satisfy a check while the number "
+        "is on the do-not-call list).",
+    )
 
 
 class ConsentHistory(BaseModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from config.errors import Forbidden, Invalid, NotFound
 from config.reasons import Code
@@ -73,7 +73,26 @@ def _consent_out(c: Consent, status: str) -> ConsentOut:
     )
 
 
-def _revocation_out(r: Revocation, withdrawn: int = 0) -> RevocationOut:
+def _revocation_out(
+    r: Revocation, consents: Sequence[Consent], revs: Sequence[Revocation], withdrawn: int = 0,
+    newest: bool = False,
+) -> RevocationOut:
+    """``consents`` and ``revs``: the number's. ``r`` revoked the consents obtained at or
+    before it took effect that no other revocation had ended before it (the first one
+    effective after a consent ends it; on a tie, the one recorded first, or any other when
+    ``r`` was just recorded); it left active the consents obtained after it."""
+    eff = _effective(r)
+
+    def before_r(o: Revocation) -> bool:
+        e = _effective(o)
+        if e != eff:
+            return e < eff
+        return newest or (o.recorded_at, o.id) < (r.recorded_at, r.id)
+
+    others = [_effective(o) for o in revs if o.id != r.id and before_r(o)]
+    revoked = [c.id for c in consents if c.obtained_at <= eff
+               and not any(c.obtained_at <= e for e in others)]
+    later = [c.id for c in consents if c.obtained_at > eff]
     return RevocationOut(
         id=r.id,
         phone=r.phone,
@@ -82,7 +101,34 @@ def _revocation_out(r: Revocation, withdrawn: int = 0) -> RevocationOut:
         recorded_at=r.recorded_at,
         recorded_by=r.recorded_by,
         withdrawn_calls=withdrawn,
+        revoked_consents=revoked,
+        consents_left_active=later,
     )
+
+
+# How far back a revocation's received_at may go: records older than the retention period
+# are gone, and an older date is a typo (year 1 was accepted, issue 16). Ahead of the clock,
+# only this much skew (a received_at within it is taken as now).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def check_received_at(rt: Runtime, received_at: datetime | None, now: datetime) -> datetime:
+    """A revocation's received_at: refused in the future (beyond CLOCK_SKEW) or before the
+    retention period; None is now."""
+    if received_at is None:
+        return now
+    if received_at > now + CLOCK_SKEW:
+        raise Invalid("VALIDATION_ERROR", "received_at is in the future",
+                      [{"field": "body.received_at", "message": "must not be in the future"}])
+    oldest = now - timedelta(days=rt.settings.retention_days)
+    if received_at < oldest:
+        raise Invalid(
+            "VALIDATION_ERROR",
+            f"received_at is more than {rt.settings.retention_days} days ago (the retention "
+            "period): check the date",
+            [{"field": "body.received_at", "message": "before the retention period"}],
+        )
+    return min(received_at, now)
 
 
 def _check_consent(rt: Runtime, data: ConsentIn) -> None:
@@ -205,15 +251,19 @@ def revoke(rt: Runtime, who: Identity, data: RevocationIn) -> RevocationOut:
     """Revoke every consent for the number, put it on do-not-call, withdraw its calls."""
     phone = normalise_phone(rt, data.phone)
     with rt.write(who) as uow:
-        return _revoke(uow, phone, data.source, data.received_at, None)
+        received_at = check_received_at(rt, data.received_at, uow.now)
+        return _revoke(uow, phone, data.source, received_at, None)
 
 
 def revoke_in_session(
-    uow: UnitOfWork, phone: str, source: str, received_at: datetime, call_id: str | None = None
+    uow: UnitOfWork, phone: str, source: str, received_at: datetime, call_id: str | None = None,
+    withdraw_call: bool = False,
 ) -> RevocationOut:
     """A revocation taken on a call (opt-out, wrong number), inside the outcome's unit of
-    work; the call itself is left to the outcome, every other pending call is withdrawn."""
-    return _revoke(uow, phone, source, received_at, call_id, except_call=call_id)
+    work; the call itself is left to the outcome (unless ``withdraw_call``: a late outcome
+    does not decide its call's state), every other pending call is withdrawn."""
+    return _revoke(uow, phone, source, received_at, call_id,
+                   except_call=None if withdraw_call else call_id)
 
 
 def _revoke(
@@ -236,12 +286,18 @@ def _revoke(
         call_id=call_id,
     )
     s.add(row)
+    s.flush()
+    out = _revocation_out(row, store.consents_of(s, phone), store.revocations_of(s, phone),
+                          newest=True)
     uow.audit("consent.revoked", f"revocation:{row.id}", {
         "source": source, "received_at": row.received_at.isoformat(), "call": call_id,
+        "revoked_consents": out.revoked_consents,
+        "consents_left_active": out.consents_left_active,
     })
     _add_dnc(uow, phone, f"consent revoked ({source})", source)
-    withdrawn = withdraw_number(uow, phone, Code.CONSENT_REVOKED, except_call=except_call)
-    return _revocation_out(row, withdrawn)
+    out.withdrawn_calls = withdraw_number(uow, phone, Code.CONSENT_REVOKED,
+                                          except_call=except_call)
+    return out
 
 
 def history(rt: Runtime, who: Identity, raw_phone: str) -> ConsentHistory:
@@ -258,7 +314,7 @@ def history(rt: Runtime, who: Identity, raw_phone: str) -> ConsentHistory:
                 _consent_out(c, "superseded" if c.id in superseded else _status(c, revs, now))
                 for c in consents
             ],
-            revocations=[_revocation_out(r) for r in revs],
+            revocations=[_revocation_out(r, consents, revs) for r in revs],
         )
         uow.audit("patient_data.read", "consents", {
             "consents": [c.id for c in consents],

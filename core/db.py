@@ -28,6 +28,7 @@ from sqlalchemy import (
     MetaData,
     create_engine,
     event,
+    make_url,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -113,8 +114,30 @@ def _setup_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def private_sqlite_files(path: str | None) -> None:
+    """An SQLite database file is created 0600 (it holds numbers, patient references, key
+    and session hashes; with the usual umask SQLite made it 0644, issue 16), and an existing
+    one, its WAL and shared-memory files lose any group or other access. SQLite gives the
+    WAL and -shm files it creates the database file's own mode; the -writelock file is
+    made 0600 by _sqlite_gate."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError:
+        return  # a directory that does not exist, or no access: SQLite will say so
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal", f"{path}-writelock"):
+        try:
+            mode = os.stat(name).st_mode & 0o777
+            if mode & 0o077:
+                os.chmod(name, mode & 0o700)
+        except OSError:
+            continue
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if is_sqlite(url):
+        private_sqlite_files(make_url(url).database)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )

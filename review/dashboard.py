@@ -93,7 +93,14 @@ def _range(values: dict[str, str], errors: list[str]) -> tuple[datetime | None, 
     """``since`` and ``until`` are whole UTC days, both included."""
     since_d, until_d = _day(values, "since", errors), _day(values, "until", errors)
     since = datetime.combine(since_d, time(0), UTC) if since_d else None
-    until = datetime.combine(until_d, time(0), UTC) + timedelta(days=1) if until_d else None
+    until = None
+    if until_d is not None:
+        if until_d >= date.max:
+            # The day after 9999-12-31 does not exist (a 500, issue 16): the last day is
+            # the whole range to its end.
+            until = datetime.max.replace(tzinfo=UTC)
+        else:
+            until = datetime.combine(until_d, time(0), UTC) + timedelta(days=1)
     if since is not None and until is not None and until <= since:
         errors.append("until: must not be before since")
         return since, None

@@ -116,14 +116,20 @@ def decode_cursor(log: str, token: str, id_type: type[int] | type[str]) -> Curso
     # bool is an int subclass: refuse it explicitly.
     if not isinstance(at_text, str) or type(id_) is not id_type:
         raise bad
+    # Ids within the columns' range (a 64-bit integer; a 36-character text): an id of 10**30
+    # overflowed the driver (a 500, issue 16).
+    if isinstance(id_, int) and not 0 <= id_ < 2**63:
+        raise bad
+    if isinstance(id_, str) and len(id_) > 36:
+        raise bad
     try:
         at = datetime.fromisoformat(at_text)
-    except ValueError:
+        if at.tzinfo is None:
+            raise bad
+        # Year 9999 at a negative offset has no UTC date.
+        return Cursor(at.astimezone(UTC), id_)
+    except (ValueError, OverflowError):
         raise bad from None
-    if at.tzinfo is None:
-        raise bad
-    assert isinstance(id_, (int, str))
-    return Cursor(at.astimezone(UTC), id_)
 
 
 def check_range(since: datetime | None, until: datetime | None) -> None:

@@ -183,9 +183,16 @@ def _login_page(
     )
     resp.set_cookie(
         ui_sessions.LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/ui",
-        secure=request.url.scheme == "https",
+        secure=_secure(request),
     )
     return resp
+
+
+def _secure(request: Request) -> bool:
+    """Cookies are Secure over HTTPS: the request's scheme (a trusted proxy's
+    X-Forwarded-Proto, see CALLGATE_TRUSTED_PROXIES) or CALLGATE_HTTPS."""
+    https: bool = request.app.state.runtime.settings.https
+    return https or request.url.scheme == "https"
 
 
 @router.get("/login", name="ui_login_form")
@@ -205,19 +212,28 @@ def login(
     key: Annotated[str, Form(max_length=200)] = "",
     csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
+    # Counted before anything else is looked at: the client address is the one uvicorn took
+    # from a trusted proxy's X-Forwarded-For (CALLGATE_TRUSTED_PROXIES), else the peer's.
+    source = ui_sessions.source_of(request.client.host if request.client else None)
+    wait = ui_sessions.throttle(rt, source)
+    if wait is not None:
+        page = _login_page(request, 429, "Too many sign-in attempts from your address. "
+                           f"Try again in {wait} seconds.", None, False)
+        page.headers["Retry-After"] = str(wait)
+        return page
     if not ui_sessions.same_token(request.cookies.get(ui_sessions.LOGIN_CSRF_COOKIE), csrf):
         return _login_page(request, 403, "The sign-in form expired. Please try again.", None,
                            False)
     if not key.strip():
         return _login_page(request, 400, "Enter your API key.", None, False)
     try:
-        token, _user = ui_sessions.login(rt, key)
+        token, _user = ui_sessions.login(rt, key, source)
     except ui_sessions.LoginRefused as exc:
         return _login_page(request, 403, exc.message, None, False)
     resp = RedirectResponse("/ui/", status_code=303)
     resp.set_cookie(
         ui_sessions.COOKIE, token, httponly=True, samesite="strict", path="/ui",
-        secure=request.url.scheme == "https",
+        secure=_secure(request),
     )
     resp.delete_cookie(ui_sessions.LOGIN_CSRF_COOKIE, path="/ui")
     return resp
@@ -276,7 +292,7 @@ def reveal(
     request: Request,
     rt: RuntimeDep,
     user: FormUser,
-    refusal_id: Annotated[int, Form()],
+    refusal_id: Annotated[int, Form(ge=1, le=2**63 - 1)],
     since: FormText = "",
     until: FormText = "",
     campaign_id: FormText = "",
@@ -362,7 +378,7 @@ def number_lookup(
     rt: RuntimeDep,
     user: FormUser,
     phone: Annotated[str, Form(max_length=40)] = "",
-    refusal_id: Annotated[int | None, Form()] = None,
+    refusal_id: Annotated[int | None, Form(ge=1, le=2**63 - 1)] = None,
     attempt_id: Annotated[str, Form(max_length=36)] = "",
 ) -> Response:
     # The number is posted, never put in a query string; it reaches a URL only as the

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from config.errors import Invalid
+from config.errors import Invalid, TooLarge
 from config.ids import new_id
 from config.policy import Policy
 from config.reasons import Code, Reason, reason
@@ -37,6 +37,20 @@ COLUMNS = (
 REQUIRED = ("external_id", "phone")
 CHUNK_ROWS = 5000
 MAX_FIELD = 256
+MAX_ID = 128  # external_id, patient_ref
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A record that is no row at all (a JSON item that is not an object, a CSV line with an
+    unclosed quote): an object of this type, which no input can make -- a dict key such as
+    ``__malformed__`` is just an unknown column (issue 16)."""
+
+    what: str
+
+
+NOT_AN_OBJECT = Malformed("is not a JSON object")
+NOT_CSV = Malformed("is not valid CSV (a field over the size limit, or a stray quote)")
 
 
 @dataclass(slots=True)
@@ -71,6 +85,25 @@ def _text(value: Any) -> str | None:
         return str(value).lower()
     s = str(value).strip()
     return s or None
+
+
+def _unsafe(v: str) -> str | None:
+    """What is wrong with a field's text for storage and logs, or None: a lone UTF-16
+    surrogate (no UTF-8 form: the insert failed, issue 16), a NUL, a line break or any other
+    control character (no column is free text: each is a bounded, single-line value)."""
+    if len(v) > MAX_FIELD:
+        return "is too long"
+    if v.isprintable():
+        return None
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (a lone surrogate)"
+    if any(c in v for c in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
+        return "contains a line break"
+    if any(not c.isprintable() and c not in " \t" for c in v):
+        return "contains a control character"
+    return None
 
 
 def _when(row: Row, field_: str, value: str | None) -> datetime | None:
@@ -111,11 +144,11 @@ def parse_chunk(
         records = slice_records(records.text)
     out: list[Row] = []
     for i, rec in enumerate(records):
+        if isinstance(rec, Malformed):
+            out.append(Row(first + i, invalid=[_bad("row", rec.what)]))
+            continue
         if columns is not None and isinstance(rec, list):  # a CSV record's values
             rec = dict(zip(columns, rec, strict=False))
-        if rec.get("__malformed__"):
-            out.append(Row(first + i, invalid=[_bad("row", str(rec["__malformed__"]))]))
-            continue
         row = _parse(first + i, rec, default_region, regions)
         if not row.invalid and row.phone is not None:
             row.zones = candidate_zone_tuple(row.phone, row.state, row.postal_code, default_region)
@@ -171,21 +204,26 @@ def _parse(n: int, data: dict[str, Any], default_region: str, regions: tuple[str
     for name in REQUIRED:
         if _text(data.get(name)) is None:
             row.invalid.append(_bad(name, "is required"))
+    data = dict(data)  # the caller's record is not changed
     for name in COLUMNS:
         v = data.get(name)
-        if isinstance(v, str) and (len(v) > MAX_FIELD or "\x00" in v):
-            row.invalid.append(_bad(name, "is too long or contains NUL"))
-            data[name] = None
+        if isinstance(v, str):
+            wrong = _unsafe(v)
+            if wrong is not None:
+                row.invalid.append(_bad(name, wrong))
+                data[name] = None
         elif isinstance(v, (dict, list)):
             row.invalid.append(_bad(name, "must be a scalar value"))
             data[name] = None
+    # Only a valid external_id is kept on an invalid row (its result and the refusal log):
+    # a bounded, single-line identifier, never a field that swallowed other rows' text.
     row.external_id = _text(data.get("external_id"))
-    if row.external_id is not None and len(row.external_id) > 128:
-        row.invalid.append(_bad("external_id", "is longer than 128 characters"))
-        row.external_id = row.external_id[:128]
+    if row.external_id is not None and len(row.external_id) > MAX_ID:
+        row.invalid.append(_bad("external_id", f"is longer than {MAX_ID} characters"))
+        row.external_id = None
     row.patient_ref = _text(data.get("patient_ref"))
-    if row.patient_ref is not None and len(row.patient_ref) > 128:
-        row.invalid.append(_bad("patient_ref", "is longer than 128 characters"))
+    if row.patient_ref is not None and len(row.patient_ref) > MAX_ID:
+        row.invalid.append(_bad("patient_ref", f"is longer than {MAX_ID} characters"))
         row.patient_ref = None
     raw_phone = _text(data.get("phone"))
     if raw_phone is not None:
@@ -247,36 +285,59 @@ def csv_lines(text: str) -> Iterator[str]:
     return (m.group() for m in _LINE.finditer(text))
 
 
-def csv_records(text: str, as_lists: bool = False) -> tuple[list[str], Iterator[Any]]:
-    """Header names (lower-cased) and a lazy iterator of row dicts (``as_lists``: of the
-    records' value lists, zipped with the names where they are parsed; a malformed record
-    is still a dict)."""
-    reader = csv.reader(csv_lines(text))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise Invalid("VALIDATION_ERROR", "the CSV body is empty (a header row is required)",
-                      [{"field": "body", "message": "empty"}]) from None
-    except csv.Error:
-        raise Invalid("VALIDATION_ERROR", "the CSV header row cannot be parsed",
-                      [{"field": "body", "message": "bad CSV"}]) from None
-    names = [h.strip().lower() for h in header]
-    return names, _walk(reader, names, as_lists)
-
-
-def _walk(reader: Iterator[list[str]], names: list[str], as_lists: bool) -> Iterator[Any]:
-    """The records after the header: blank ones skipped, a malformed one a dict saying so."""
+def _records(lines: Iterator[str]) -> Iterator[list[str] | Malformed]:
+    """The CSV records of ``lines``, the header first. A record whose quoted field runs
+    over a line break is a :class:`Malformed` record and its values are dropped: no column
+    holds a line break, so such a field is a stray quote that swallowed the lines after it
+    (other patients' rows, issue 16). csv's field size limit (128 KiB) bounds what one
+    field can swallow; the reader starts afresh after it."""
+    reader = csv.reader(lines)
+    last = 0
     while True:
         try:
             values = next(reader)
         except StopIteration:
             return
         except csv.Error:
-            yield {"__malformed__": "is not valid CSV"}
+            last = reader.line_num
+            yield NOT_CSV
             continue
-        if not any(v.strip() for v in values):
+        span, last = reader.line_num - last, reader.line_num
+        if span > 1:
+            yield Malformed(f"has a quoted field over {span} lines (a stray quote?); the "
+                            "lines it spans were not read as rows")
             continue
-        yield values if as_lists else dict(zip(names, values, strict=False))
+        yield values
+
+
+def _blank(values: list[str] | Malformed) -> bool:
+    return not isinstance(values, Malformed) and not any(v.strip() for v in values)
+
+
+def csv_records(text: str, as_lists: bool = False) -> tuple[list[str], Iterator[Any]]:
+    """Header names (lower-cased) and a lazy iterator of row dicts (``as_lists``: of the
+    records' value lists, zipped with the names where they are parsed; a malformed record
+    is a :class:`Malformed`)."""
+    records = _records(csv_lines(text))
+    header = next(records, None)
+    if header is None:
+        raise Invalid("VALIDATION_ERROR", "the CSV body is empty (a header row is required)",
+                      [{"field": "body", "message": "empty"}])
+    if isinstance(header, Malformed):
+        raise Invalid("VALIDATION_ERROR", "the CSV header row cannot be parsed",
+                      [{"field": "body", "message": "bad CSV"}])
+    names = [h.strip().lower() for h in header]
+    return names, _walk(records, names, as_lists)
+
+
+def _walk(records: Iterator[list[str] | Malformed], names: list[str],
+          as_lists: bool) -> Iterator[Any]:
+    """The records after the header: blank ones skipped."""
+    for values in records:
+        if isinstance(values, Malformed):
+            yield values
+        elif any(v.strip() for v in values):
+            yield values if as_lists else dict(zip(names, values, strict=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,15 +350,15 @@ class CsvSlice:
 
 
 def slice_records(text: str) -> list[Any]:
-    """The value lists (or malformed-record dicts) of a :class:`CsvSlice`'s text."""
-    return list(_walk(csv.reader(csv_lines(text)), [], True))
+    """The value lists (or :class:`Malformed` records) of a :class:`CsvSlice`'s text."""
+    return list(_walk(_records(csv_lines(text)), [], True))
 
 
 def csv_slices(text: str, total: int) -> Iterator[CsvSlice] | None:
     """The body after its header in :class:`CsvSlice` pieces of about the sizes
     :func:`record_chunks` makes (counted in lines), or None if the body has a quote
-    character (a quoted field may hold a line break: only a CSV reader can find where such
-    a record ends)."""
+    character (a quoted field may run over a line break: only a CSV reader can find where
+    such a record ends)."""
     if '"' in text:
         return None
     m = _LINE.match(text)
@@ -309,9 +370,8 @@ def csv_slices(text: str, total: int) -> Iterator[CsvSlice] | None:
         while pos < len(text):
             end = pos
             for _ in range(next(sizes)):
-                end = text.find("\n", end) + 1
-                if end == 0:
-                    end = len(text)
+                end = _line_end(text, end)
+                if end >= len(text):
                     break
             yield CsvSlice(text[pos:end])
             pos = end
@@ -319,30 +379,45 @@ def csv_slices(text: str, total: int) -> Iterator[CsvSlice] | None:
     return pieces()
 
 
+def _line_end(text: str, pos: int) -> int:
+    m = _LINE.match(text, pos)
+    return len(text) if m is None or m.end() == pos else m.end()
+
+
 def most_csv_rows(text: str) -> int:
-    """An upper bound on :func:`count_csv_rows`, from the line breaks alone (a record takes at
-    least one line; the header is one): a few milliseconds where walking the CSV takes a
-    quarter of a second per 100,000 rows, before any row can be decided."""
-    lines = text.count("\n") + text.count("\r") - text.count("\r\n") + 1
+    """The number of lines after the header: an upper bound on :func:`count_csv_rows` (a
+    record takes at least one line), found in a few milliseconds where walking the CSV
+    takes a quarter of a second per 100,000 rows."""
+    lines = text.count("\n") + text.count("\r") - text.count("\r\n")
+    if text and not text.endswith(("\n", "\r")):
+        lines += 1
     return max(lines - 1, 0)
 
 
-def count_csv_rows(text: str) -> int:
-    reader = csv.reader(csv_lines(text))
+def count_csv_rows(text: str, limit: int | None = None) -> int:
+    """The records after the header (blank lines are none). With ``limit``: stops as soon
+    as the count passes it (returning ``limit + 1``), or as soon as the blank lines passed
+    (:data:`BLANK_LINES_PER_ROW` times ``limit``) say the body is padding, not a list."""
     n = -1
-    while True:
-        # The same walk as csv_records: a malformed record counts as one row, and reading
-        # goes on after it.
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error:
+    blank = 0
+    blank_budget = None if limit is None else max(limit, 1) * BLANK_LINES_PER_ROW
+    for values in _records(csv_lines(text)):
+        if n < 0 or not _blank(values):
             n += 1
-            continue
-        if n < 0 or any(v.strip() for v in values):
-            n += 1
+            if limit is not None and n > limit:
+                return n
+        else:
+            blank += 1
+            if blank_budget is not None and blank > blank_budget:
+                raise TooLarge(
+                    "LIST_TOO_LARGE",
+                    f"the CSV body has more than {blank_budget} blank lines",
+                    {"blank_lines_limit": blank_budget},
+                )
     return max(n, 0)
+
+
+BLANK_LINES_PER_ROW = 1
 
 
 def check_header(names: Sequence[str]) -> list[str]:
@@ -390,17 +465,64 @@ def _chunk_sizes(ramp: bool, total: int | None) -> Iterator[int]:
             size = max(CHUNK_ROWS // 10, min(size, (total - done) // 3), 1)
 
 
-def json_records(body: bytes) -> list[dict[str, Any]]:
+def json_records(body: bytes, limit: int | None = None) -> list[Any]:
+    """The array's items, each a dict with lower-cased keys or :data:`NOT_AN_OBJECT`.
+
+    Read item by item (``raw_decode``), so a list with more than ``limit`` items is refused
+    once its ``limit + 1``-th item is read, before the rest is built: a 15 MiB array of
+    zeros took 1.8 GB as a list of 7.8 million rows (issue 16)."""
+    bad = Invalid("VALIDATION_ERROR", "the body is not valid JSON",
+                  [{"field": "body", "message": "invalid JSON"}])
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
-        raise Invalid("VALIDATION_ERROR", "the body is not valid JSON",
-                      [{"field": "body", "message": "invalid JSON"}]) from None
-    if not isinstance(data, list):
+        text = body.decode(json.detect_encoding(body))
+    except (UnicodeDecodeError, LookupError):
+        raise bad from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    def ws(t: str, at: int) -> int:
+        m = _JSON_WS.match(t, at)
+        return at if m is None else m.end()
+
+    pos = ws(text, 0)
+    if not text.startswith("[", pos):
+        if pos == len(text) or text[pos] not in '{"-0123456789tfn':
+            raise bad
         raise Invalid("VALIDATION_ERROR", "the body must be a JSON array of rows",
                       [{"field": "body", "message": "expected an array"}])
-    return [
-        {str(k).lower(): v for k, v in item.items()} if isinstance(item, dict)
-        else {"__malformed__": "is not a JSON object"}
-        for item in data
-    ]
+    decode = _DECODER.raw_decode
+    out: list[Any] = []
+    pos = ws(text, pos + 1)
+    if text.startswith("]", pos):
+        pos += 1
+    else:
+        while True:
+            try:
+                item, pos = decode(text, pos)
+            except (ValueError, RecursionError):  # deep nesting: RecursionError
+                raise bad from None
+            out.append(
+                {str(k).lower(): v for k, v in item.items()} if isinstance(item, dict)
+                else NOT_AN_OBJECT
+            )
+            if limit is not None and len(out) > limit:
+                raise TooLarge(
+                    "LIST_TOO_LARGE",
+                    f"the list has more than {limit} rows; the limit is {limit} rows per "
+                    "submission: split it",
+                    {"rows": len(out), "limit": limit},
+                )
+            pos = ws(text, pos)
+            if text.startswith(",", pos):
+                pos = ws(text, pos + 1)
+                continue
+            if text.startswith("]", pos):
+                pos += 1
+                break
+            raise bad
+    if ws(text, pos) != len(text):
+        raise bad
+    return out
+
+
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()

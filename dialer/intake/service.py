@@ -60,11 +60,13 @@ _STALE = reason(Code.REASSIGNED_CHECK_STALE)
 
 
 def check_row_limit(rt: Runtime, n: int) -> None:
+    """``n``: the rows counted, up to ``limit + 1`` (counting stops there)."""
     limit = rt.settings.max_list_rows
     if n > limit:
         raise TooLarge(
             "LIST_TOO_LARGE",
-            f"the list has {n} rows; the limit is {limit} rows per submission: split it",
+            f"the list has more than {limit} rows; the limit is {limit} rows per submission: "
+            "split it",
             {"rows": n, "limit": limit},
         )
 
@@ -74,10 +76,11 @@ def check_row_limit(rt: Runtime, n: int) -> None:
 
 @dataclass
 class _ListState:
-    """What the list itself has seen so far (duplicates within the list)."""
+    """What the list itself has accepted so far (duplicates within the list): each
+    external id and number with its call's id."""
 
-    external_ids: set[str] = field(default_factory=set)
-    phones: set[str] = field(default_factory=set)
+    external_ids: dict[str, str] = field(default_factory=dict)
+    phones: dict[str, str] = field(default_factory=dict)
 
 
 
@@ -129,16 +132,19 @@ def _decide_chunk(
             continue
         # A valid row has its number and its call id from parse_chunk.
         assert r.external_id is not None and r.phone is not None and r.call_id is not None
-        if (
-            r.external_id in seen.external_ids
-            or r.external_id in added.external_ids
-            or r.external_id in existing_ext
-            or r.phone in seen.phones
-            or r.phone in added.phones
-            or r.phone in pending_phones
-        ):
-            results.append(RowResult(r.row, r.external_id, "duplicate", None, [_DUPLICATE]))
-            digest.update(f"{r.row}|duplicate\n".encode())
+        # A duplicate names the call it duplicates: a client whose earlier submission
+        # failed half-way learns the ids of the calls it did store (issue 16).
+        dup_of = (
+            seen.external_ids.get(r.external_id)
+            or added.external_ids.get(r.external_id)
+            or existing_ext.get(r.external_id)
+            or seen.phones.get(r.phone)
+            or added.phones.get(r.phone)
+            or pending_phones.get(r.phone)
+        )
+        if dup_of is not None:
+            results.append(RowResult(r.row, r.external_id, "duplicate", dup_of, [_DUPLICATE]))
+            digest.update(f"{r.row}|duplicate|{dup_of}\n".encode())
             continue
         c_hist = facts.get(r.phone, empty)
         why, consent = consent_terms(r.phone in dnc, purpose, c_hist[0], c_hist[1],
@@ -205,8 +211,8 @@ def _decide_chunk(
                 )
             )
         else:
-            added.external_ids.add(r.external_id)
-            added.phones.add(r.phone)
+            added.external_ids[r.external_id] = call_id
+            added.phones[r.phone] = call_id
         results.append(RowResult(r.row, r.external_id, status, call_id, why))
         digest.update(f"{r.row}|{call_id}|{status}|{' '.join(w.code for w in why)}\n".encode())
     store.insert_calls(s, call_rows)
@@ -255,8 +261,8 @@ def submit(
             try:
                 with rt.write(who, rollback=dry_run, now=now) as uow:
                     out = _decide_chunk(rt, uow, campaign, chunk, seen, added)
-                seen.external_ids |= added.external_ids
-                seen.phones |= added.phones
+                seen.external_ids.update(added.external_ids)
+                seen.phones.update(added.phones)
                 results.extend(out)
                 if progress:
                     progress(len(chunk))
@@ -292,6 +298,26 @@ def _parsed(
         yield parse_chunk(first, recs, default_region, regions, columns)
 
 
+MAX_IGNORED = 50  # names listed in ignored_columns
+MAX_IGNORED_NAME = 64
+
+
+def ignored_columns(names: Iterable[str]) -> list[str]:
+    """The unknown column names (keys) of a list, for the answer's ``ignored_columns``: at
+    most MAX_IGNORED, each cut to MAX_IGNORED_NAME characters, printable text only (a name
+    is the submitter's text, echoed back)."""
+    out: set[str] = set()
+    for name in names:
+        if name in COLUMNS or not name:
+            continue
+        safe = "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else "?"
+                       for c in name[:MAX_IGNORED_NAME])
+        out.add(safe)
+        if len(out) >= MAX_IGNORED:
+            break
+    return sorted(out)
+
+
 def _parallel(rt: Runtime, rows: int) -> bool:
     least = rt.settings.intake_parallel_min_rows
     return least > 0 and rows >= least
@@ -309,21 +335,23 @@ def submit_body(
 ) -> IntakeResult:
     """``kind`` is ``json`` or ``csv``. Checks the row limit before deciding anything."""
     load_campaign(rt, campaign_id)  # 404 before any parsing work
+    limit = rt.settings.max_list_rows
     if kind == "json":
-        recs = json_records(body)
+        recs = json_records(body, limit)  # refused as soon as row limit + 1 is read
         check_row_limit(rt, len(recs))
-        names = sorted({k for r in recs for k in r if not k.startswith("__")})
-        ignored = sorted({n for n in names if n not in COLUMNS})
+        ignored = ignored_columns(k for r in recs if isinstance(r, dict) for k in r)
         return submit(rt, who, campaign_id, recs, dry_run=dry_run,
                       ignored_columns=ignored, progress=progress,
                       parallel=_parallel(rt, len(recs)), total=len(recs))
     text = decode_text(body)
     n = most_csv_rows(text)
-    if n > rt.settings.max_list_rows:
-        n = count_csv_rows(text)  # the bound is over the limit: count exactly
+    if n > limit:
+        # The bound is over the limit: count, stopping at limit + 1 rows or when the blank
+        # lines alone pass their budget (16 million blank lines: 21 s before, issue 16).
+        n = count_csv_rows(text, limit)
         check_row_limit(rt, n)
     names, rows = csv_records(text, as_lists=True)
-    ignored = check_header(names)
+    ignored = ignored_columns(check_header(names))
     parallel = _parallel(rt, n)
     return submit(rt, who, campaign_id, rows, dry_run=dry_run, ignored_columns=ignored,
                   progress=progress, parallel=parallel, columns=names, total=n,

@@ -36,26 +36,26 @@ def custom_plans(s: Session) -> None:
 
 def existing(
     s: Session, campaign_id: str, ext_ids: Sequence[str], phone_list: Sequence[str]
-) -> tuple[set[str], set[str]]:
+) -> tuple[dict[str, str], dict[str, str]]:
     """Which external ids already have an accepted call in the campaign, and which numbers
-    a pending one."""
+    a pending one: each with that call's id (a duplicate's answer names it)."""
     dialect = s.get_bind().dialect.name
-    ext: set[str] = set()
-    pend: set[str] = set()
+    ext: dict[str, str] = {}
+    pend: dict[str, str] = {}
     if ext_ids:
         ext.update(
-            read_conn(s).execute(
-                select(Call.external_id).where(
+            (e, i) for e, i in read_conn(s).execute(
+                select(Call.external_id, Call.id).where(
                     Call.campaign_id == campaign_id,
                     sql_text(f"calls.{ACCEPTED_SQL}"),  # literal: see below
                     one_of(dialect, Call.external_id, ext_ids),
                 )
-            ).scalars()
+            )
         )
     if phone_list:
         pend.update(
-            read_conn(s).execute(
-                select(Call.phone).where(
+            (p, i) for p, i in read_conn(s).execute(
+                select(Call.phone, Call.id).where(
                     Call.campaign_id == campaign_id,
                     # As SQL text, not bound parameters: only then can a planner match the
                     # partial index uq_calls_campaign_phone_pending (SQLite otherwise walked
@@ -63,7 +63,7 @@ def existing(
                     sql_text(f"calls.{PENDING_SQL}"),
                     one_of(dialect, Call.phone, phone_list),
                 )
-            ).scalars()
+            )
         )
     return ext, pend
 

@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from config.errors import Conflict, DomainError, Invalid, NotFound
-from config.reasons import Code, reason
+from config.reasons import Code, Flag, reason
 from consent import phones
 from consent.service import revoke_in_session
 from consent.store import dnc_numbers, facts_for
@@ -157,6 +157,48 @@ def outcomes_in(
     return results
 
 
+# A lease that may have been dialled although it is no longer held (API.md extension, docs/
+# integration.md "Late outcomes"): its attempt's state, and the flag its outcome gets.
+LATE_STATES = {"expired": Flag.LATE_OUTCOME, "withdrawn": Flag.AFTER_REVOCATION}
+
+
+@dataclass(slots=True)
+class _Late:
+    """An outcome for a lease no longer held: whether the call is still the lease's own
+    (leased under it, past its expiry) or has moved on (requeued, re-leased, withdrawn,
+    refused, completed): then the call's state is not the outcome's to change."""
+
+    flag: Flag
+    moved_on: bool
+
+
+def _lease_of(
+    s: Any, w: Writes, held: Held | None, lease_id: str, now: datetime
+) -> tuple[QCall, str, list[str], _Late | None]:
+    """The call, its lease's attempt id and flags, and whether the outcome is late. A lease
+    held now is on time; a lease past its expiry, or ended by the expiry job or by a
+    withdrawal (revocation, do-not-call), may have been dialled: its outcome is late and
+    accepted. A lease released undialled, already reported, or never made is 409
+    LEASE_NOT_HELD."""
+    if held is None:
+        raise NotFound("NOT_FOUND", "no such call")
+    c = held.call
+    if c.status == "leased" and c.lease_id == lease_id:
+        if held.attempt_id != c.lease_id:
+            held.attempt_id, held.flags = c.lease_id, store.attempt_flags(s, c.lease_id)
+        on_time = c.lease_expires_at is not None and c.lease_expires_at > now
+        return c, lease_id, held.flags, None if on_time else _Late(Flag.LATE_OUTCOME, False)
+    w.send(s)  # an earlier item of this transaction may have reported this lease already
+    found = store.lease_attempt(s, lease_id, c.id)
+    if found is None or found[0] not in LATE_STATES:
+        raise Conflict(
+            "LEASE_NOT_HELD", "the lease is unknown, released or already reported",
+            {"call_status": c.status},
+        )
+    state, flags = found
+    return c, lease_id, flags, _Late(LATE_STATES[state], True)
+
+
 def one_outcome(
     rt: Runtime, uow: UnitOfWork, w: Writes, held: Held | None,
     campaigns: dict[str, CampaignView], o: Outcome,
@@ -168,7 +210,7 @@ def one_outcome(
     if o.started_at and o.ended_at and o.ended_at < o.started_at:
         raise Invalid("VALIDATION_ERROR", "ended_at is before started_at",
                       [{"field": "body.ended_at", "message": "before started_at"}])
-    c, attempt_id, flags = check_held(s, held, o.lease_id, uow.now)
+    c, attempt_id, flags, late = _lease_of(s, w, held, o.lease_id, uow.now)
     if o.result not in RESULTS:
         raise Invalid("VALIDATION_ERROR", "result is not a known outcome",
                       [{"field": "body.result", "message": "unknown"}])
@@ -201,11 +243,18 @@ def one_outcome(
             flags.append(code)
         w.attempt(attempt_id, {"flags": flags})
         assert held is not None
-        held.flags = flags
+        if late is None or not late.moved_on:
+            held.flags = flags
         uow.audit("outcome.rejected", f"call:{c.id}",
                   {"lease": attempt_id, "flag": code, "fields": fields})
+        # lease_held: the dialer may send the outcome again, complete (a late one too).
         return {}, Invalid(code, message, {"fields": fields, "lease_held": True})
-    _apply_outcome(rt, uow, w, c, attempt_id, campaign, o, flags)
+    if late is not None and late.flag not in flags:
+        flags.append(late.flag)
+    if late is not None and late.moved_on:
+        _apply_late_outcome(rt, uow, w, c, attempt_id, campaign, o, flags)
+    else:
+        _apply_outcome(rt, uow, w, c, attempt_id, campaign, o, flags)
     return {"call_id": c.id, "status": c.status, "attempts": c.attempts, "flags": flags}, None
 
 
@@ -232,26 +281,7 @@ def _apply_outcome(
     campaign: CampaignView, o: Outcome, flags: list[str],
 ) -> None:
     now = uow.now
-    spec = rt.policy.purposes.get(campaign.purpose)
-    if (
-        campaign.channel == "prerecorded_voice" and spec is not None
-        and o.started_at is not None and o.ended_at is not None
-        and (o.ended_at - o.started_at).total_seconds() > spec.max_duration_seconds
-    ):
-        flags.append("OVER_DURATION")
-    flags.extend(f for f in _on_call_flags(rt, uow, attempt_id, campaign, o) if f not in flags)
-    w.attempt(attempt_id, {
-        "state": "reported", "agent_id": o.agent_id, "agent_name": o.agent_name,
-        "disclosed_callback_number": campaign.callback_number, "started_at": o.started_at,
-        "ended_at": o.ended_at, "result": o.result, "flags": flags, "recorded_at": now,
-        "recorded": o.recorded, "phi_disclosed": o.phi_disclosed,
-        "identity_verified_with": list(o.identity_verified_with),
-    })
-    uow.audit("call.outcome", f"call:{c.id}", {
-        "lease": attempt_id, "result": o.result, "agent_id": o.agent_id, "flags": flags,
-        "recorded": o.recorded, "phi_disclosed": o.phi_disclosed,
-        "identity_verified_with": sorted(set(o.identity_verified_with)),
-    })
+    _report_attempt(rt, uow, w, c, attempt_id, campaign, o, flags)
     if o.result in COMPLETE:
         w.call(c, {"status": "completed", "lease_id": None, "lease_expires_at": None,
                    "next_eligible_at": None, "updated_at": now})
@@ -264,3 +294,65 @@ def _apply_outcome(
         else:
             source = "ivr_keypress" if campaign.channel == "prerecorded_voice" else "agent"
         revoke_in_session(uow, c.phone, source, now, call_id=c.id)
+
+
+def _duration_flags(rt: Runtime, campaign: CampaignView, o: Outcome) -> list[str]:
+    """A prerecorded call's length against the purpose's limit: over it, or unknown when a
+    time is missing (then it cannot be checked, issue 16)."""
+    spec = rt.policy.purposes.get(campaign.purpose)
+    if campaign.channel != "prerecorded_voice" or spec is None:
+        return []
+    if o.started_at is None or o.ended_at is None:
+        return [Flag.DURATION_UNKNOWN]
+    if (o.ended_at - o.started_at).total_seconds() > spec.max_duration_seconds:
+        return [Flag.OVER_DURATION]
+    return []
+
+
+def _report_attempt(
+    rt: Runtime, uow: UnitOfWork, w: Writes, c: QCall, attempt_id: str,
+    campaign: CampaignView, o: Outcome, flags: list[str],
+) -> None:
+    """The attempt's result, with the agent's identification and its flags (on the call
+    itself too: recording and identity, _on_call_flags)."""
+    flags.extend(f for f in _duration_flags(rt, campaign, o) if f not in flags)
+    flags.extend(f for f in _on_call_flags(rt, uow, attempt_id, campaign, o) if f not in flags)
+    w.attempt(attempt_id, {
+        "state": "reported", "agent_id": o.agent_id, "agent_name": o.agent_name,
+        "disclosed_callback_number": campaign.callback_number, "started_at": o.started_at,
+        "ended_at": o.ended_at, "result": o.result, "flags": flags, "recorded_at": uow.now,
+        "recorded": o.recorded, "phi_disclosed": o.phi_disclosed,
+        "identity_verified_with": list(o.identity_verified_with),
+    })
+    uow.audit("call.outcome", f"call:{c.id}", {
+        "lease": attempt_id, "result": o.result, "agent_id": o.agent_id, "flags": flags,
+        "recorded": o.recorded, "phi_disclosed": o.phi_disclosed,
+        "identity_verified_with": sorted(set(o.identity_verified_with)),
+    })
+
+
+def _apply_late_outcome(
+    rt: Runtime, uow: UnitOfWork, w: Writes, c: QCall, attempt_id: str,
+    campaign: CampaignView, o: Outcome, flags: list[str],
+) -> None:
+    """The outcome of a lease that ended before it (expired and swept, or withdrawn): the
+    attempt gets its result and identification, flagged; it was counted when leased and is
+    not counted again. The call has moved on and keeps its state -- a withdrawn, refused,
+    expired or completed call is never put back in the queue, a re-leased one stays its new
+    lease's -- except that a call waiting in the queue is completed by a late ``connected``
+    or ``voicemail`` (it must not be dialled again). An opt-out or a wrong number revokes as
+    on time, withdrawing every pending call of the number, this one included."""
+    _report_attempt(rt, uow, w, c, attempt_id, campaign, o, flags)
+    now = uow.now
+    completes = o.result in COMPLETE and c.status == "queued"
+    if completes:
+        w.call(c, {"status": "completed", "lease_id": None, "lease_expires_at": None,
+                   "next_eligible_at": None, "parked": False, "updated_at": now})
+    if o.result in REVOKING:
+        w.send(uow.session)
+        source = ("wrong_number" if o.result == "wrong_number" else
+                  "ivr_keypress" if campaign.channel == "prerecorded_voice" else "agent")
+        revoke_in_session(uow, c.phone, source, now, call_id=c.id,
+                          withdraw_call=not completes)
+        if not completes and c.status in ("queued", "leased"):
+            c.apply({"status": "withdrawn"})

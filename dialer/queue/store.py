@@ -469,6 +469,10 @@ _HELD = select(*_QCALL_COLUMNS, ATTEMPTS.c.id, ATTEMPTS.c.flags).select_from(
 ).where(CALLS.c.id.in_(_IDS)).order_by(CALLS.c.id)
 _HELD_PG = _HELD.with_for_update(of=CALLS)
 _ATTEMPT_FLAGS = select(ATTEMPTS.c.flags).where(ATTEMPTS.c.id == bindparam("id"))
+_LEASE_ATTEMPT = select(ATTEMPTS.c.state, ATTEMPTS.c.flags).where(
+    ATTEMPTS.c.id == bindparam("id"), ATTEMPTS.c.call_id == bindparam("call_id"),
+    ATTEMPTS.c.kind == "lease",
+)
 
 
 def held_rows(s: Session, call_ids: Iterable[str]) -> dict[str, Held]:
@@ -496,6 +500,14 @@ def attempt_terms(s: Session, attempt_id: str) -> tuple[bool | None, int | None]
     before migration 0007). Safe: the call is locked (held_rows)."""
     row = s.execute(_ATTEMPT_TERMS, {"id": attempt_id}).one()
     return row[0], row[1]
+
+
+def lease_attempt(s: Session, lease_id: str, call_id: str) -> tuple[str, list[str]] | None:
+    """The state and flags of the attempt a lease of the call made, if it did. Safe: the
+    caller holds the call (held_rows), and every change of a lease's attempt is made by a
+    holder of its call."""
+    row = s.execute(_LEASE_ATTEMPT, {"id": lease_id, "call_id": call_id}).first()
+    return None if row is None else (str(row[0]), list(row[1] or []))
 
 
 def add_manual_attempt(s: Session, row: dict[str, Any]) -> None:

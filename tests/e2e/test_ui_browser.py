@@ -308,3 +308,36 @@ def test_idle_session_is_sent_back_to_login(site: dict[str, Any], browser: Any) 
     assert browser.current_url.startswith(f"{base}/ui/login")
     offs = [json.loads(e.payload) for e in _audit(db, "ui.logoff")]
     assert {"reason": "idle_timeout"}.items() <= offs[-1].items()
+
+
+# --- /docs and /redoc under the app's own CSP (issue 16) -------------------------------------
+
+
+def _csp_errors(driver: Any) -> list[str]:
+    try:
+        logs = driver.get_log("browser")
+    except Exception:  # a driver without the log endpoint
+        return []
+    return [e["message"] for e in logs
+            if "Content Security Policy" in e["message"] or "Refused to" in e["message"]]
+
+
+def test_api_docs_render_without_a_cdn(site: dict[str, Any], browser: Any) -> None:
+    base = site["main"].url
+    r = httpx.get(f"{base}/docs")
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert "cdn" not in r.text.lower() and "<script>" not in r.text  # no inline script
+    browser.get(f"{base}/docs")
+    WebDriverWait(browser, 30).until(
+        EC.presence_of_element_located((By.CSS_SELECTOR, ".opblock")))
+    paths = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/v1/queue/lease", "/v1/campaigns/{campaign_id}/calls", "/v1/consents"} <= paths
+    assert _csp_errors(browser) == []
+    browser.get(f"{base}/redoc")
+    WebDriverWait(browser, 30).until(
+        EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "Lease up to"))
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "/v1/queue/lease" in body or "Lease up to" in body
+    # ReDoc's "API docs by Redocly" badge points at its CDN: blocked, as it should be (no
+    # request leaves for a CDN); no script, style or worker is refused.
+    assert [m for m in _csp_errors(browser) if "Loading the image" not in m] == []

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.middleware import SECURITY_HEADERS
+from api.middleware import SECURITY_HEADERS, SMALL_BODY
 from core.runtime import Runtime
 from tests.helpers import PHONE_DIGITS, campaign_body, consent_body, sqlite_only
 
@@ -111,7 +111,8 @@ def test_body_over_limit_by_content_length_413(client: TestClient, keys: Keys) -
         "/v1/campaigns", content=big, headers={**keys["admin"], "content-type": "application/json"}
     )
     err = assert_envelope(resp, 413, "PAYLOAD_TOO_LARGE")
-    assert err["details"] == {"limit_bytes": LIMIT}
+    # A campaign's body is small: its route's limit, not the call lists' (issue 16).
+    assert err["details"] == {"limit_bytes": SMALL_BODY}
     assert_security_headers(resp)
 
 

@@ -346,8 +346,10 @@ def test_resubmitting_the_same_list_queues_nothing_twice(
     assert first["accepted"] == 5
     second = submit(client, keys, cid, rows).json()
     assert second["duplicates"] == 5 and second["accepted"] == 0
-    assert all(codes_of(r) == ["DUPLICATE_REQUEST"] and r["call_id"] is None
-               for r in second["results"])
+    # Each duplicate names the call it duplicates (issue 16).
+    assert all(codes_of(r) == ["DUPLICATE_REQUEST"] for r in second["results"])
+    assert [r["call_id"] for r in second["results"]] == [
+        r["call_id"] for r in first["results"]]
     with runtime.db.read() as s:
         assert s.scalar(select(func.count()).select_from(Call)) == 5
 
@@ -501,7 +503,7 @@ def test_csv_read_in_the_helper_answers_exactly_like_reading_it_here(
     if shape == "blank_lines":  # blank and comma-only lines are not rows
         lines[5:5] = ["", ",,", " , ,"]
         lines[12:12] = [""]
-    if shape == "quoted":  # a record across two lines: read here, whole
+    if shape == "quoted":  # a quoted field over a line break: one malformed row, read here
         lines[9] = 'e9,"' + good[9][:6] + '\n' + good[9][6:] + '",'
     body = "External_ID,phone,state" + end + end.join(lines) + end
     if shape == "bare_cr":  # old Mac line ends in part of the body

@@ -316,12 +316,15 @@ def test_an_import_withdraws_a_leased_call_the_dial_check_stops_it(api: Api) -> 
     assert load(api, answer(num(1), CONSENT_DAY, "yes"))["withdrawn_calls"] == 1
     r = api.dial(task)
     assert r.status_code == 409 and r.json()["error"]["code"] == "NUMBER_REASSIGNED"
-    # The outcome of a call that was withdrawn: the lease is no longer held.
-    r = api.outcome(task, "connected")
-    assert r.status_code == 409 and r.json()["error"]["code"] == "LEASE_NOT_HELD"
     with api.runtime.db.read() as s:
         [a] = s.scalars(select(Attempt).where(Attempt.call_id == call))
         assert (a.state, a.counted) == ("withdrawn", True)
+    # Dialled before the answers withdrew it: a late outcome, accepted and flagged (as after a
+    # revocation: the attempt was withdrawn), with the on-call flags too; the call stays out.
+    r = api.outcome(task, "connected", recorded=True)
+    assert r.status_code == 200, r.text
+    assert set(r.json()["flags"]) == {"AFTER_REVOCATION", "RECORDING_WITHOUT_CONSENT"}
+    assert api.call(call)["status"] == "withdrawn"
 
 
 def _answer_behind_the_queue(rt: Runtime, phone: str, day: date, ans: str,

@@ -248,7 +248,10 @@ def test_dnc_withdraws_queued_and_leased_calls(api: Api) -> None:
     left(api, leased, "withdrawn", "DO_NOT_CALL")
     dial = api.dial(task)
     assert dial.status_code == 409 and dial.json()["error"]["code"] == "DO_NOT_CALL"
-    assert api.outcome(task).json()["error"]["code"] == "LEASE_NOT_HELD"
+    # It may have been dialled: its outcome is taken, flagged; the call stays withdrawn.
+    r = api.outcome(task)
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["flags"]) == ("withdrawn", ["AFTER_REVOCATION"])
 
 
 def test_purpose_withdrawn_from_policy_is_refused_at_lease(api: Api, runtime: Runtime) -> None:
@@ -444,7 +447,11 @@ def test_max_attempts_reached_by_an_expired_lease(api: Api, clock: FakeClock) ->
     clock.advance(timedelta(seconds=31))
     assert api.lease() == []
     left(api, call, "expired", "MAX_ATTEMPTS")
-    assert api.outcome(task).status_code == 409
+    # The late outcome is taken, flagged; the call stays expired (no attempt left).
+    r = api.outcome(task)
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["flags"]) == ("expired", ["LATE_OUTCOME"])
+    left(api, call, "expired", "MAX_ATTEMPTS")
 
 
 # --- lease: order, limits, window, task contents -----------------------------------------
@@ -612,9 +619,12 @@ def test_lease_never_outlives_the_window(api: Api, clock: FakeClock) -> None:
     [late] = api.submit(cid, {"phone": num(2)})
     assert api.lease() == []
     deferred(api, late, "OUTSIDE_CALLING_WINDOW", chicago(25, 8, 0))
-    # The first lease ends with the window: its outcome at 21:00 is refused.
+    # The first lease ends with the window: its outcome at 21:00 is late (the call may run
+    # past the lease): taken with the agent's identification, flagged.
     clock.set(chicago(24, 21, 0))
-    assert api.outcome(task, "connected").status_code == 409
+    r = api.outcome(task, "connected")
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["flags"]) == ("completed", ["LATE_OUTCOME"])
 
 
 def test_task_holds_only_what_the_dialer_needs(api: Api) -> None:
@@ -671,7 +681,16 @@ def test_expired_lease_counts(api: Api, clock: FakeClock) -> None:
                                                    "call.deferred"]
     [attempt] = api.attempts(num(1))
     assert (attempt.state, attempt.counted) == ("expired", True)
+    # Late, but the call may have been made: taken and flagged, not counted again, and the
+    # queued call is completed (it must not be dialled again).
     r = api.outcome(task, "connected")
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["attempts"], r.json()["flags"]) == (
+        "completed", 1, ["LATE_OUTCOME"])
+    [attempt] = api.attempts(num(1))
+    assert (attempt.state, attempt.result, attempt.agent_id, attempt.counted) == (
+        "reported", "connected", "A-17", True)
+    r = api.outcome(task, "connected")  # reported once only
     assert r.status_code == 409 and r.json()["error"]["code"] == "LEASE_NOT_HELD"
 
 
@@ -768,8 +787,6 @@ def test_opt_out_withdraws_the_numbers_other_leases(api: Api, runtime: Runtime) 
     [queued] = [c for c in calls if c not in {t["call_id"] for t in tasks}]
     r = api.outcome(opted, "opted_out")
     assert r.status_code == 200 and r.json()["status"] == "completed"
-    r = api.outcome(other, "connected")
-    assert r.status_code == 409 and r.json()["error"]["code"] == "LEASE_NOT_HELD"
     r = api.dial(other)
     assert r.status_code == 409 and r.json()["error"]["code"] == "CONSENT_REVOKED"
     left(api, other["call_id"], "withdrawn", "CONSENT_REVOKED")
@@ -779,6 +796,10 @@ def test_opt_out_withdraws_the_numbers_other_leases(api: Api, runtime: Runtime) 
     assert [c["status"] for c in hist["consents"]] == ["revoked"]
     withdrawn = {a.call_id: a.state for a in api.attempts(num(1))}
     assert withdrawn == {opted["call_id"]: "reported", other["call_id"]: "withdrawn"}
+    # The other lease may have been dialled before the opt-out: its outcome is taken.
+    r = api.outcome(other, "connected")
+    assert r.status_code == 200 and r.json()["flags"] == ["AFTER_REVOCATION"]
+    left(api, other["call_id"], "withdrawn", "CONSENT_REVOKED")
 
 
 def test_wrong_number_revokes(api: Api, clock: FakeClock) -> None:
@@ -884,10 +905,18 @@ def test_dial_check_after_revocation(api: Api) -> None:
     err = r.json()["error"]
     assert err["code"] == "CONSENT_REVOKED" and err["details"]["go"] is False
     assert num(1)[-7:] not in r.text
-    assert api.outcome(task, "connected").json()["error"]["code"] == "LEASE_NOT_HELD"
     [attempt] = api.attempts(num(1))
     assert (attempt.state, attempt.counted) == ("withdrawn", True)
+    # Dialled after the go, revoked during the call: the outcome is taken with the agent's
+    # identification, flagged, and the call stays withdrawn (issue 16).
+    r = api.outcome(task, "connected")
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["flags"]) == ("withdrawn", ["AFTER_REVOCATION"])
+    [attempt] = api.attempts(num(1))
+    assert (attempt.state, attempt.counted, attempt.agent_id, attempt.result) == (
+        "reported", True, "A-17", "connected")
     left(api, call, "withdrawn", "CONSENT_REVOKED")
+    assert api.lease() == []
 
 
 def test_unknown_lease(api: Api) -> None:
@@ -1035,7 +1064,7 @@ def test_batch_outcomes_answer_each_item_like_the_single_endpoint(
     r = api.client.post("/v1/queue/outcomes", headers=api.dialer, json={"outcomes": [
         item(t2, "connected"),
         item(opt, "opted_out"),
-        item(other, "connected"),           # withdrawn by the opt-out just before
+        item(other, "connected"),           # withdrawn by the opt-out just before: late
         forged,                              # not this call's lease
         item(t4, "connected", agent_name=" "),
         item(t3, "no_answer"),
@@ -1047,8 +1076,8 @@ def test_batch_outcomes_answer_each_item_like_the_single_endpoint(
     assert res[0] == {"call_id": t2["call_id"], "ok": True, "status": "completed",
                       "attempts": 1, "flags": [], "http_status": None, "error": None}
     assert (res[1]["ok"], res[1]["status"]) == (True, "completed")
-    assert (res[2]["ok"], res[2]["http_status"], res[2]["error"]["code"]) == (
-        False, 409, "LEASE_NOT_HELD")
+    assert (res[2]["ok"], res[2]["status"], res[2]["flags"]) == (
+        True, "withdrawn", ["AFTER_REVOCATION"])
     assert (res[3]["ok"], res[3]["http_status"], res[3]["error"]["code"]) == (
         False, 409, "LEASE_NOT_HELD")
     assert (res[4]["ok"], res[4]["http_status"], res[4]["error"]["code"]) == (
@@ -1085,3 +1114,101 @@ def test_batch_outcomes_validation(api: Api) -> None:
     for role, status in (("compliance", 403), ("campaign_manager", 403)):
         r = api.client.post("/v1/queue/outcomes", headers=api.keys[role], json={"outcomes": [one]})
         assert r.status_code == status
+
+
+# --- issue 16: late outcomes, and prerecorded calls without times ---------------------------
+
+
+def test_prerecorded_outcome_without_times_is_flagged_duration_unknown(
+    api: Api, clock: FakeClock
+) -> None:
+    for i in (1, 2, 3):
+        api.consent(num(i))
+    api.submit(api.campaign(channel="prerecorded_voice"),
+               {"phone": num(1)}, {"phone": num(2)}, {"phone": num(3)})
+    a, b, c = api.lease()
+    start = iso(clock.now())
+    for task, fields in ((a, {"started_at": ..., "ended_at": ...}),
+                         (b, {"started_at": start, "ended_at": ...}),
+                         (c, {"started_at": None, "ended_at": start})):
+        r = api.outcome(task, "voicemail", agent_id="ivr", agent_name="IVR", **fields)
+        assert r.status_code == 200, r.text
+        assert r.json()["flags"] == ["DURATION_UNKNOWN"]
+    assert {tuple(x.flags) for x in api.attempts(num(1))} == {("DURATION_UNKNOWN",)}
+    # Not for the other channels (their length is not limited).
+    api.consent(num(4))
+    api.submit(api.campaign(name="voice"), {"phone": num(4)})
+    [t] = api.lease()
+    r = api.outcome(t, "connected", started_at=..., ended_at=...)
+    assert r.status_code == 200 and r.json()["flags"] == []
+
+
+def test_a_late_outcome_never_takes_a_re_leased_call(
+    api: Api, clock: FakeClock, runtime: Runtime
+) -> None:
+    swap_policy(runtime, "per_day = 1", "per_day = 3")
+    api.consent(num(1))
+    [call] = api.submit(api.campaign(), {"phone": num(1)})
+    [first] = api.lease(lease_seconds=30)
+    clock.advance(timedelta(seconds=31))
+    [second] = api.lease()  # sweeps the first lease, leases the call again
+    assert second["call_id"] == call and second["lease_id"] != first["lease_id"]
+    # The first lease's late result: recorded and flagged; the new lease is untouched.
+    r = api.outcome(first, "no_answer")
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["attempts"], r.json()["flags"]) == (
+        "leased", 2, ["LATE_OUTCOME"])
+    assert api.dial(second).status_code == 200
+    r = api.outcome(second, "busy")
+    assert r.status_code == 200 and r.json()["flags"] == [] and r.json()["attempts"] == 2
+    states = sorted((x.state, x.result, tuple(x.flags)) for x in api.attempts(num(1)))
+    assert states == [("reported", "busy", ()), ("reported", "no_answer", ("LATE_OUTCOME",))]
+    # A lease released undialled, or a forged one, stays LEASE_NOT_HELD.
+    [third] = api.lease()
+    assert api.release(third).status_code == 200
+    for t in (third, {**third, "lease_id": str(uuid.uuid4())}):
+        r = api.outcome(t, "connected")
+        assert r.status_code == 409 and r.json()["error"]["code"] == "LEASE_NOT_HELD"
+
+
+def test_a_late_opt_out_withdraws_the_re_leased_call(
+    api: Api, clock: FakeClock, runtime: Runtime
+) -> None:
+    swap_policy(runtime, "per_day = 1", "per_day = 3")
+    api.consent(num(1))
+    [call] = api.submit(api.campaign(), {"phone": num(1)})
+    [first] = api.lease(lease_seconds=30)
+    clock.advance(timedelta(seconds=31))
+    [second] = api.lease()
+    r = api.outcome(first, "opted_out")
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["flags"]) == ("withdrawn", ["LATE_OUTCOME"])
+    left(api, call, "withdrawn", "CONSENT_REVOKED")
+    r = api.dial(second)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "CONSENT_REVOKED"
+    assert api.lease() == []
+
+
+def test_a_late_outcome_in_a_batch_missing_identification_stays_open(
+    api: Api, clock: FakeClock
+) -> None:
+    api.consent(num(1))
+    [call] = api.submit(api.campaign(), {"phone": num(1)})
+    [task] = api.lease()
+    api.client.post("/v1/consents/revocations", headers=api.mgr,
+                    json={"phone": num(1), "source": "letter"})
+
+    def item(**kw: Any) -> dict[str, Any]:
+        return {"call_id": call, "lease_id": task["lease_id"], "agent_id": "A-17",
+                "agent_name": "Dana", "disclosed_callback_number": CALLBACK,
+                "result": "connected", **kw}
+
+    r = api.client.post("/v1/queue/outcomes", headers=api.dialer,
+                        json={"outcomes": [item(agent_name=" "), item(), item()]})
+    res = r.json()["results"]
+    assert [(x["ok"], x["http_status"]) for x in res] == [(False, 422), (True, None),
+                                                          (False, 409)]
+    assert res[1]["flags"] == ["AGENT_ID_MISSING", "AFTER_REVOCATION"]
+    [a] = api.attempts(num(1))
+    assert (a.state, a.agent_name, a.result) == ("reported", "Dana", "connected")
+    assert api.call(call)["status"] == "withdrawn"

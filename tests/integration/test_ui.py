@@ -194,7 +194,8 @@ def test_other_roles_are_refused_and_audited(
     refused = audit_entries(runtime, "ui.login_refused")
     who = identity(runtime, Role(role))
     assert [e.actor for e in refused] == [who.actor]
-    assert json.loads(refused[0].payload) == {"reason": "role", "role": role}
+    assert json.loads(refused[0].payload) == {"reason": "role", "role": role,
+                                              "source": "testclient"}
     assert _key(keys, role) not in refused[0].payload
 
 
@@ -204,7 +205,7 @@ def test_unknown_key_refused_and_audited(client: TestClient, runtime: Runtime) -
     assert "unknown or has been revoked" in r.text
     refused = audit_entries(runtime, "ui.login_refused")
     assert [(e.actor, json.loads(e.payload)) for e in refused] == [
-        ("anonymous", {"reason": "unknown_key"})
+        ("anonymous", {"reason": "unknown_key", "source": "testclient"})
     ]
     assert "cg_not-a-real-key" not in refused[0].payload
 
