@@ -16,7 +16,18 @@ from api.middleware import (
     RequestGate,
     SecurityHeadersMiddleware,
 )
-from api.routers import calls, campaigns, compliance, consents, dnc, health, queue, review, ui
+from api.routers import (
+    calls,
+    campaigns,
+    compliance,
+    consents,
+    dnc,
+    health,
+    numbers,
+    queue,
+    review,
+    ui,
+)
 from core.runtime import Runtime, build_runtime
 
 log = logging.getLogger("callgate")
@@ -84,7 +95,7 @@ def create_app(
     app.include_router(health.router)
     # The dialers' routes first: a request is matched against routes in order (no path of
     # one router is another's).
-    for module in (queue, consents, dnc, campaigns, calls, compliance, review):
+    for module in (queue, consents, dnc, campaigns, calls, compliance, review, numbers):
         app.include_router(module.router, prefix="/v1")
     app.include_router(ui.router)
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")

@@ -6,7 +6,7 @@ import json
 import logging.config
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -33,6 +33,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(policy_app, name="policy")
 calls_app = typer.Typer(help="Submit call lists from the shell.", no_args_is_help=True)
 app.add_typer(calls_app, name="calls")
+rnd_app = typer.Typer(
+    help="FCC Reassigned Numbers Database (47 CFR 64.1200(m)): write the numbers to ask "
+    "about, load the answers.", no_args_is_help=True)
+app.add_typer(rnd_app, name="rnd")
 
 console = Console()
 err = Console(stderr=True)
@@ -259,6 +263,120 @@ def calls_submit(
             rt_table.add_row(code, str(n))
         console.print(rt_table)
     if counts["invalid"]:
+        raise typer.Exit(1)
+
+
+def _cli_runtime() -> tuple[Any, Any]:
+    """The runtime of CALLGATE_DATABASE_URL (migrated) and the CLI's admin identity."""
+    import getpass
+
+    from core.keys import Identity, Role
+    from core.runtime import build_runtime
+
+    _database().dispose()
+    return build_runtime(), Identity("cli", f"cli:{getpass.getuser()}", Role.admin)
+
+
+@rnd_app.command("export")
+def rnd_export(
+    file: Annotated[Path, typer.Argument(help="CSV to write (more than 250,000 rows: "
+                                              "FILE, then FILE's name with -2, -3, ...)",
+                                         dir_okay=False)],
+    pending_only: Annotated[bool, typer.Option(
+        "--pending-only", help="Only numbers with a queued or leased call")] = False,
+) -> None:
+    """Write the numbers to query, each with its consent's date (telephone_number,date:
+    10-digit US number, YYYY-MM-DD), for the RND's bulk query upload."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from consent import rnd_service
+
+    rt, who = _cli_runtime()
+    total = rnd_service.count_numbers(rt, who)
+    opened: list[Any] = []
+
+    def open_part(i: int) -> Any:
+        path = file if i == 1 else file.with_name(f"{file.stem}-{i}{file.suffix}")
+        if opened:
+            opened[-1].close()
+        opened.append(path.open("w", encoding="utf-8", newline=""))
+        return opened[-1]
+
+    try:
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=err) as bar:
+            task = bar.add_task("numbers", total=total)
+            out = rnd_service.export_queries(rt, who, open_part, pending_only=pending_only,
+                                             progress=lambda n: bar.advance(task, n))
+    finally:
+        for f in opened:
+            f.close()
+    if not out.files:
+        file.write_bytes(b"telephone_number,date\r\n")
+    err.print(f"wrote {out.rows:,} rows for {out.numbers:,} numbers in {max(1, out.files)} "
+              f"file(s); left out: {out.skipped_not_us:,} not US, {out.skipped_reassigned:,} "
+              f"already found reassigned", highlight=False)
+
+
+@rnd_app.command("import")
+def rnd_import(
+    file: Annotated[Path, typer.Argument(help="JSON array or CSV of phone,date,answer,"
+                                              "queried_at", exists=True, dir_okay=False,
+                                         readable=True)],
+) -> None:
+    """Load RND answers (any size: read a chunk at a time). Numbers found reassigned since
+    their consent leave the queue; exits 1 when a row was invalid."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from consent import rnd, rnd_service
+
+    rt, who = _cli_runtime()
+    size = file.stat().st_size
+    with file.open("rb") as f:
+        kind = rnd.sniff_kind(f.read(64))
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(),
+               DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[rows]}"))
+    try:
+        with Progress(*columns, console=err) as bar:
+            if kind == "json":
+                check = bar.add_task("checking JSON", total=size, rows="")
+                with file.open("rb") as f:
+                    rnd.check_json(bar.wrap_file(f, total=size, task_id=check))
+            task = bar.add_task(f"importing {kind.upper()}", total=size, rows="0 answers")
+            counted = 0
+
+            def advance(n: int) -> None:
+                nonlocal counted
+                counted += n
+                bar.update(task, rows=f"{counted:,} answers")
+
+            with file.open("rb") as f:
+                reader = bar.wrap_file(f, total=size, task_id=task)
+                rows = rnd.json_rows(reader) if kind == "json" else rnd.csv_rows(reader)
+                result = rnd_service.import_answers(rt, who, rows, progress=advance)
+    except rnd.FileError as exc:
+        _fail(str(exc))
+        return
+    table = Table("answers", "rows", title=f"{file.name}: {result.rows:,} rows")
+    for key in ("stored", "duplicates", "invalid"):
+        table.add_row(key, f"{getattr(result, key):,}")
+    for a in rnd.ANSWERS:
+        table.add_row(f"answer {a}", f"{result.answers.get(a, 0):,}")
+    table.add_row("calls withdrawn (NUMBER_REASSIGNED)", f"{result.withdrawn_calls:,}")
+    table.add_row("calls returned to the queue", f"{result.requeued_calls:,}")
+    console.print(table)
+    for e in result.errors[:20]:
+        err.print(f"row {e.row}: {e.field}: {e.message}", highlight=False)
+    if result.invalid:
         raise typer.Exit(1)
 
 

@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     field_validator,
 )
 
@@ -63,6 +64,7 @@ class ConsentIn(BaseModel):
                     "obtained_at": "2026-11-01T15:00:00Z",
                     "evidence_ref": "scan://consents/1001.pdf#sha256=ab12",
                     "expires_at": None,
+                    "recording": False,
                 }
             ]
         },
@@ -77,6 +79,11 @@ class ConsentIn(BaseModel):
     evidence_ref: str = Field(default="", max_length=2000)
     expires_at: IsoDatetime | None = None
     supersedes_id: str | None = Field(default=None, max_length=36)
+    recording: StrictBool = Field(
+        default=False,
+        description="The patient also consents to having calls recorded (API.md: a call is "
+        "recorded only under a written consent covering it that says so)",
+    )
 
     @field_validator("channels")
     @classmethod
@@ -105,6 +112,7 @@ class ConsentOut(BaseModel):
     recorded_at: datetime
     recorded_by: str
     supersedes_id: str | None = None
+    recording: bool = False
     status: str = Field(description="active | revoked | expired | superseded | not_yet_valid")
 
 
@@ -185,3 +193,63 @@ class DncStatus(BaseModel):
     phone: str
     on_list: bool
     entries: list[DncOut]
+
+
+# --- Reassigned Numbers Database answers (API.md "Reassigned numbers") ---------------------
+
+
+class ReassignedAnswerIn(BaseModel):
+    """One answer of the FCC Reassigned Numbers Database (a JSON array element, or a CSV row
+    with these column names). Documents the body; rows are checked one by one (a bad row is
+    reported, never fails the good ones)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"phone": "3145550100", "date": "2026-03-05", "answer": "no",
+                          "queried_at": "2026-11-20T15:00:00Z"}]
+        },
+    )
+
+    phone: str = Field(max_length=40, description="The number, any format intake accepts")
+    date: str = Field(description="The date asked about (the consent's date): YYYY-MM-DD or "
+                                  "MM/DD/YYYY")
+    answer: Literal["yes", "no", "no_data"] = Field(
+        description="yes: permanently disconnected on or after `date`")
+    queried_at: str = Field(description="When the RND was asked: ISO-8601 with an offset, "
+                                        "or a date (midnight UTC)")
+
+
+class RowErrorOut(BaseModel):
+    row: int = Field(description="1-based: the array index + 1, or the CSV line after the "
+                                 "header")
+    field: str
+    message: str
+
+
+class ReassignedImportOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{
+                "rows": 3, "stored": 2, "duplicates": 0, "invalid": 1,
+                "answers": {"yes": 1, "no": 1, "no_data": 0},
+                "withdrawn_calls": 1, "requeued_calls": 0,
+                "errors": [{"row": 3, "field": "date",
+                            "message": "is not a date (YYYY-MM-DD or MM/DD/YYYY)"}],
+                "errors_truncated": False,
+            }]
+        },
+    )
+
+    rows: int
+    stored: int = Field(description="New answers kept (an answer already on file is a "
+                                    "duplicate)")
+    duplicates: int
+    invalid: int
+    answers: dict[str, int] = Field(description="Valid rows by answer")
+    withdrawn_calls: int = Field(description="Queued and leased calls withdrawn: the number "
+                                             "was reassigned since their consent "
+                                             "(NUMBER_REASSIGNED)")
+    requeued_calls: int = Field(description="Calls parked for REASSIGNED_CHECK_STALE "
+                                            "returned to the queue")
+    errors: list[RowErrorOut] = Field(description="The first 100 invalid rows")
+    errors_truncated: bool

@@ -68,6 +68,7 @@ def _consent_out(c: Consent, status: str) -> ConsentOut:
         recorded_at=c.recorded_at,
         recorded_by=c.recorded_by,
         supersedes_id=c.supersedes_id,
+        recording=bool(c.recording),
         status=status,
     )
 
@@ -187,6 +188,7 @@ def record_consent(rt: Runtime, who: Identity, data: ConsentIn) -> ConsentOut:
             recorded_by=who.key_id,
             recorded_at=now,
             supersedes_id=data.supersedes_id,
+            recording=data.recording,
         )
         s.add(row)
         uow.audit("consent.recorded", f"consent:{row.id}", {
@@ -197,6 +199,7 @@ def record_consent(rt: Runtime, who: Identity, data: ConsentIn) -> ConsentOut:
             "expires_at": row.expires_at.isoformat() if row.expires_at else None,
             "re_consent_after_revocation": re_consent,
             "supersedes": row.supersedes_id,
+            "recording": row.recording,
         })
         return _consent_out(row, _status(row, store.revocations_of(s, phone), now))
 
@@ -228,6 +231,7 @@ def import_consents(
                     "obtained_at": data.obtained_at, "evidence_ref": data.evidence_ref,
                     "expires_at": data.expires_at, "recorded_by": who.key_id,
                     "recorded_at": uow.now, "supersedes_id": None,
+                    "recording": data.recording,
                 }
                 rows.append(row)
                 uow.audit("consent.recorded", f"consent:{row['id']}", {
@@ -235,7 +239,7 @@ def import_consents(
                     "purposes": row["purposes"], "obtained_at": data.obtained_at.isoformat(),
                     "expires_at": data.expires_at.isoformat() if data.expires_at else None,
                     "re_consent_after_revocation": False, "supersedes": None,
-                    "imported": True,
+                    "recording": data.recording, "imported": True,
                 })
             store.add_consents(uow.session, rows)
         if progress is not None:

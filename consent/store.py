@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import Select, Text, insert, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
-from consent.rules import ConsentFact, RevocationFact
+from consent.rules import AnswerFact, ConsentFact, RevocationFact, reassigned_terms
 from core.bulk import one_of_param, one_of_value, read_conn
-from core.models import Consent, DncEntry, Revocation
+from core.models import Consent, DncEntry, ReassignedAnswer, Revocation
 
 _SETS: dict[object, frozenset[str]] = {}
 
@@ -37,11 +37,11 @@ def _frozen(value: str | list[str]) -> frozenset[str]:
     return out
 
 
-_FACTS_QUERIES: dict[str, tuple[Any, Any]] = {}
+_FACTS_QUERIES: dict[str, tuple[Any, Any, Any]] = {}
 
 
-def _facts_queries(dialect: str) -> tuple[Any, Any]:
-    """:func:`facts_for`'s two statements for this dialect, built once: the JSON lists as
+def _facts_queries(dialect: str) -> tuple[Any, Any, Any]:
+    """:func:`facts_for`'s three statements for this dialect, built once: the JSON lists as
     stored (text on SQLite; PostgreSQL's driver decodes them), decoded once per distinct list
     by _frozen rather than once per row; SQLite's datetimes as stored too, for _when."""
     out = _FACTS_QUERIES.get(dialect)
@@ -62,9 +62,16 @@ def _facts_queries(dialect: str) -> tuple[Any, Any]:
                 obtained,
                 expires,
                 Consent.supersedes_id,
+                Consent.recording,
             ).where(one_of_param(dialect, Consent.phone, "phones")),
             select(Revocation.phone, received, recorded).where(
                 one_of_param(dialect, Revocation.phone, "phones")
+            ),
+            # Reassigned Numbers Database answers that decide something (no_data never does).
+            select(ReassignedAnswer.phone, ReassignedAnswer.date, ReassignedAnswer.answer,
+                   ReassignedAnswer.queried_at).where(
+                one_of_param(dialect, ReassignedAnswer.phone, "phones"),
+                ReassignedAnswer.answer.in_(("yes", "no")),
             ),
         )
         _FACTS_QUERIES[dialect] = out
@@ -74,7 +81,8 @@ def _facts_queries(dialect: str) -> tuple[Any, Any]:
 def facts_for(
     s: Session, phone_list: Iterable[str]
 ) -> dict[str, tuple[list[ConsentFact], list[RevocationFact]]]:
-    """Consent history for many numbers in two queries (set-based, for intake and dispatch)."""
+    """Consent history for many numbers in three queries (set-based, for intake and dispatch):
+    each consent with what the number's Reassigned Numbers Database answers say about it."""
     wanted = sorted(set(phone_list))
     out: dict[str, tuple[list[ConsentFact], list[RevocationFact]]] = {}
     if not wanted:
@@ -84,15 +92,22 @@ def facts_for(
     # the statements are built once per dialect.
     conn = read_conn(s)
     dialect = conn.dialect.name
-    consents_q, revocations_q = _facts_queries(dialect)
+    consents_q, revocations_q, answers_q = _facts_queries(dialect)
     wanted_value = one_of_value(dialect, wanted)
     rows = conn.execute(consents_q, {"phones": wanted_value}).all()
+    answers: dict[str, list[AnswerFact]] = {}
+    for phone, day, answer, queried_at in conn.execute(answers_q, {"phones": wanted_value}):
+        answers.setdefault(phone, []).append(AnswerFact(day, answer, queried_at))
     superseded = {r[7] for r in rows if r[7]}
-    for cid, phone, method, chans, purps, at, until, _ in rows:
+    for cid, phone, method, chans, purps, at, until, _, recording in rows:
         if cid not in superseded:
+            obtained = _when(at)
+            reassigned, checked = (
+                reassigned_terms(obtained, answers[phone]) if phone in answers else (False, None)
+            )
             _history(out, phone)[0].append(ConsentFact(
-                cid, method, _frozen(chans), _frozen(purps), _when(at),
-                None if until is None else _when(until),
+                cid, method, _frozen(chans), _frozen(purps), obtained,
+                None if until is None else _when(until), bool(recording), reassigned, checked,
             ))
     for phone, rec_at, rec_by in conn.execute(revocations_q, {"phones": wanted_value}):
         _history(out, phone)[1].append(RevocationFact(min(_when(rec_at), _when(rec_by))))

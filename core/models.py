@@ -8,6 +8,7 @@ external_id per campaign, one pending call per number per campaign."""
 
 from __future__ import annotations
 
+from datetime import date as CalendarDate
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -195,6 +197,14 @@ class Attempt(Base):
     result: Mapped[str | None] = mapped_column(String(32), nullable=True)
     flags: Mapped[list[str]] = mapped_column(JSON, default=list)
     recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # On the call itself (migration 0007): what the task said at lease time, and what the
+    # outcome reported; None where not applicable (manual reservations, earlier attempts).
+    recording_allowed: Mapped[bool | None] = mapped_column(Boolean, nullable=True, default=None)
+    identity_required: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    recorded: Mapped[bool | None] = mapped_column(Boolean, nullable=True, default=None)
+    phi_disclosed: Mapped[bool | None] = mapped_column(Boolean, nullable=True, default=None)
+    identity_verified_with: Mapped[list[str] | None] = mapped_column(
+        JSON, nullable=True, default=None)
 
 
 class NumberLedger(Base):
@@ -294,6 +304,8 @@ class Consent(Base):
     supersedes_id: Mapped[str | None] = mapped_column(
         ForeignKey("consents.id"), nullable=True, default=None
     )
+    # The patient's consent to having calls recorded (migration 0007).
+    recording: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Revocation(Base):
@@ -321,6 +333,27 @@ class DncEntry(Base):
     lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
     lifted_by: Mapped[str | None] = mapped_column(String(36), nullable=True, default=None)
     lift_reason: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
+
+
+class ReassignedAnswer(Base):
+    """An answer of the FCC Reassigned Numbers Database (47 CFR 64.1200(m)): was ``phone``
+    permanently disconnected on or after ``date``? (``yes`` | ``no`` | ``no_data``), as of
+    ``queried_at``. Appended, never edited (migration 0007)."""
+
+    __tablename__ = "reassigned_answers"
+    __table_args__ = (
+        Index("uq_reassigned_answers", "phone", "date", "queried_at", "answer", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    phone: Mapped[str] = mapped_column(String(20))
+    date: Mapped[CalendarDate] = mapped_column(Date)
+    answer: Mapped[str] = mapped_column(String(8))
+    queried_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    imported_by: Mapped[str] = mapped_column(String(36))
 
 
 def metadata() -> MetaData:

@@ -58,11 +58,17 @@ def withdraw_number(uow: UnitOfWork, phone: str, code: Code, except_call: str | 
     takes it before any other lock, so two of them never wait on each other in a cycle.
     The number's calls are then locked FOR UPDATE: a lease committed before is seen and
     withdrawn; a lease after it sees the revocation."""
-    s, now = uow.session, uow.now
+    s = uow.session
     q = select(Call).where(Call.phone == phone, Call.status.in_(PENDING))
     if uow.dialect == "postgresql":
         q = q.with_for_update()
-    calls = [c for c in s.scalars(q) if c.id != except_call]
+    return withdraw_calls(uow, [c for c in s.scalars(q) if c.id != except_call], code)
+
+
+def withdraw_calls(uow: UnitOfWork, calls: Sequence[Call], code: Code) -> int:
+    """Withdraw these pending calls (read, and on PostgreSQL locked, by the caller after it
+    took their numbers' ledger rows), each with a refusal-log row and an audit entry."""
+    s, now = uow.session, uow.now
     if not calls:
         return 0
     ids = [c.id for c in calls]

@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from consent.schemas import IsoDatetime
 
 Channel = Literal["autodialed_voice", "prerecorded_voice", "sms"]
+# What an agent may verify a caller's identity with (config.policy.IDENTIFIER_KINDS).
+Identifier = Literal[
+    "date_of_birth", "address", "last_service_date", "member_id", "invoice_number"
+]
 # Request numbers and flags are Strict*: pydantic would otherwise read `true` as 1 and `1` or
 # "yes" as true, which the documented schema (integer, boolean) does not allow.
 
@@ -165,6 +169,17 @@ class TaskOut(BaseModel):
     disclosures: list[str]
     attempt: int
     max_attempts: int
+    # On the call itself (API.md "Recording and identity verification").
+    recording: Literal["allowed", "forbidden"] = Field(
+        default="forbidden",
+        description="`allowed` only when a written consent covering the call also has "
+        "`recording: true`; otherwise do not record",
+    )
+    identity_identifiers: int = Field(
+        default=0, ge=0,
+        description="Distinct identifiers to verify (date_of_birth, address, ...) before "
+        "disclosing health information (45 CFR 164.514(h))",
+    )
 
 
 class LeaseOut(BaseModel):
@@ -184,6 +199,9 @@ class OutcomeIn(BaseModel):
                     "started_at": "2026-11-24T17:01:00Z",
                     "ended_at": "2026-11-24T17:03:10Z",
                     "result": "connected",
+                    "recorded": False,
+                    "phi_disclosed": True,
+                    "identity_verified_with": ["date_of_birth", "address"],
                 }
             ]
         },
@@ -198,6 +216,17 @@ class OutcomeIn(BaseModel):
     result: Literal[
         "connected", "voicemail", "no_answer", "busy", "failed", "wrong_number", "opted_out"
     ]
+    # On the call itself (API.md "Recording and identity verification").
+    recorded: StrictBool = Field(
+        default=False, description="The call was recorded (flagged RECORDING_WITHOUT_CONSENT "
+        "when the task said `recording: forbidden`)")
+    phi_disclosed: StrictBool = Field(
+        default=False, description="Health information was disclosed on the call")
+    identity_verified_with: list[Identifier] = Field(
+        default_factory=list, max_length=10,
+        description="The identifiers verified before disclosing (flagged "
+        "IDENTITY_NOT_VERIFIED when `phi_disclosed` with fewer distinct ones than the task's "
+        "`identity_identifiers`)")
 
 
 class OutcomeItemIn(OutcomeIn):
@@ -299,3 +328,9 @@ class CheckOut(BaseModel):
     next_eligible_at: datetime | None
     candidate_zones: list[ZoneOut]
     reservation_id: str | None = None
+    recording: Literal["allowed", "forbidden"] = Field(
+        default="forbidden", description="As a task would say: `allowed` only under a written "
+        "consent covering the call that also has `recording: true`")
+    identity_identifiers: int = Field(
+        default=0, description="As a task would say: identifiers to verify before disclosing "
+        "health information")

@@ -5,8 +5,13 @@
       for each task:
         too close to lease_expires_at?       -> release (undialled: does not count)
         POST /v1/queue/{call_id}/dial        -> 409: do not dial (release if still held)
-        dial (your PBX / dialer goes here)
-        POST /v1/queue/{call_id}/outcome     with the agent's identification
+        dial (your PBX / dialer goes here):
+          start the recorder only if task["recording"] == "allowed"
+          verify task["identity_identifiers"] distinct identifiers before any health
+          information is disclosed
+        POST /v1/queue/{call_id}/outcome     with the agent's identification, and what
+                                             happened: recorded, phi_disclosed,
+                                             identity_verified_with
     nothing leased? sleep, poll again
 
 Only ``httpx`` is needed. Configuration comes from flags or the environment::
@@ -53,6 +58,9 @@ import httpx
 log = logging.getLogger("dialer_client")
 
 RESULTS = ("connected", "voicemail", "no_answer", "busy", "failed", "wrong_number", "opted_out")
+# What an agent may verify a caller's identity with (API.md "Recording and identity
+# verification"), in the order this desktop asks for them.
+IDENTIFIERS = ("date_of_birth", "address", "last_service_date", "member_id", "invoice_number")
 
 
 @dataclass
@@ -77,11 +85,48 @@ class Config:
 
 @dataclass
 class CallResult:
-    """What the dialer observed; ``result`` is one of RESULTS."""
+    """What the dialer observed; ``result`` is one of RESULTS. The last three are reported
+    as they happened: callgate flags a recording the task forbade (RECORDING_WITHOUT_CONSENT)
+    and a disclosure before enough identifiers were verified (IDENTITY_NOT_VERIFIED)."""
 
     result: str
     started_at: datetime
     ended_at: datetime
+    recorded: bool = False
+    phi_disclosed: bool = False
+    identity_verified_with: list[str] = field(default_factory=list)
+
+
+# --- the agent desktop's two rules on the call itself ------------------------------------------
+
+
+def may_record(task: dict[str, Any]) -> bool:
+    """Start the recorder only when the task says so: a written consent covering this call
+    also consents to recording (``recording: "allowed"``). Anything else, including a task
+    from a server that does not send the field: do not record."""
+    return task.get("recording") == "allowed"
+
+
+def may_disclose(task: dict[str, Any], verified: list[str]) -> bool:
+    """Health information only after the caller confirmed ``identity_identifiers`` distinct
+    identifiers (date of birth, address, ...; 45 CFR 164.514(h)). A desktop greys out the
+    results panel until this is true."""
+    return len(set(verified) & set(IDENTIFIERS)) >= int(task.get("identity_identifiers", 0))
+
+
+def on_the_call(task: dict[str, Any], result: str, *, confirmed: int | None = None
+                ) -> dict[str, Any]:
+    """What an agent desktop reports about a call it handled by the rules above: recorded
+    only if allowed; on a connected agent call, identifiers asked for in turn (``confirmed``:
+    how many the caller got right; default all that are needed), health information
+    disclosed only once enough were verified."""
+    recorded = may_record(task) and result == "connected"
+    if result != "connected" or task.get("channel") == "prerecorded_voice":
+        return {"recorded": recorded, "phi_disclosed": False, "identity_verified_with": []}
+    need = int(task.get("identity_identifiers", 0))
+    verified = list(IDENTIFIERS[: need if confirmed is None else min(confirmed, need)])
+    return {"recorded": recorded, "phi_disclosed": may_disclose(task, verified),
+            "identity_verified_with": verified}
 
 
 Dial = Callable[[dict[str, Any]], CallResult]
@@ -152,7 +197,8 @@ def simulated_dial(task: dict[str, Any]) -> CallResult:
     seconds = {"connected": 45, "voicemail": 25, "no_answer": 25}.get(result, 5)
     if task.get("max_duration_seconds"):
         seconds = min(seconds, int(task["max_duration_seconds"]) - 5)
-    return CallResult(result, started, started + timedelta(seconds=seconds))
+    return CallResult(result, started, started + timedelta(seconds=seconds),
+                      **on_the_call(task, result))
 
 
 class DialerLoop:
@@ -232,6 +278,11 @@ class DialerLoop:
             "started_at": _iso(outcome.started_at),
             "ended_at": _iso(outcome.ended_at),
             "result": outcome.result,
+            # What happened on the call itself, as it happened (never "cleaned up": a
+            # recording the task forbade is reported, and flagged for review).
+            "recorded": outcome.recorded,
+            "phi_disclosed": outcome.phi_disclosed,
+            "identity_verified_with": outcome.identity_verified_with,
         }
         call_id = task["call_id"]
         try:
@@ -244,6 +295,9 @@ class DialerLoop:
         if r.status_code == 200:
             self.stats.counts["reported"] += 1
             self.stats.counts[f"result {outcome.result}"] += 1
+            for flag in r.json().get("flags", []):
+                log.warning("call %s: flagged %s for compliance review", call_id, flag)
+                self.stats.counts[f"flagged {flag}"] += 1
         elif r.status_code == 409 and tries > 1:
             # An earlier try landed (or the lease was lost meanwhile): nothing more to do.
             self.stats.counts["reported (confirmed by 409 on resend)"] += 1

@@ -23,11 +23,23 @@ from sqlalchemy import String, and_, case, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from config.errors import Invalid
-from config.reasons import Code
+from config.reasons import FLAGS as FLAG_SPECS
+from config.reasons import TCPA_REASSIGNED, Code
+from consent.rules import consent_day
 from consent.service import normalise_phone
 from core import audit
 from core.keys import Identity
-from core.models import Attempt, AuditEntry, Call, Campaign, Consent, DncEntry, Refusal, Revocation
+from core.models import (
+    Attempt,
+    AuditEntry,
+    Call,
+    Campaign,
+    Consent,
+    DncEntry,
+    ReassignedAnswer,
+    Refusal,
+    Revocation,
+)
 from core.runtime import Runtime
 from review import logs as review
 from review.charts import Bar, bar_chart, line_chart
@@ -37,16 +49,14 @@ READ_KIND = "patient_data.read"
 PAGE_SIZE = 50
 STAGES = ("intake", "dispatch")
 RESULTS = ("connected", "voicemail", "no_answer", "busy", "failed", "wrong_number", "opted_out")
-FLAGS = ("AGENT_ID_MISSING", "OVER_DURATION", "CALLBACK_MISMATCH")
-FLAG_LABELS = {
-    "AGENT_ID_MISSING": "Agent identification missing",
-    "OVER_DURATION": "Prerecorded over duration limit",
-    "CALLBACK_MISMATCH": "Callback number mismatch",
-}
+# Every flag of config.reasons (the one table), with its label.
+FLAGS: tuple[str, ...] = tuple(str(f) for f in FLAG_SPECS)
+FLAG_LABELS: dict[str, str] = {str(f): spec.label for f, spec in FLAG_SPECS.items()}
 # Deferrals (a call that waits rather than being refused), by what made it wait.
 DEFERRAL_GROUPS: dict[str, tuple[str, ...]] = {
     "cap": (Code.DAILY_CAP.value, Code.WEEKLY_CAP.value),
     "window": (Code.OUTSIDE_CALLING_WINDOW.value, Code.QUIET_DAY.value),
+    "reassigned": (Code.REASSIGNED_CHECK_STALE.value,),
 }
 # Audit kinds the number's story already shows from their own rows (refusal log, call log).
 _SHOWN_ELSEWHERE = frozenset(
@@ -353,7 +363,8 @@ def overview(rt: Runtime) -> Overview:
         by_campaign=bar_chart("refusals-by-campaign", "Refusals by campaign", by_campaign,
                               ov.series),
         by_day=line_chart("refusals-by-day", "Refusals per day (UTC), last 30 days", by_day),
-        deferrals=bar_chart("deferrals", "Deferrals by cap and by calling window",
+        deferrals=bar_chart("deferrals", "Deferrals by cap, calling window and "
+                            "reassigned-number check",
                             deferrals, ov.series),
         flags=bar_chart("flags", "Flagged calls", flags, ov.series),
     )
@@ -383,6 +394,7 @@ class NumberStory:
     events: list[Event]
     calls: int
     attempts: int
+    answers: list[ReassignedAnswer] = field(default_factory=list)
 
 
 def _reasons_text(reasons: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
@@ -415,6 +427,9 @@ def number_story(rt: Runtime, who: Identity, raw_phone: str) -> NumberStory:
         dnc = list(s.scalars(
             select(DncEntry).where(DncEntry.phone == phone).order_by(DncEntry.added_at)))
         calls = list(s.scalars(select(Call).where(Call.phone == phone)))
+        answers = list(s.scalars(
+            select(ReassignedAnswer).where(ReassignedAnswer.phone == phone)
+            .order_by(ReassignedAnswer.queried_at, ReassignedAnswer.id)))
         refusal_rows = list(s.scalars(
             select(Refusal).where(Refusal.phone == phone).order_by(Refusal.at, Refusal.id)))
         attempts = list(s.scalars(
@@ -431,6 +446,7 @@ def number_story(rt: Runtime, who: Identity, raw_phone: str) -> NumberStory:
         uow.audit(READ_KIND, "number", {
             "view": "ui.number", "consents": [c.id for c in consents],
             "revocations": [r.id for r in revs], "dnc": [d.id for d in dnc], "calls": ids,
+            "reassigned_answers": [a.id for a in answers],
         })
     events: list[Event] = []
     for c in consents:
@@ -447,6 +463,8 @@ def number_story(rt: Runtime, who: Identity, raw_phone: str) -> NumberStory:
                             tone="bad"))
         if d.lifted_at is not None:
             events.append(Event(d.lifted_at, "Do-not-call entry lifted", d.lift_reason or ""))
+    for ans in answers:
+        events.append(_answer_event(ans, consents))
     intake_refused = {r.call_id for r in refusal_rows if r.stage == "intake"}
     for call in calls:
         if call.id not in intake_refused:
@@ -480,7 +498,36 @@ def number_story(rt: Runtime, who: Identity, raw_phone: str) -> NumberStory:
             f"{a.disclosed_callback_number or '-'}{flags}",
             ref=f"attempt {a.id}", tone="bad" if a.flags else ""))
     events.sort(key=lambda ev: ev.at)
-    return NumberStory(phone, consents, revs, dnc, events, len(calls), len(attempts))
+    return NumberStory(phone, consents, revs, dnc, events, len(calls), len(attempts), answers)
+
+
+_ANSWER_TEXT = {
+    "yes": "permanently disconnected on or after",
+    "no": "not disconnected since",
+    "no_data": "no data since",
+}
+
+
+def _answer_event(a: ReassignedAnswer, consents: Sequence[Consent]) -> Event:
+    """A Reassigned Numbers Database answer, at its query time, with which consents it
+    invalidates (``yes`` for a date on or after a consent's date) or covers (``no`` for a
+    date on or before it)."""
+    days = [(c, consent_day(c.obtained_at)) for c in consents]
+    if a.answer == "yes":
+        hit = [c.id for c, d in days if a.date >= d]
+        effect = (f"invalidates consent {', '.join(hit)} (NUMBER_REASSIGNED)" if hit
+                  else "asked about a date before every consent: decides nothing")
+    elif a.answer == "no":
+        hit = [c.id for c, d in days if a.date <= d]
+        effect = (f"covers consent {', '.join(hit)}" if hit
+                  else "asked about a date after every consent: covers none")
+    else:
+        effect = "decides nothing"
+    return Event(
+        a.queried_at, f"Reassigned Numbers Database: {a.answer}",
+        f"{_ANSWER_TEXT.get(a.answer, a.answer)} {a.date:%Y-%m-%d}; {effect}",
+        ref=f"answer {a.id}", rule=TCPA_REASSIGNED,
+        tone="bad" if a.answer == "yes" else "good" if a.answer == "no" else "")
 
 
 def check_phone(rt: Runtime, raw: str) -> str:

@@ -64,6 +64,11 @@ CALL_LOG_CSV_COLUMNS = (
     "result",
     "flags",
     "recorded_at",
+    "recording",
+    "identity_identifiers",
+    "recorded",
+    "phi_disclosed",
+    "identity_verified_with",
 )
 
 
@@ -128,6 +133,11 @@ def _call_log_csv_row(a: CallLogItem) -> list[Any]:
         a.result,
         ";".join(a.flags),
         a.recorded_at,
+        a.recording,
+        a.identity_identifiers,
+        a.recorded,
+        a.phi_disclosed,
+        ";".join(a.identity_verified_with),
     ]
 
 

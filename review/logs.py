@@ -339,6 +339,11 @@ _ATTEMPT_COLUMNS = (
     Attempt.flags,
     Attempt.at,
     Attempt.recorded_at,
+    Attempt.recording_allowed,
+    Attempt.identity_required,
+    Attempt.recorded,
+    Attempt.phi_disclosed,
+    Attempt.identity_verified_with,
 )
 
 
@@ -371,6 +376,12 @@ def attempt_item(r: Any, unmask: bool) -> CallLogItem:
         flags=list(r.flags or []),
         at=r.at,
         recorded_at=r.recorded_at,
+        recording=None if r.recording_allowed is None
+        else "allowed" if r.recording_allowed else "forbidden",
+        identity_identifiers=r.identity_required,
+        recorded=r.recorded,
+        phi_disclosed=r.phi_disclosed,
+        identity_verified_with=list(r.identity_verified_with or []),
     )
 
 

@@ -140,6 +140,11 @@ class CallLogItem(BaseModel):
                     "flags": [],
                     "at": "2026-11-24T17:00:30Z",
                     "recorded_at": "2026-11-24T17:03:12Z",
+                    "recording": "forbidden",
+                    "identity_identifiers": 2,
+                    "recorded": False,
+                    "phi_disclosed": True,
+                    "identity_verified_with": ["date_of_birth", "address"],
                 }
             ]
         }
@@ -162,6 +167,17 @@ class CallLogItem(BaseModel):
     flags: list[str] = Field(description="e.g. AGENT_ID_MISSING, CALLBACK_MISMATCH")
     at: datetime = Field(description="When the attempt was leased or reserved")
     recorded_at: datetime | None = Field(description="When its outcome was reported")
+    # On the call itself (API.md "Recording and identity verification").
+    recording: Literal["allowed", "forbidden"] | None = Field(
+        default=None, description="What the task said (null: a manual reservation, or an "
+        "attempt of before this field)")
+    identity_identifiers: int | None = Field(
+        default=None, description="What the task said: identifiers to verify before "
+        "disclosing health information")
+    recorded: bool | None = Field(default=None, description="As the outcome reported")
+    phi_disclosed: bool | None = Field(default=None, description="As the outcome reported")
+    identity_verified_with: list[str] = Field(
+        default_factory=list, description="As the outcome reported")
 
 
 class CallLogPage(BaseModel):

@@ -28,8 +28,10 @@ def consent_body(
     channels: list[str] | None = None,
     purposes: list[str] | None = None,
     expires_at: datetime | None = None,
+    recording: bool = False,
 ) -> dict[str, Any]:
     return {
+        "recording": recording,
         "patient_ref": "MRN-1001",
         "phone": phone,
         "channels": channels or ["autodialed_voice", "prerecorded_voice", "sms"],

@@ -37,7 +37,8 @@ def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 def _outcome(body: OutcomeIn) -> queue.Outcome:
     return queue.Outcome(body.lease_id, body.result, body.agent_id, body.agent_name,
-                         body.disclosed_callback_number, body.started_at, body.ended_at)
+                         body.disclosed_callback_number, body.started_at, body.ended_at,
+                         body.recorded, body.phi_disclosed, tuple(body.identity_verified_with))
 
 
 CallId = Annotated[str, Path(max_length=36)]

@@ -59,6 +59,7 @@ def _environment() -> jinja2.Environment:
     env.filters["ts"] = lambda v: v.strftime("%Y-%m-%d %H:%M:%S") if v else ""
     env.filters["mask"] = lambda p: mask(p) if p else ""
     env.globals["static"] = lambda name: f"{STATIC_PATH}/{name}"
+    env.globals["flag_labels"] = dashboard.FLAG_LABELS
     return env
 
 

@@ -16,7 +16,7 @@ from rich.table import Table
 from core.runtime import Runtime
 
 if TYPE_CHECKING:
-    pass
+    from cli.demo.oncall import OnCall
 from cli.demo.data import BILLING, CAMPAIGNS, CONSENT_MIX, EASTERN, START, DemoOptions, Patient
 from cli.demo.sim import Api, DemoServer, Simulation, expect
 
@@ -31,6 +31,7 @@ class Report:
         self.campaign_ids: dict[str, str] = {}
         self.sim: Simulation | None = None
         self.registry = (0, 0)  # consents imported in bulk, recorded through the API
+        self.oncall: OnCall | None = None  # cli.demo.oncall
 
     def render(self, console: Console, server: DemoServer, keys: dict[str, str],
                db_path: Path, opts: DemoOptions, elapsed: float) -> bool:
@@ -41,6 +42,8 @@ class Report:
         self._days(console, attempts)
         violations = self._caps(console, attempts)
         self._identification(console, attempts)
+        if self.oncall is not None:
+            self.oncall.report(console, self.rt)
         self._after(console)
         verified = self._audit(console)
         self._curl(console, server, keys, db_path, opts)

@@ -58,6 +58,7 @@ from cli.demo.data import (
     make_patients,
     to_csv,
 )
+from cli.demo.oncall import OnCall, with_recording
 from cli.demo.report import Report
 from cli.demo.sim import Api, DemoServer, Simulation, expect
 
@@ -146,11 +147,15 @@ def _run(opts: DemoOptions, rt: Runtime, clock: FakeClock, apis: dict[str, Api],
     now = clock.now()
     manager = apis["manager"]
     report = Report(rt, apis, patients)
+    # On the call itself (cli.demo.oncall): its own random stream, so the rest of the demo
+    # draws what it drew before.
+    oncall = report.oncall = OnCall(random.Random(opts.seed * 7919 + 19))
     with _bar(console) as progress:
         # The consent registry: most of it imported in bulk (as an organisation's existing
         # registry would be), a sample of every kind recorded through POST /v1/consents;
         # earlier revocations and do-not-call requests through the API too.
-        bodies = [(p, consent_body(p, now, rng)) for p in patients]
+        bodies = [(p, with_recording(consent_body(p, now, rng), oncall.rng))
+                  for p in patients]
         every = max(1, round(len(patients) / HTTP_CONSENTS))
         bulk = [b for i, (_, b) in enumerate(bodies) if b is not None and i % every]
         requests: list[list[tuple[str, dict[str, Any]]]] = []
@@ -215,8 +220,13 @@ def _run(opts: DemoOptions, rt: Runtime, clock: FakeClock, apis: dict[str, Api],
             report.intake[spec.key] = out
             progress.advance(task, len(rows))
         report.campaign_ids = campaign_ids
+        # The Reassigned Numbers Database round trip, before the week starts.
+        oncall.reassigned_round_trip(
+            rt, who, manager,
+            sorted({f"+1{p.area}555{p.line}" for ps in on_list.values() for p in ps}), now)
 
         sim = Simulation(opts, rt, clock, apis, patients, campaign_ids, on_list, rng)
+        sim.oncall = oncall
         sim.run(progress)
     report.sim = sim
     return report

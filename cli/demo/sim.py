@@ -20,7 +20,7 @@ from config.clock import FakeClock
 from core.runtime import Runtime
 
 if TYPE_CHECKING:
-    pass
+    from cli.demo.oncall import OnCall
 from cli.demo.data import (
     AGENT_NAMES,
     AGENT_RESULTS,
@@ -225,6 +225,8 @@ class Agent:
             "ended_at": iso(h.ended_at),
             "result": h.result,
         }
+        if self.sim.oncall is not None:  # recording and identity (cli.demo.oncall)
+            body.update(self.sim.oncall.outcome_fields(t, h.result, self.agent_id))
         path = f"/v1/queue/{t['call_id']}/outcome"
         if not ivr and self.sim.take_missing_id_demo():
             # One desktop forgets the agent id once: rejected, flagged, the lease still held.
@@ -308,6 +310,7 @@ class Simulation:
         self.event_counts: Counter[str] = Counter()
         self.withdrawn_by_events = 0
         self.manual: Counter[str] = Counter()
+        self.oncall: OnCall | None = None  # set by the run (cli.demo.oncall)
 
     def take_missing_id_demo(self) -> bool:
         if self._missing_done:

@@ -49,13 +49,14 @@ from dialer.intake.parse import (
     record_chunks,
 )
 from dialer.intake.results import IntakeResult, RowResult
-from dialer.rules.dispatch import refusal_reasons
+from dialer.rules.dispatch import consent_terms, reassigned_stale, stale_recheck_at
 from dialer.rules.zones import CandidateZone, candidate_zone_tuple
 from purpose_rules import rules as purpose_rules
 
 # Reasons every chunk gives many times over: one shared (frozen) instance each.
 _DUPLICATE = reason(Code.DUPLICATE_REQUEST)
 _DEADLINE_PASSED = reason(Code.DEADLINE_PASSED, "not_after is already in the past")
+_STALE = reason(Code.REASSIGNED_CHECK_STALE)
 
 
 def check_row_limit(rt: Runtime, n: int) -> None:
@@ -106,6 +107,7 @@ def _decide_chunk(
     refusal_rows: list[dict[str, Any]] = []
     digest = hashlib.sha256()
     empty: tuple[list[consent_rules.ConsentFact], list[consent_rules.RevocationFact]] = ([], [])
+    stale_on = rt.policy.reassigned.require_answer_within_days is not None
     region = rt.policy.default_region
     zone_lists: dict[tuple[CandidateZone, ...], list[dict[str, str]]] = {}
     # SQLite: calls go straight to the driver, their values bound as SQLAlchemy would bind
@@ -145,8 +147,8 @@ def _decide_chunk(
             digest.update(f"{r.row}|duplicate|{dup_of}\n".encode())
             continue
         c_hist = facts.get(r.phone, empty)
-        why = refusal_reasons(r.phone in dnc, purpose, c_hist[0], c_hist[1],
-                              campaign.channel, campaign.purpose, now)
+        why, consent = consent_terms(r.phone in dnc, purpose, c_hist[0], c_hist[1],
+                                     campaign.channel, campaign.purpose, now)
         if r.not_after is not None and r.not_after <= now:
             why.append(_DEADLINE_PASSED)
         call_id = r.call_id
@@ -155,9 +157,17 @@ def _decide_chunk(
         next_eligible = (
             (max(now, r.not_before) if r.not_before else now) if status == "queued" else None
         )
+        last_reason = why[0].code.value if why else None
+        # Reassigned numbers: no recent enough RND answer (the policy's
+        # require_answer_within_days) -> queued, but parked until an answer arrives or
+        # STALE_RECHECK (as a lease would defer it); the row says why it waits.
+        if (next_eligible is not None and stale_on
+                and reassigned_stale(consent, rt.policy, now)):
+            recheck = stale_recheck_at(next_eligible, now, r.not_after)
+            if recheck is not None:
+                next_eligible, last_reason, why = recheck, _STALE.code.value, [_STALE]
         # A not_before still ahead: parked until then (dialer.queue, migration 0003).
         parked = next_eligible is not None and next_eligible > now
-        last_reason = why[0].code.value if why else None
         if sqlite:
             # The row as the driver binds it, in store.CALL_COLUMNS order: as core.db.insert_rows
             # would make it from the dict below, without its per-column conversion (server
@@ -169,7 +179,7 @@ def _decide_chunk(
                 call_id, campaign.id, r.external_id, r.patient_ref, r.phone, r.state,
                 r.postal_code, r.priority, store.sqlite_dt(r.not_before),
                 store.sqlite_dt(r.not_after),
-                status, 0 if why else 1,
+                status, 0 if status == "refused" else 1,
                 None if next_eligible is None
                 else now_text if next_eligible is now else sqlite_datetime(next_eligible),
                 1 if parked else 0, 0, zone_json, last_reason, None, None, now_text, now_text,
@@ -185,13 +195,14 @@ def _decide_chunk(
                 "patient_ref": r.patient_ref, "phone": r.phone, "state": r.state,
                 "postal_code": r.postal_code, "priority": r.priority,
                 "not_before": r.not_before, "not_after": r.not_after, "status": status,
-                "accepted": not why, "next_eligible_at": next_eligible, "parked": parked,
+                "accepted": status != "refused", "next_eligible_at": next_eligible,
+                "parked": parked,
                 "attempts": 0,
                 "candidate_zones": zone_dicts, "last_reason": last_reason, "lease_id": None,
                 "lease_expires_at": None, "created_at": now, "updated_at": now,
                 "created_by": uow.key_id, "policy_version": pv,
             })
-        if why:
+        if status == "refused":
             refusal_rows.append(
                 refusals.refusal_row(
                     at=now, stage="intake", status="refused", reasons=why, policy_version=pv,

@@ -107,6 +107,7 @@ def _lease_batch(rt: Runtime, uow: UnitOfWork, calls: list[QCall], takers: deque
             expires = d.window_closes_at  # a lease never outlives the calling window
         times[c.phone].append(now)  # counts at once for the rest of this batch
         attempt_no = c.attempts + 1
+        terms = on_call_terms(rt, campaign, d.recording)
         w.call(c, {"status": "leased", "lease_id": attempt_id, "lease_expires_at": expires,
                    "next_eligible_at": None, "parked": False, "attempts": attempt_no,
                    "last_reason": None, "updated_at": now})
@@ -116,17 +117,33 @@ def _lease_batch(rt: Runtime, uow: UnitOfWork, calls: list[QCall], takers: deque
                 "phone": c.phone, "kind": "lease", "state": "live", "counted": True,
                 "at": now, "expires_at": expires, "dialer_id": req.dialer_id,
                 "key_id": who.key_id, "flags": [],
+                # What the task says on recording and identity (checked at the outcome).
+                "recording_allowed": d.recording,
+                "identity_required": terms["identity_identifiers"],
             }
         )
         acting.audit("call.leased", f"call:{c.id}", {
             "lease": attempt_id, "dialer_id": req.dialer_id,
             "expires_at": expires.isoformat(), "attempt": attempt_no,
         })
-        job.tasks.append(task(rt, c, campaign, attempt_id, expires, attempt_no))
+        job.tasks.append({**task(rt, c, campaign, attempt_id, expires, attempt_no), **terms})
     # The calls' new state first (the live-lease index checks the attempts against it).
     w.send(s)
     if attempt_rows:
         store.insert_attempts(s, attempt_rows)
+
+
+def on_call_terms(rt: Runtime, campaign: CampaignView, recording: bool) -> dict[str, Any]:
+    """What the agent is told about the call itself (API.md "Recording and identity
+    verification"): ``recording`` ``allowed`` only under a written consent covering the call
+    that also consents to recording (the lease's consent decision); ``identity_identifiers``,
+    the distinct identifiers to verify before disclosing health information (the purpose's,
+    45 CFR 164.514(h))."""
+    spec = rt.policy.purposes.get(campaign.purpose)
+    return {
+        "recording": "allowed" if recording else "forbidden",
+        "identity_identifiers": spec.identity_identifiers if spec is not None else 0,
+    }
 
 
 def task(rt: Runtime, c: QCall, campaign: CampaignView, lease_id: str, expires: Any,

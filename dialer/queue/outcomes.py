@@ -21,6 +21,7 @@ from dialer.queue import store
 from dialer.queue.decide import facts, requeue
 from dialer.queue.store import CampaignView, Held, QCall, QueueState, Writes
 from dialer.rules.dispatch import blocks_now, permanent_reasons
+from dialer.rules.oncall import call_flags
 
 COMPLETE = {"connected", "voicemail", "opted_out", "wrong_number"}
 RETRY = {"no_answer", "busy", "failed"}
@@ -37,6 +38,10 @@ class Outcome:
     disclosed_callback_number: str | None
     started_at: datetime | None
     ended_at: datetime | None
+    # On the call itself (API.md "Recording and identity verification").
+    recorded: bool = False
+    phi_disclosed: bool = False
+    identity_verified_with: tuple[str, ...] = ()
 
 
 @dataclass(eq=False, slots=True)
@@ -253,6 +258,24 @@ def one_outcome(
     return {"call_id": c.id, "status": c.status, "attempts": c.attempts, "flags": flags}, None
 
 
+def _on_call_flags(
+    rt: Runtime, uow: UnitOfWork, attempt_id: str, campaign: CampaignView, o: Outcome,
+) -> list[str]:
+    """RECORDING_WITHOUT_CONSENT / IDENTITY_NOT_VERIFIED against what the task said (read
+    only when the outcome reports a recording or a disclosure; a lease of before migration
+    0007: forbidden, and the purpose's identity_identifiers now)."""
+    if not (o.recorded or o.phi_disclosed):
+        return []
+    allowed, required = store.attempt_terms(uow.session, attempt_id)
+    if required is None:
+        spec = rt.policy.purposes.get(campaign.purpose)
+        required = spec.identity_identifiers if spec is not None else 0
+    return call_flags(
+        recording_allowed=bool(allowed), identity_required=required, recorded=o.recorded,
+        phi_disclosed=o.phi_disclosed, identity_verified_with=o.identity_verified_with,
+    )
+
+
 def _apply_outcome(
     rt: Runtime, uow: UnitOfWork, w: Writes, c: QCall, attempt_id: str,
     campaign: CampaignView, o: Outcome, flags: list[str],
@@ -290,15 +313,21 @@ def _report_attempt(
     rt: Runtime, uow: UnitOfWork, w: Writes, c: QCall, attempt_id: str,
     campaign: CampaignView, o: Outcome, flags: list[str],
 ) -> None:
-    """The attempt's result, with the agent's identification and its flags."""
+    """The attempt's result, with the agent's identification and its flags (on the call
+    itself too: recording and identity, _on_call_flags)."""
     flags.extend(f for f in _duration_flags(rt, campaign, o) if f not in flags)
+    flags.extend(f for f in _on_call_flags(rt, uow, attempt_id, campaign, o) if f not in flags)
     w.attempt(attempt_id, {
         "state": "reported", "agent_id": o.agent_id, "agent_name": o.agent_name,
         "disclosed_callback_number": campaign.callback_number, "started_at": o.started_at,
         "ended_at": o.ended_at, "result": o.result, "flags": flags, "recorded_at": uow.now,
+        "recorded": o.recorded, "phi_disclosed": o.phi_disclosed,
+        "identity_verified_with": list(o.identity_verified_with),
     })
     uow.audit("call.outcome", f"call:{c.id}", {
         "lease": attempt_id, "result": o.result, "agent_id": o.agent_id, "flags": flags,
+        "recorded": o.recorded, "phi_disclosed": o.phi_disclosed,
+        "identity_verified_with": sorted(set(o.identity_verified_with)),
     })
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from config.errors import Invalid, NotFound
 from config.ids import new_id
+from config.reasons import Code
 from consent import phones
 from consent.store import dnc_numbers, facts_for
 from core.keys import Identity
@@ -20,7 +21,7 @@ from core.runtime import Runtime
 from core.uow import UnitOfWork
 from dialer.campaigns import campaign_window
 from dialer.queue import store
-from dialer.rules.dispatch import CallFacts, decide
+from dialer.rules.dispatch import CallFacts, DispatchDecision, decide
 from dialer.rules.zones import applicable_states, candidate_zones
 
 CHECK_RANGE = timedelta(days=366)  # how far from now a preflight may ask about
@@ -102,14 +103,31 @@ def check(rt: Runtime, who: Identity, req: CheckRequest) -> dict[str, Any]:
         out: dict[str, Any] = {
             "allowed": allowed,
             "reasons": [r.as_dict() for r in d.reasons],
-            "next_eligible_at": at if allowed else d.next_eligible_at,
+            "next_eligible_at": at if allowed else _next_eligible(d),
             "candidate_zones": [z.as_dict() for z in zones],
             "reservation_id": None,
+            # On the call itself, as a task would say (API.md "Recording and identity
+            # verification"): a manual call is a call too.
+            "recording": "allowed" if d.recording else "forbidden",
+            "identity_identifiers": _identifiers(rt, req.purpose),
         }
         if req.reserve and allowed:
             assert campaign is not None
             out["reservation_id"] = _reserve(uow, who, req, campaign, e164)
         return out
+
+
+def _identifiers(rt: Runtime, purpose: str) -> int:
+    spec = rt.policy.purposes.get(purpose)
+    return spec.identity_identifiers if spec is not None else 0
+
+
+def _next_eligible(d: DispatchDecision) -> datetime | None:
+    """When the number may be called: unknown (None) while it waits for a Reassigned Numbers
+    Database answer (a queued call is only decided again after STALE_RECHECK)."""
+    if any(r.code is Code.REASSIGNED_CHECK_STALE for r in d.reasons):
+        return None
+    return d.next_eligible_at
 
 
 def _reserve(uow: UnitOfWork, who: Identity, req: CheckRequest, campaign: Campaign,

@@ -491,6 +491,17 @@ def attempt_flags(s: Session, attempt_id: str) -> list[str]:
     return list(s.execute(_ATTEMPT_FLAGS, {"id": attempt_id}).scalar_one() or [])
 
 
+_ATTEMPT_TERMS = select(ATTEMPTS.c.recording_allowed, ATTEMPTS.c.identity_required).where(
+    ATTEMPTS.c.id == bindparam("id"))
+
+
+def attempt_terms(s: Session, attempt_id: str) -> tuple[bool | None, int | None]:
+    """What the task said on recording and identity (set at lease time; None for a lease of
+    before migration 0007). Safe: the call is locked (held_rows)."""
+    row = s.execute(_ATTEMPT_TERMS, {"id": attempt_id}).one()
+    return row[0], row[1]
+
+
 def lease_attempt(s: Session, lease_id: str, call_id: str) -> tuple[str, list[str]] | None:
     """The state and flags of the attempt a lease of the call made, if it did. Safe: the
     caller holds the call (held_rows), and every change of a lease's attempt is made by a

@@ -34,6 +34,10 @@ def test_demo_small_run(tmp_path: Path) -> None:
     assert re.search(r"agent identification: ([\d,]+) of \1 reported calls", out), out
     assert "422 AGENT_ID_MISSING" in out
     assert "422 PURPOSE_NOT_ALLOWED" in out
+    # On the call itself: a recorded call, an unverified disclosure, a reassigned number.
+    assert re.search(r"flagged RECORDING_WITHOUT_CONSENT: agent A-\d\d", out), out
+    assert re.search(r"flagged IDENTITY_NOT_VERIFIED: agent A-\d\d", out), out
+    assert re.search(r"withdrawn NUMBER_REASSIGNED [1-9]", out), out
     assert "curl -s" in out and "/v1/audit/verify" in out
     # The throwaway database is where the output says, and can be reopened.
     m = re.search(r"CALLGATE_DATABASE_URL=sqlite:///(\S+) callgate serve", out)

@@ -263,3 +263,42 @@ def test_cli_requires_agent_identification() -> None:
     cfg = dc.parse_args(["--key", "cg_x", "--agent-id", "A-1", "--agent-name", "Dana"])
     assert cfg.agent_id == "A-1" and not cfg.dry_run
     assert dc.parse_args(["--key", "cg_x", "--dry-run"]).dry_run
+
+
+def test_the_agent_desktop_records_and_discloses_by_the_rules(
+    server: str, runtime: Runtime, clock: FakeClock, keys: dict[str, dict[str, str]]
+) -> None:
+    """The reference desktop records only a call whose task allows it and verifies the
+    task's identifiers before disclosing: nothing is flagged. A caller who confirms only one
+    identifier hears no health information, and the outcome says so."""
+    _seed(server, keys["admin"], n_agent=3, n_ivr=0)
+    # One number's patient also consented to recording.
+    with httpx.Client(base_url=server, headers=keys["admin"]) as c:
+        r = c.post("/v1/consents", json={
+            "patient_ref": "MRN-0", "phone": "+13145550100", "channels": ["autodialed_voice"],
+            "purposes": ["*"], "method": "written", "obtained_at": "2026-11-02T15:00:00Z",
+            "evidence_ref": "scan://consents/0b.pdf", "recording": True})
+        assert r.status_code == 201, r.text
+    seen: list[dict[str, Any]] = []
+
+    def dial(task: dict[str, Any]) -> Any:
+        seen.append(task)
+        start = clock.now()
+        confirmed = 1 if task["phone"] == "+13145550102" else None
+        return dc.CallResult("connected", start, start + timedelta(seconds=40),
+                             **dc.on_the_call(task, "connected", confirmed=confirmed))
+
+    cfg = _config(server, _key(keys["dialer"]), iterations=2)
+    stats = _loop(cfg, clock, dial=dial).run()
+    assert stats["reported"] == 3
+    assert {t["phone"]: t["recording"] for t in seen} == {
+        "+13145550100": "allowed", "+13145550101": "forbidden", "+13145550102": "forbidden"}
+    assert {t["identity_identifiers"] for t in seen} == {2}
+    by_phone = {a.phone: a for a in _attempts(runtime)}
+    assert by_phone["+13145550100"].recorded is True
+    assert by_phone["+13145550101"].recorded is False
+    assert by_phone["+13145550101"].phi_disclosed is True
+    assert by_phone["+13145550101"].identity_verified_with == ["date_of_birth", "address"]
+    assert by_phone["+13145550102"].phi_disclosed is False
+    assert not any(a.flags for a in by_phone.values())
+    assert not any(k.startswith("flagged") for k in stats.counts)

@@ -44,6 +44,8 @@ CALLBACK = "+13145550199"
 TASK_FIELDS_API = {
     "call_id", "lease_id", "lease_expires_at", "phone", "purpose", "channel", "campaign_id",
     "provider_name", "callback_number", "max_duration_seconds", "disclosures",
+    # API.md "Recording and identity verification"
+    "recording", "identity_identifiers",
 }
 TASK_FIELDS_EXTRA = {"script_id", "sms_max_chars", "attempt", "max_attempts"}
 
@@ -642,6 +644,7 @@ def test_task_holds_only_what_the_dialer_needs(api: Api) -> None:
         "max_duration_seconds": None, "disclosures": ["provider_name", "callback_number",
                                                       "agent_name"],
         "script_id": "SCRIPT-9", "sms_max_chars": None, "attempt": 1, "max_attempts": 3,
+        "recording": "forbidden", "identity_identifiers": 2,
     }
     for secret in ("MRN-7731", "enc-778", "63110", '"MO"', "patient", "postal", "external"):
         assert secret not in r.text
@@ -939,7 +942,7 @@ def test_check_without_reserve(api: Api, clock: FakeClock) -> None:
         "allowed": True, "reasons": [], "next_eligible_at": iso(T0),
         "candidate_zones": [{"zone": "America/Chicago", "source": "area_code"},
                             {"zone": "America/New_York", "source": "postal_code"}],
-        "reservation_id": None,
+        "reservation_id": None, "recording": "forbidden", "identity_identifiers": 2,
     }
     out = api.check(phone=num(1), state="TX").json()
     assert out["candidate_zones"] == [{"zone": "America/Chicago", "source": "area_code"},

@@ -52,6 +52,7 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/v1/campaigns"): {A, M},
     ("GET", "/v1/campaigns/{campaign_id}"): {A, M},
     ("POST", "/v1/campaigns/{campaign_id}/calls"): {A, M},
+    ("POST", "/v1/numbers/reassigned"): {A, M},
     ("GET", "/v1/calls/{call_id}"): {A, M, C},
     ("POST", "/v1/queue/lease"): {A, D},
     ("POST", "/v1/queue/{call_id}/outcome"): {A, D},
