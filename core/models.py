@@ -197,7 +197,7 @@ class Attempt(Base):
     result: Mapped[str | None] = mapped_column(String(32), nullable=True)
     flags: Mapped[list[str]] = mapped_column(JSON, default=list)
     recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # On the call itself (migration 0007): what the task said at lease time, and what the
+    # On the call itself (migration 0004): what the task said at lease time, and what the
     # outcome reported; None where not applicable (manual reservations, earlier attempts).
     recording_allowed: Mapped[bool | None] = mapped_column(Boolean, nullable=True, default=None)
     identity_required: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
@@ -304,7 +304,7 @@ class Consent(Base):
     supersedes_id: Mapped[str | None] = mapped_column(
         ForeignKey("consents.id"), nullable=True, default=None
     )
-    # The patient's consent to having calls recorded (migration 0007).
+    # The patient's consent to having calls recorded (migration 0004).
     recording: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
@@ -338,7 +338,7 @@ class DncEntry(Base):
 class ReassignedAnswer(Base):
     """An answer of the FCC Reassigned Numbers Database (47 CFR 64.1200(m)): was ``phone``
     permanently disconnected on or after ``date``? (``yes`` | ``no`` | ``no_data``), as of
-    ``queried_at``. Appended, never edited (migration 0007)."""
+    ``queried_at``. Appended, never edited (migration 0004)."""
 
     __tablename__ = "reassigned_answers"
     __table_args__ = (

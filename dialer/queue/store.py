@@ -497,7 +497,7 @@ _ATTEMPT_TERMS = select(ATTEMPTS.c.recording_allowed, ATTEMPTS.c.identity_requir
 
 def attempt_terms(s: Session, attempt_id: str) -> tuple[bool | None, int | None]:
     """What the task said on recording and identity (set at lease time; None for a lease of
-    before migration 0007). Safe: the call is locked (held_rows)."""
+    before migration 0004). Safe: the call is locked (held_rows)."""
     row = s.execute(_ATTEMPT_TERMS, {"id": attempt_id}).one()
     return row[0], row[1]
 

@@ -1,6 +1,6 @@
 """on the call itself: recording consent, identity verification, reassigned numbers
 
-Revision ID: 0007
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-25
 
@@ -23,7 +23,7 @@ from alembic import op
 
 import core.db
 
-revision: str = '0007'
+revision: str = '0004'
 down_revision: str | None = '0003'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
