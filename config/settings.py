@@ -31,6 +31,29 @@ class Settings(BaseSettings):
     # (45 CFR 164.312(a)(2)(iii)), and after this long in any case.
     ui_idle_minutes: float = Field(default=15, gt=0)
     ui_max_hours: float = Field(default=8, gt=0)
+    # The audit log (docs/audit.md). Committed entries are integrated into the Merkle tree
+    # every audit_seal_seconds; while it grows, a signed checkpoint is made at most every
+    # audit_checkpoint_seconds, stored in the database and written to audit_checkpoint_dir.
+    audit_seal_seconds: float = Field(default=1.0, gt=0)
+    audit_checkpoint_seconds: float = Field(default=5.0, gt=0)
+    audit_checkpoint_dir: Path = Path("callgate-checkpoints")
+    # The Ed25519 signing key (created 0600 at first start when absent) and the secret of
+    # the keyed pseudonyms that name patients' numbers in the log (default: beside the
+    # signing key). Both live outside the database; keep copies elsewhere.
+    audit_key_file: Path = Path("callgate-audit.key")
+    audit_pseudonym_key_file: Path | None = None
+    # The log's name in its checkpoints, unique to the deployment (no spaces or '+');
+    # default: derived from the signing key.
+    audit_origin: str | None = Field(default=None, pattern=r"^[^\s+]{1,200}$")
+    # The overview's and GET /v1/audit/verify's incremental check reads at most this many
+    # new entries per call (a background job keeps it caught up).
+    audit_verify_budget: int = Field(default=200_000, ge=1000)
+
+    @property
+    def pseudonym_key_path(self) -> Path:
+        if self.audit_pseudonym_key_file is not None:
+            return self.audit_pseudonym_key_file
+        return self.audit_key_file.parent / "callgate-audit-pseudonym.key"
 
 
 @lru_cache(maxsize=1)

@@ -17,6 +17,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text
 
+from core import auditlog, auditverify
 from core.runtime import Runtime
 
 log = logging.getLogger("callgate.jobs")
@@ -48,11 +49,11 @@ def run_guarded(runtime: Runtime, name: str, fn: JobFn) -> int | None:
             conn.commit()
 
 
-def _run(runtime: Runtime, name: str, fn: JobFn) -> None:
+def _run(runtime: Runtime, name: str, fn: JobFn, quiet: bool = False) -> None:
     try:
         n = run_guarded(runtime, name, fn)
         if n:
-            log.info("job %s: %d rows", name, n)
+            log.log(logging.DEBUG if quiet else logging.INFO, "job %s: %d rows", name, n)
     except Exception as exc:  # a failed run is retried at the next tick
         log.error("job %s failed: %s", name, type(exc).__name__)
         log.debug("job failure detail", exc_info=exc)
@@ -63,7 +64,7 @@ def start_scheduler(runtime: Runtime) -> Any:
     scheduler = BackgroundScheduler(
         jobstores={"default": MemoryJobStore()},
         executors={
-            "default": ThreadPoolExecutor(2),
+            "default": ThreadPoolExecutor(3),
             # Checkpoints on a thread of their own, at a lower CPU priority (see below).
             "background": ThreadPoolExecutor(
                 1, pool_kwargs={"initializer": _lower_priority,
@@ -76,6 +77,17 @@ def start_scheduler(runtime: Runtime) -> Any:
         scheduler.add_job(
             _run, "interval", seconds=interval, args=(runtime, name, fn), id=name, name=name
         )
+    # The audit log's sequencer and checkpoints (core.auditlog): one process at a time.
+    scheduler.add_job(
+        _run, "interval", seconds=runtime.settings.audit_seal_seconds,
+        args=(runtime, "audit_seal", auditlog.seal, True), id="audit_seal", name="audit_seal",
+    )
+    # This process's incremental check of the log (core.auditverify): every process keeps
+    # its own anchor, so that its overview and GET /v1/audit/verify stay cheap.
+    scheduler.add_job(
+        _verify_audit, "interval", seconds=AUDIT_VERIFY_SECONDS, args=(runtime,),
+        id="audit_verify", name="audit_verify",
+    )
     if runtime.db.is_sqlite:
         # Checkpoints off the request path: see Database.checkpoint.
         scheduler.add_job(
@@ -84,6 +96,19 @@ def start_scheduler(runtime: Runtime) -> Any:
         )
     scheduler.start()
     return scheduler
+
+
+AUDIT_VERIFY_SECONDS = 10.0
+
+
+def _verify_audit(runtime: Runtime) -> None:
+    try:
+        v = auditverify.verify_incremental(runtime)
+    except Exception as exc:  # the next tick tries again
+        log.error("audit verify failed: %s", type(exc).__name__)
+        return
+    if not v.ok:
+        log.error("AUDIT LOG CHECK FAILED at index %s: %s", v.index, v.problem)
 
 
 CHECKPOINT_SECONDS = 0.25
