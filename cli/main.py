@@ -375,7 +375,7 @@ def demo(
     keep: Annotated[bool, typer.Option("--keep", help="Keep serving until Ctrl-C")] = False,
 ) -> None:
     """A synthetic organisation and a simulated dialer week against a real HTTP server
-    (throwaway SQLite database, simulated clock); exits 1 if a cap or the audit chain fails."""
+    (throwaway SQLite database, simulated clock); exits 1 if a cap or the audit log check fails."""
     from cli.demo.data import DemoOptions
     from cli.demo.run import run_demo
 

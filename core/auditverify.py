@@ -363,6 +363,7 @@ def _rebuild(s: Session, n: int, signed: list[_Signed], report: FullReport,
 
     def compare_at(size: int) -> None:
         nonlocal pos, last_ok
+        checked = False
         while pos < len(signed) and signed[pos].size == size:
             c = signed[pos]
             if builder.root() != c.root:
@@ -372,7 +373,9 @@ def _rebuild(s: Session, n: int, signed: list[_Signed], report: FullReport,
                               f"index from {last_ok} to {size - 1} (entries were deleted, "
                               "reordered or rewritten, and the log re-hashed)")
             pos += 1
-        last_ok = size
+            checked = True
+        if checked:
+            last_ok = size  # every entry below it is as signed
 
     compare_at(0)
     step = max(1, n // 200)
@@ -383,6 +386,7 @@ def _rebuild(s: Session, n: int, signed: list[_Signed], report: FullReport,
         if r.erased_at is not None:
             report.erased += 1
         builder.append(_leaf_hash(r))
+        report.size = builder.size
         compare_at(builder.size)
         if progress is not None and (builder.size % step == 0 or builder.size == n):
             progress(builder.size, n)

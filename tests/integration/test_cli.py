@@ -140,6 +140,31 @@ def test_keys_create_list_revoke(cli: Invoke, tmp_path: Path) -> None:
     r = cli("keys", "revoke", "no-such-key", env=env)
     assert r.exit_code != 0
     assert "no key named" in r.stderr
+    r = cli("keys", "revoke", "acme-dialer-1", env=env)  # already revoked: nothing new
+    assert r.exit_code == 0, r.output
+
+    # Key creation and revocation are in the audit log, by the shell user, with the policy.
+    import getpass
+
+    from sqlalchemy import select
+
+    from config.policy import load_policy
+    from core.models import AuditEntry
+
+    db = Database(url)
+    try:
+        with db.read() as s:
+            entries = list(s.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+    finally:
+        db.dispose()
+    assert [(e.kind, json.loads(e.payload)) for e in entries] == [
+        ("key.created", {"name": "acme-dialer-1", "role": "dialer"}),
+        ("key.revoked", {"name": "acme-dialer-1", "role": "dialer"}),
+    ]
+    assert {e.actor for e in entries} == {f"cli:{getpass.getuser()}"}
+    assert {e.policy_version for e in entries} == {load_policy().policy_version}
+    assert entries[0].subject == entries[1].subject and entries[0].subject.startswith("key:")
+    assert plaintext not in " ".join(e.payload for e in entries)
 
 
 # --- db upgrade -----------------------------------------------------------------------------
