@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Table, delete, func, select, text, tuple_, update
+from sqlalchemy import Table, and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
@@ -166,9 +166,15 @@ def fetch_nodes(s: Session, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int
             if h is not None:
                 out[(0, int(cast(int, index)))] = bytes(h)
     if inner:
+        # One ``level = ? AND idx IN (...)`` per level: each an index range of the primary
+        # key (a row-value IN list over both columns was a scan of the table on SQLite).
+        by_level: dict[int, list[int]] = {}
+        for level, i in inner:
+            by_level.setdefault(level, []).append(i)
+        where = or_(*(and_(AuditNode.level == level, AuditNode.idx.in_(idxs))
+                      for level, idxs in by_level.items()))
         for level, idx, h in s.execute(
-            select(AuditNode.level, AuditNode.idx, AuditNode.hash)
-            .where(tuple_(AuditNode.level, AuditNode.idx).in_(inner))
+            select(AuditNode.level, AuditNode.idx, AuditNode.hash).where(where)
         ):
             out[(int(level), int(idx))] = bytes(h)
     return out
