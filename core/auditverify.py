@@ -5,11 +5,13 @@ full (``callgate audit verify``).
 it trusts from outside the database — the newest checkpoint file in
 ``CALLGATE_AUDIT_CHECKPOINT_DIR`` (signed; written before the database committed to it), then
 whatever it has verified itself since. Each check reads the database's latest checkpoint,
-checks its signature, checks that the stored tree's first ``M`` leaves still hash to the
-anchor's root (``popcount(M)`` stored hashes: a rewrite below ``M`` changes them), then
-recomputes the leaves added since (each entry's canonical JSON against its stored leaf hash)
-and folds them onto the anchor's right edge: they must give the signed root, and the stored
-right edge at the new size must be the one computed. Its cost is the number of new entries
+checks its signature, compares the newest day's checkpoint files with it (a larger file is a
+cut tail), checks that the stored tree's first ``M`` leaves still hash to the anchor's root
+(``popcount(M)`` stored hashes: a rewrite below ``M`` changes them), then recomputes the
+leaves added since (each entry's canonical JSON against its stored leaf hash) and folds them
+onto the anchor's right edge: they must give the root of the newest checkpoint file on the
+way and the signed root at the end, and the stored right edge at the new size must be the
+one computed. Its cost is the number of new entries
 (at most ``CALLGATE_AUDIT_VERIFY_BUDGET`` per call, then it reports how far behind it is)
 plus O(log n): the same at 100 million entries as at 100. It does not re-read entries below
 the anchor: an edit there that leaves the stored leaf hash alone is the full check's (and an
