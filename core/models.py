@@ -245,7 +245,15 @@ class AuditEntry(Base):
 
     __tablename__ = "audit_log"
     __table_args__ = (
-        Index("uq_audit_log_leaf_index", "leaf_index", unique=True),
+        # Partial: an entry enters it when sealed, not at insert (one index fewer for the
+        # writers to update); every query by leaf_index compares it, which implies NOT NULL.
+        Index(
+            "uq_audit_log_leaf_index",
+            "leaf_index",
+            unique=True,
+            sqlite_where=text("leaf_index IS NOT NULL"),
+            postgresql_where=text("leaf_index IS NOT NULL"),
+        ),
         # The entries not yet integrated: a handful at any time (partial: it stays small).
         Index(
             "ix_audit_log_pending",

@@ -131,7 +131,9 @@ def upgrade() -> None:
     op.add_column('audit_log', sa.Column('leaf_hash', sa.LargeBinary(length=32), nullable=True))
     op.add_column('audit_log', sa.Column('erased_at', core.db.UTCDateTime(timezone=True),
                                          nullable=True))
-    op.create_index('uq_audit_log_leaf_index', 'audit_log', ['leaf_index'], unique=True)
+    op.create_index('uq_audit_log_leaf_index', 'audit_log', ['leaf_index'], unique=True,
+                    sqlite_where=sa.text('leaf_index IS NOT NULL'),
+                    postgresql_where=sa.text('leaf_index IS NOT NULL'))
     op.create_index('ix_audit_log_pending', 'audit_log', ['id'], unique=False,
                     sqlite_where=sa.text('leaf_index IS NULL'),
                     postgresql_where=sa.text('leaf_index IS NULL'))
