@@ -42,8 +42,15 @@ def canonical_json(value: Any) -> str:
                       allow_nan=False)
 
 
-def iso(at: datetime) -> str:
-    """An instant as the leaf holds it: UTC, microseconds, ``+00:00``."""
+def iso(at: datetime | str) -> str:
+    """An instant as the leaf holds it: UTC, microseconds, ``+00:00``. Also from the text
+    SQLite stores (naive UTC ``YYYY-MM-DD HH:MM:SS.ffffff``, as read by a driver-level
+    query), without building a datetime."""
+    if isinstance(at, str):
+        if len(at) == 26 and at[10] == " " and at[19] == ".":
+            return f"{at[:10]}T{at[11:]}+00:00"
+        parsed = datetime.fromisoformat(at)
+        at = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
@@ -51,7 +58,7 @@ _string = encode_basestring  # a JSON string literal, non-ASCII kept (ensure_asc
 
 
 def leaf_text(
-    index: int, at: datetime, actor: str, kind: str, subject: str, payload: str,
+    index: int, at: datetime | str, actor: str, kind: str, subject: str, payload: str,
     policy_version: str,
 ) -> str:
     """The canonical JSON of an entry as its leaf (``payload``: the stored JSON text).

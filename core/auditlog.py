@@ -218,12 +218,26 @@ def _lock_tree(s: Session) -> None:
         s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": TREE_LOCK})
 
 
-_PENDING_ROWS = (
-    select(AuditEntry.id, AuditEntry.at, AuditEntry.actor, AuditEntry.kind, AuditEntry.subject,
-           AuditEntry.payload, AuditEntry.policy_version)
-    .where(AuditEntry.leaf_index.is_(None))
-    .order_by(AuditEntry.id)
-)
+# The sequencer's and the checks' reads, at the driver (no per-row type processing: on
+# SQLite ``at`` stays the stored text, which core.audit.iso turns into the leaf's form
+# directly; measured, 18 -> 4 us an entry), one statement per dialect.
+_COLS = "at, actor, kind, subject, payload, policy_version"
+_PENDING_SQL = {
+    "sqlite": f"SELECT id, {_COLS} FROM audit_log WHERE leaf_index IS NULL ORDER BY id LIMIT ?",
+    "postgresql": f"SELECT id, {_COLS} FROM audit_log WHERE leaf_index IS NULL ORDER BY id "
+                  "LIMIT %s",
+}
+_LEAVES_SQL = {
+    "sqlite": f"SELECT leaf_index, {_COLS}, leaf_hash, erased_at FROM audit_log "
+              "WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index LIMIT ?",
+    "postgresql": f"SELECT leaf_index, {_COLS}, leaf_hash, erased_at FROM audit_log "
+                  "WHERE leaf_index >= %s AND leaf_index < %s ORDER BY leaf_index LIMIT %s",
+}
+
+
+def _driver_rows(s: Session, sql: dict[str, str], params: tuple[Any, ...]) -> list[Any]:
+    conn = s.connection()
+    return list(conn.exec_driver_sql(sql[conn.dialect.name], params))
 
 
 def integrate(db: Database, batch: int = INTEGRATE_BATCH, limit: int | None = None) -> int:
@@ -241,7 +255,7 @@ def integrate(db: Database, batch: int = INTEGRATE_BATCH, limit: int | None = No
 def _integrate_once(db: Database, batch: int) -> int:
     with db.read() as s:
         size = tree_size(s)
-        rows = s.execute(_PENDING_ROWS.limit(batch)).all()
+        rows = _driver_rows(s, _PENDING_SQL, (batch,))
         if not rows:
             return 0
         edge = fetch_nodes(s, merkle.compact_range(size))
@@ -305,13 +319,13 @@ def _checkpoint_made(uow: UnitOfWork, checkpoint: StoredCheckpoint) -> None:
 def make_checkpoint(rt: Runtime, *, force: bool = False) -> StoredCheckpoint | None:
     """Sign the tree as it stands, if it grew since the latest checkpoint (and that one is
     at least ``CALLGATE_AUDIT_CHECKPOINT_SECONDS`` old, unless ``force``), or if there is no
-    checkpoint yet. The file is written before the database commits to the checkpoint."""
+    checkpoint yet. The file is written (and synced) first, outside any lock; then the
+    database commits to the checkpoint, unless another process signed that size meanwhile."""
     sign = signer(rt)
-    with rt.write(SYSTEM) as uow:
-        s = uow.session
-        _lock_tree(s)
+    with rt.db.read() as s:
         latest = latest_checkpoint(s)
         size = tree_size(s)
+        now = rt.clock.now()
         if latest is not None:
             if size < latest.size:
                 log.error("AUDIT: the tree has %d leaves but a checkpoint signs %d: entries "
@@ -321,13 +335,18 @@ def make_checkpoint(rt: Runtime, *, force: bool = False) -> StoredCheckpoint | N
             if size == latest.size:
                 return None
             wait = timedelta(seconds=rt.settings.audit_checkpoint_seconds)
-            if not force and uow.now - latest.at < wait:
+            if not force and now - latest.at < wait:
                 return None
         root = root_at(s, size)
-        cp = StoredCheckpoint(size, root, uow.now, sign.sign(size, root))
-        s.add(AuditCheckpoint(size=size, root_hash=root, at=uow.now, note=cp.note))
+    cp = StoredCheckpoint(size, root, now, sign.sign(size, root))
+    write_checkpoint_file(rt.settings.audit_checkpoint_dir, cp)
+    with rt.write(SYSTEM, now=now) as uow:
+        _lock_tree(uow.session)
+        again = latest_checkpoint(uow.session)
+        if again is not None and again.size >= size:
+            return None  # signed meanwhile by another process (the same note: Ed25519)
+        uow.session.add(AuditCheckpoint(size=size, root_hash=root, at=now, note=cp.note))
         _checkpoint_made(uow, cp)
-        write_checkpoint_file(rt.settings.audit_checkpoint_dir, cp)
     return cp
 
 
@@ -483,12 +502,11 @@ def nodes_table() -> Table:
 def leaf_rows(s: Session, start: int, stop: int, chunk: int = 5000) -> Iterable[Any]:
     """``(leaf_index, at, actor, kind, subject, payload, policy_version, leaf_hash,
     erased_at)`` of the entries ``start <= leaf_index < stop``, in order, ``chunk`` per query
-    (keyset: no long cursor held open)."""
+    (keyset: no long cursor held open); driver values (``at`` may be SQLite's text,
+    ``erased_at`` is only tested for NULL)."""
     at = start
     while at < stop:
-        rows = s.execute(select(*_ENTRY_COLUMNS)
-                         .where(AuditEntry.leaf_index >= at, AuditEntry.leaf_index < stop)
-                         .order_by(AuditEntry.leaf_index).limit(chunk)).all()
+        rows = _driver_rows(s, _LEAVES_SQL, (at, stop, chunk))
         if not rows:
             return
         yield from rows

@@ -52,3 +52,14 @@ def test_a_payload_that_is_not_an_object_is_refused() -> None:
     for bad in ("", "[]", "null", "{"):
         with pytest.raises(ValueError):
             leaf_text(0, datetime(2026, 1, 1, tzinfo=UTC), "a", "k", "s", bad, "v")
+
+
+def test_the_time_from_sqlite_text_is_the_same() -> None:
+    from core.bulk import sqlite_datetime
+
+    for at in (datetime(2026, 11, 24, 17, 0, tzinfo=UTC),
+               datetime(2026, 11, 24, 17, 0, 1, 123456, tzinfo=UTC),
+               datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=3)))):
+        assert iso(sqlite_datetime(at)) == iso(at)
+    assert iso("2026-11-24 17:00:00") == "2026-11-24T17:00:00.000000+00:00"
+    assert iso("2026-11-24T12:00:00-05:00") == "2026-11-24T17:00:00.000000+00:00"
