@@ -62,6 +62,7 @@ from core.signednote import (
     VerifierKey,
     checkpoint_text,
     load_or_create_key,
+    public_key_bytes,
     sign_note,
     validate_name,
 )
@@ -114,8 +115,7 @@ def default_origin(public_key: bytes) -> str:
 def load_signer(settings: Settings) -> tuple[Signer, bool]:
     """The signer of ``settings`` (the key file created, mode 0600, if absent; True then)."""
     key, created = load_or_create_key(settings.audit_key_file)
-    verifier = VerifierKey.of("x", key)  # for the raw public key
-    origin = validate_name(settings.audit_origin or default_origin(verifier.public_key),
+    origin = validate_name(settings.audit_origin or default_origin(public_key_bytes(key)),
                            "CALLGATE_AUDIT_ORIGIN")
     return Signer(key, origin, VerifierKey.of(origin, key)), created
 

@@ -136,13 +136,23 @@ def _newest_day_files(directory: Path) -> list[tuple[int, Path]]:
     return []
 
 
-def verify_incremental(rt: Runtime, budget: int | None = None) -> Verification:
-    """Check what the log gained since the anchor (see the module's docstring)."""
+def verify_incremental(
+    rt: Runtime, budget: int | None = None, *, wait: bool = True
+) -> Verification:
+    """Check what the log gained since the anchor (see the module's docstring). One check
+    at a time per process; with ``wait=False`` (a page), while another runs, its last
+    result is answered rather than waiting."""
     st = rt.state(VerifyState)
-    with st.lock:
+    if not st.lock.acquire(blocking=wait):
+        if st.last is not None:
+            return st.last
+        st.lock.acquire()
+    try:
         result = _verify(rt, st, budget or rt.settings.audit_verify_budget)
         st.last = result
         return result
+    finally:
+        st.lock.release()
 
 
 def _verify(rt: Runtime, st: VerifyState, budget: int) -> Verification:

@@ -522,3 +522,18 @@ def test_a_late_committer_is_integrated_after_what_committed_before_it(runtime: 
     assert rows["test.b"].leaf_index == 0 and rows["test.a"].leaf_index == 1  # ... B first
     seal(runtime)
     assert auditverify.verify_incremental(runtime).ok
+
+
+def test_a_page_does_not_wait_for_a_running_check(runtime: Runtime) -> None:
+    """The overview asks with wait=False: while the background check holds the lock, the
+    last result comes back at once (the page never queues behind a long check)."""
+    write_entries(runtime, 5)
+    seal(runtime)
+    first = auditverify.verify_incremental(runtime)
+    st = runtime.state(auditverify.VerifyState)
+    with st.lock:  # a check in progress
+        assert auditverify.verify_incremental(runtime, wait=False) is first
+    write_entries(runtime, 5, start=5)
+    seal(runtime)
+    again = auditverify.verify_incremental(runtime, wait=False)
+    assert again is not first and again.ok and again.entries == 10
