@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     # every audit_seal_seconds; while it grows, a signed checkpoint is made at most every
     # audit_checkpoint_seconds, stored in the database and written to audit_checkpoint_dir.
     audit_seal_seconds: float = Field(default=1.0, gt=0)
+    # How often each served process checks what the log gained (core.auditverify).
+    audit_verify_seconds: float = Field(default=10.0, gt=0)
     audit_checkpoint_seconds: float = Field(default=5.0, gt=0)
     audit_checkpoint_dir: Path = Path("callgate-checkpoints")
     # The Ed25519 signing key (created 0600 at first start when absent) and the secret of

@@ -85,7 +85,8 @@ def start_scheduler(runtime: Runtime) -> Any:
     # This process's incremental check of the log (core.auditverify): every process keeps
     # its own anchor, so that its overview and GET /v1/audit/verify stay cheap.
     scheduler.add_job(
-        _verify_audit, "interval", seconds=AUDIT_VERIFY_SECONDS, args=(runtime,),
+        _verify_audit, "interval", seconds=runtime.settings.audit_verify_seconds,
+        args=(runtime,),
         id="audit_verify", name="audit_verify",
     )
     if runtime.db.is_sqlite:
@@ -96,9 +97,6 @@ def start_scheduler(runtime: Runtime) -> Any:
         )
     scheduler.start()
     return scheduler
-
-
-AUDIT_VERIFY_SECONDS = 10.0
 
 
 def _verify_audit(runtime: Runtime) -> None:
