@@ -74,6 +74,9 @@ def create_app(
         finally:
             if jobs is not None:
                 jobs.shutdown(wait=False)
+                from dialer.audit_helper import AuditHelper
+
+                runtime.state(AuditHelper).close()
 
     if migrate:
         from core.migrate import upgrade

@@ -17,8 +17,8 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text
 
-from core import auditlog, auditverify
 from core.runtime import Runtime
+from dialer import audit_helper
 
 log = logging.getLogger("callgate.jobs")
 
@@ -77,13 +77,15 @@ def start_scheduler(runtime: Runtime) -> Any:
         scheduler.add_job(
             _run, "interval", seconds=interval, args=(runtime, name, fn), id=name, name=name
         )
-    # The audit log's sequencer and checkpoints (core.auditlog): one process at a time.
+    # The audit log's sequencer and checkpoints (core.auditlog), in this process's helper
+    # (dialer.audit_helper): on PostgreSQL one process at a time.
     scheduler.add_job(
         _run, "interval", seconds=runtime.settings.audit_seal_seconds,
-        args=(runtime, "audit_seal", auditlog.seal, True), id="audit_seal", name="audit_seal",
+        args=(runtime, "audit_seal", audit_helper.seal, True), id="audit_seal",
+        name="audit_seal",
     )
-    # This process's incremental check of the log (core.auditverify): every process keeps
-    # its own anchor, so that its overview and GET /v1/audit/verify stay cheap.
+    # This process's incremental check of the log (core.auditverify), in its helper too:
+    # every process keeps its own anchor, so that its overview stays cheap.
     scheduler.add_job(
         _verify_audit, "interval", seconds=runtime.settings.audit_verify_seconds,
         args=(runtime,),
@@ -101,7 +103,7 @@ def start_scheduler(runtime: Runtime) -> Any:
 
 def _verify_audit(runtime: Runtime) -> None:
     try:
-        v = auditverify.verify_incremental(runtime)
+        v = audit_helper.verify(runtime)
     except Exception as exc:  # the next tick tries again
         log.error("audit verify failed: %s", type(exc).__name__)
         return

@@ -149,9 +149,10 @@ class LogStatus:
 
 
 def status(rt: Runtime, budget: int = 20_000) -> LogStatus:
-    """The latest checkpoint, checked incrementally (at most ``budget`` new entries read:
-    the page costs the same at 100 million entries as at 100; while the background check
-    runs, its last result)."""
+    """The latest checkpoint, checked incrementally here: at most ``budget`` entries added
+    since this process's anchor, which the background check (every
+    ``CALLGATE_AUDIT_VERIFY_SECONDS``) keeps moving up; while another check runs, its last
+    result. The page costs the same at 100 million entries as at 100."""
     v = auditverify.verify_incremental(rt, budget, wait=False)
     sign = auditlog.signer(rt)
     with rt.db.read() as s:

@@ -137,6 +137,7 @@ def test_the_auditor_script_against_a_live_server(db_url: str, tmp_path: Path) -
     finally:
         server.stop()
     assert "Traceback" not in server.log_text()
+    assert "audit helper unavailable" not in server.log_text()  # sealed in the helper
 
 
 @pytest.mark.skipif(not PG_URL, reason="CALLGATE_TEST_POSTGRES_URL not set")
@@ -188,6 +189,7 @@ def test_two_instances_on_postgresql_leave_one_tree(db_url: str, tmp_path: Path)
             s.stop()
     for s in servers:
         assert "Traceback" not in s.log_text(), s.log_text()[-3000:]
+        assert "audit helper unavailable" not in s.log_text()
     sign, _ = auditlog.load_signer(Settings())
     db = Database(db_url)
     try:

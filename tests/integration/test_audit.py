@@ -537,3 +537,23 @@ def test_a_page_does_not_wait_for_a_running_check(runtime: Runtime) -> None:
     seal(runtime)
     again = auditverify.verify_incremental(runtime, wait=False)
     assert again is not first and again.ok and again.entries == 10
+
+
+def test_a_background_check_moves_this_processs_anchor(runtime: Runtime) -> None:
+    """The helper's verified checkpoint becomes this process's anchor (a page then reads only
+    what came after it); a failed or partial background check moves nothing."""
+    write_entries(runtime, 30)
+    seal(runtime)
+    helper = Runtime(db=runtime.db, policy=runtime.policy, clock=runtime.clock,
+                     settings=runtime.settings)  # another process's state
+    v = auditverify.verify_incremental(helper)
+    assert v.ok and v.entries == 30
+    auditverify.record_background(runtime, auditverify.Verification(False, 0, v.checkpoint))
+    assert runtime.state(auditverify.VerifyState).anchor is None
+    auditverify.record_background(runtime, v)
+    anchor = runtime.state(auditverify.VerifyState).anchor
+    assert anchor is not None and anchor.size == 30 and "background" in anchor.source
+    write_entries(runtime, 4, start=30)
+    seal(runtime)
+    mine = auditverify.verify_incremental(runtime)
+    assert mine.ok and mine.entries == 34 and "background" in str(mine.anchor)
