@@ -13,7 +13,7 @@ What must hold, whatever the interleaving:
   request *sent* after that moment got no lease for it, no ``go`` from the dial check, no
   accepted outcome and no queued intake row; the call log has no attempt for it later than
   that moment; and the preflight check and the dial check say no for it afterwards;
-* the audit chain is intact.
+* the audit log is intact (rebuilt and checked in full).
 
 The servers run on the wall clock with a policy whose calling window is open at any hour,
 so the test does not depend on when it runs. Client and servers share the machine's clock,
