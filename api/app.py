@@ -60,9 +60,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs = None
         if scheduler:
+            from dialer import audit_helper
             from dialer.jobs import start_scheduler
 
             record_start(runtime)
+            audit_helper.start(runtime)
             jobs = start_scheduler(runtime)
             if runtime.settings.intake_parallel_min_rows:
                 # A served process starts its intake helper now, not on the first big list.

@@ -59,6 +59,10 @@ def _init(parent: int, settings: dict[str, Any]) -> None:
     _runtime = build_runtime(Settings(**settings))
 
 
+def _ready() -> bool:
+    return _runtime is not None
+
+
 def _seal() -> int:
     assert _runtime is not None
     return auditlog.seal(_runtime)
@@ -104,6 +108,15 @@ class AuditHelper:
             pool, self.pool = self.pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def start(rt: Runtime) -> None:
+    """Start the helper now (a served process boots), not at the first seal: its start
+    (imports, the runtime) is then over before the first requests."""
+    try:
+        rt.state(AuditHelper)._pool(rt).submit(_ready)
+    except Exception as exc:  # the jobs fall back to this process
+        log.warning("audit helper not started (%s)", type(exc).__name__)
 
 
 def seal(rt: Runtime) -> int:
