@@ -48,6 +48,21 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+def record_start(runtime: Runtime) -> None:
+    """A served process starts: its policy load is audited (API.md: policy loads are in the
+    log), and the audit keys are loaded (created, with a warning, on a first start)."""
+    from core import auditlog
+
+    auditlog.signer(runtime)
+    runtime.pseudonyms()
+    settings = runtime.settings
+    with runtime.write("system:start") as uow:
+        uow.audit("policy.loaded", f"policy:{runtime.policy_version}", {
+            "file": str(settings.policy_file) if settings.policy_file else "(shipped default)",
+            "version": runtime.policy.version,
+        })
+
+
 def create_app(
     runtime: Runtime | None = None, *, migrate: bool = True, scheduler: bool = False
 ) -> FastAPI:
@@ -57,8 +72,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs = None
         if scheduler:
+            from dialer import audit_helper
             from dialer.jobs import start_scheduler
 
+            record_start(runtime)
+            audit_helper.start(runtime)
             jobs = start_scheduler(runtime)
             if runtime.settings.intake_parallel_min_rows:
                 # A served process starts its intake helper now, not on the first big list.
@@ -70,6 +88,9 @@ def create_app(
         finally:
             if jobs is not None:
                 jobs.shutdown(wait=False)
+                from dialer.audit_helper import AuditHelper
+
+                runtime.state(AuditHelper).close()
             # The sign-in refusals counted in the minute under way (review.sessions).
             from review.sessions import flush_login_counts
 
@@ -95,7 +116,7 @@ def create_app(
     app.include_router(health.router)
     # The dialers' routes first: a request is matched against routes in order (no path of
     # one router is another's).
-    for module in (queue, consents, dnc, campaigns, calls, compliance, review, numbers):
+    for module in (queue, consents, dnc, campaigns, calls, review, compliance, numbers):
         app.include_router(module.router, prefix="/v1")
     app.include_router(ui.router)
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")

@@ -37,6 +37,8 @@ rnd_app = typer.Typer(
     help="FCC Reassigned Numbers Database (47 CFR 64.1200(m)): write the numbers to ask "
     "about, load the answers.", no_args_is_help=True)
 app.add_typer(rnd_app, name="rnd")
+audit_app = typer.Typer(help="Check the audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 console = Console()
 err = Console(stderr=True)
@@ -45,6 +47,47 @@ err = Console(stderr=True)
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def _cli_actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"[:64]
+    except Exception:  # no user name (a container without one)
+        return "cli:unknown"
+
+
+def _policy_version() -> str:
+    return load_policy(get_settings().policy_file).policy_version
+
+
+def _audit_keys() -> None:
+    """Load the audit signing and pseudonym keys before the workers start, creating them
+    (mode 0600) on a first start, loudly: they belong off this host too."""
+    from core.auditlog import KEY_WARNING, load_signer
+    from core.pseudonyms import PseudonymKeyError, Pseudonyms
+    from core.signednote import KeyFileError, NoteError
+
+    settings = get_settings()
+    try:
+        signer, created = load_signer(settings)
+        _pseudonyms, created_p = Pseudonyms.load_or_create(settings.pseudonym_key_path)
+    except (KeyFileError, PseudonymKeyError, NoteError, OSError) as exc:
+        _fail(f"audit keys: {exc}")
+        return
+    if created:
+        err.print("[bold red on yellow] AUDIT KEY CREATED [/] "
+                  + KEY_WARNING.format(path=settings.audit_key_file, vkey=signer.vkey),
+                  highlight=False)
+    if created_p:
+        err.print("[bold red on yellow] PSEUDONYM KEY CREATED [/] "
+                  f"{settings.pseudonym_key_path} (mode 0600) names patients' numbers in the "
+                  "audit log: copy it to every instance and keep a copy off this host.",
+                  highlight=False)
+    err.print(f"callgate: audit     origin {signer.origin}; checkpoints in "
+              f"{settings.audit_checkpoint_dir}", highlight=False)
+    err.print(f"callgate: audit     verifier key {signer.vkey}", highlight=False)
 
 
 def _database() -> Database:
@@ -85,6 +128,7 @@ def serve(
     )
     db.dispose()
     upgrade(settings.database_url)
+    _audit_keys()
     err.print(
         "callgate: first key? callgate keys create --role admin --name me", highlight=False
     )
@@ -120,7 +164,8 @@ def keys_create(
     if not name.strip() or len(name) > 128:
         _fail("--name must be 1-128 characters")
     try:
-        row, plaintext = create_key(_database(), role_, name.strip(), SystemClock().now())
+        row, plaintext = create_key(_database(), role_, name.strip(), SystemClock().now(),
+                                    by=_cli_actor(), policy_version=_policy_version())
     except KeyError_ as exc:
         _fail(str(exc))
         return
@@ -152,7 +197,8 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name")]) -> 
     from core.keys import KeyError_, revoke_key
 
     try:
-        revoke_key(_database(), name, SystemClock().now())
+        revoke_key(_database(), name, SystemClock().now(), by=_cli_actor(),
+                   policy_version=_policy_version())
     except KeyError_ as exc:
         _fail(str(exc))
     err.print(f"revoked key {name!r}")
@@ -380,6 +426,68 @@ def rnd_import(
         raise typer.Exit(1)
 
 
+@audit_app.command("verify")
+def audit_verify(
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option("--checkpoints", help="Checkpoint files to check the log against "
+                     "(default: CALLGATE_AUDIT_CHECKPOINT_DIR)", file_okay=False),
+    ] = None,
+    vkey: Annotated[
+        str | None,
+        typer.Option("--vkey", help="The log's verifier key (default: from "
+                     "CALLGATE_AUDIT_KEY_FILE)"),
+    ] = None,
+) -> None:
+    """Rebuild the audit log's Merkle tree from the database and check it against every
+    checkpoint (files and database): exit 0 when all hold, 1 naming the first index that
+    disagrees."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from core.auditlog import load_signer
+    from core.auditverify import verify_full
+    from core.signednote import KeyFileError, NoteError, parse_vkey
+
+    settings = get_settings()
+    directory = checkpoints or settings.audit_checkpoint_dir
+    try:
+        if vkey:
+            verifier, origin = parse_vkey(vkey), None
+        else:
+            signer, _ = load_signer(settings)
+            verifier, origin = signer.verifier, signer.origin
+    except (KeyFileError, NoteError, OSError) as exc:
+        _fail(f"audit key: {exc}")
+        return
+    db = _database()
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err) as bar:
+        task = bar.add_task("rebuilding the tree", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report = verify_full(db, verifier, origin, directory if directory.is_dir() else None,
+                             progress)
+    db.dispose()
+    largest = "none" if report.largest is None else f"{report.largest:,}"
+    console.print(f"checked {report.files:,} checkpoint file(s) in {directory} (largest size "
+                  f"{largest}) and {report.db_checkpoints:,} checkpoint(s) in the database; "
+                  f"tree of {report.size:,} entries rebuilt"
+                  + (f"; {report.erased:,} payload(s) erased past retention" if report.erased
+                     else "")
+                  + (f"; {report.pending:,} not yet integrated" if report.pending else ""),
+                  highlight=False)
+    if report.ok:
+        console.print("[bold green]OK[/]: every checkpoint holds", highlight=False)
+        return
+    where = ("" if report.index is None else f" at index {report.index}"
+             if report.index_to is None
+             else f" at an index from {report.index} to {report.index_to - 1}")
+    err.print(f"[bold red]FAILED[/]{where}: {report.problem}", highlight=False)
+    raise typer.Exit(1)
+
+
 @app.command()
 def demo(
     seed: Annotated[int, typer.Option(help="Random seed for the synthetic data")] = 7,
@@ -389,7 +497,7 @@ def demo(
     keep: Annotated[bool, typer.Option("--keep", help="Keep serving until Ctrl-C")] = False,
 ) -> None:
     """A synthetic organisation and a simulated dialer week against a real HTTP server
-    (throwaway SQLite database, simulated clock); exits 1 if a cap or the audit chain fails."""
+    (throwaway SQLite database, simulated clock); exits 1 if a cap or the audit log check fails."""
     from cli.demo.data import DemoOptions
     from cli.demo.run import run_demo
 

@@ -40,6 +40,31 @@ class Settings(BaseSettings):
     https: bool = False
     # Sign-in attempts per client address per minute on the dashboard's form (then 429).
     ui_login_attempts_per_minute: int = Field(default=10, ge=1)
+    # The audit log (docs/audit.md). Committed entries are integrated into the Merkle tree
+    # every audit_seal_seconds; while it grows, a signed checkpoint is made at most every
+    # audit_checkpoint_seconds, stored in the database and written to audit_checkpoint_dir.
+    audit_seal_seconds: float = Field(default=1.0, gt=0)
+    # How often each served process checks what the log gained (core.auditverify).
+    audit_verify_seconds: float = Field(default=10.0, gt=0)
+    audit_checkpoint_seconds: float = Field(default=5.0, gt=0)
+    audit_checkpoint_dir: Path = Path("callgate-checkpoints")
+    # The Ed25519 signing key (created 0600 at first start when absent) and the secret of
+    # the keyed pseudonyms that name patients' numbers in the log (default: beside the
+    # signing key). Both live outside the database; keep copies elsewhere.
+    audit_key_file: Path = Path("callgate-audit.key")
+    audit_pseudonym_key_file: Path | None = None
+    # The log's name in its checkpoints, unique to the deployment (no spaces or '+');
+    # default: derived from the signing key.
+    audit_origin: str | None = Field(default=None, pattern=r"^[^\s+]{1,200}$")
+    # The overview's and GET /v1/audit/verify's incremental check reads at most this many
+    # new entries per call (a background job keeps it caught up).
+    audit_verify_budget: int = Field(default=200_000, ge=1000)
+
+    @property
+    def pseudonym_key_path(self) -> Path:
+        if self.audit_pseudonym_key_file is not None:
+            return self.audit_pseudonym_key_file
+        return self.audit_key_file.parent / "callgate-audit-pseudonym.key"
 
 
 @lru_cache(maxsize=1)

@@ -300,8 +300,10 @@ def _revoke(
     return out
 
 
-def history(rt: Runtime, who: Identity, raw_phone: str) -> ConsentHistory:
-    """A number's consents and revocations (patient data: the read is audited)."""
+def history(rt: Runtime, who: Identity, raw_phone: str, via: str = "GET /v1/consents"
+            ) -> ConsentHistory:
+    """A number's consents and revocations (patient data: the read is audited, naming the
+    number by pseudonym, found or not)."""
     phone = normalise_phone(rt, raw_phone)
     with rt.write(who) as uow:
         s, now = uow.session, uow.now
@@ -317,9 +319,10 @@ def history(rt: Runtime, who: Identity, raw_phone: str) -> ConsentHistory:
             revocations=[_revocation_out(r, consents, revs) for r in revs],
         )
         uow.audit("patient_data.read", "consents", {
+            "via": via,
             "consents": [c.id for c in consents],
             "revocations": [r.id for r in revs],
-        })
+        }, phones=[phone])
         return out
 
 
@@ -364,12 +367,17 @@ def add_dnc(rt: Runtime, who: Identity, data: DncIn) -> DncOut:
         return _dnc_out(entry, withdrawn)
 
 
-def dnc_status(rt: Runtime, who: Identity, raw_phone: str) -> DncStatus:
+def dnc_status(rt: Runtime, who: Identity, raw_phone: str, via: str = "GET /v1/dnc/{phone}"
+               ) -> DncStatus:
+    """Whether a number is on the do-not-call list. The read is audited whether or not it
+    is (that a number is not on the list is patient data too)."""
     phone = normalise_phone(rt, raw_phone)
     with rt.write(who) as uow:
         entries = store.dnc_entries_of(uow.session, phone)
-        if entries:
-            uow.audit("patient_data.read", "dnc", {"dnc": [e.id for e in entries]})
+        uow.audit("patient_data.read", "dnc", {
+            "via": via, "dnc": [e.id for e in entries],
+            "on_list": any(e.lifted_at is None for e in entries),
+        }, phones=[phone])
         return DncStatus(
             phone=phone,
             on_list=any(e.lifted_at is None for e in entries),

@@ -1,63 +1,83 @@
-"""The tamper-evident audit log: an append-only hash chain.
+"""The audit log's entries: what a unit of work appends, and the bytes of a leaf.
 
-Each entry's hash is SHA-256 over the previous entry's hash and the entry's own canonical
-JSON. Services call :func:`record` anywhere in a unit of work; the entries are written when
-the unit commits, after the chain head is locked (``FOR UPDATE`` on PostgreSQL; on SQLite the
-write transaction already holds the database's write lock), so concurrent writers always
-extend one unbroken chain and the head is held only for the last moment of a transaction.
+Services call :func:`record` (through ``uow.audit``) anywhere in a unit of work; the entries
+are inserted when the unit commits, in one ``executemany``, with no lock of any kind: an
+entry's position in the log (its leaf index) is not known yet. The sequencer
+(:mod:`core.auditlog`) integrates committed entries into the Merkle tree a moment later, in
+the order they became visible (docs/audit.md). A rolled-back unit leaves no entry.
+
 No phone number, patient reference or clinical datum goes into a payload: subjects are ids.
+An access to patient data names the numbers it showed by keyed pseudonym
+(:mod:`core.pseudonyms`): in the payload's ``patients`` list, which the leaf commits to, and
+in ``audit_access``, the index the access report reads.
+
+A leaf's bytes (API.md, "Audit log: a verifiable log") are the UTF-8 bytes of the canonical
+JSON (sorted keys, no insignificant whitespace, UTF-8) of ``index``, ``at``, ``actor``,
+``kind``, ``subject``, ``payload`` (the object) and ``policy_version``: :func:`leaf_text`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, event, select, true, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Table, event, insert
 from sqlalchemy.orm import Session
 
+from core import merkle
 from core.bulk import insert_rows
-from core.models import AuditEntry, AuditHead
+from core.models import AuditAccess, AuditEntry
 
-GENESIS = "0" * 64
 _PENDING = "callgate_audit_pending"
+PATIENTS = "patients"  # the payload key naming the numbers an access showed, by pseudonym
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Sorted keys, no insignificant whitespace, UTF-8 (not ``\\u`` escapes); no NaN."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
 
 
-def _iso(at: datetime) -> str:
+def iso(at: datetime | str) -> str:
+    """An instant as the leaf holds it: UTC, microseconds, ``+00:00``. Also from the text
+    SQLite stores (naive UTC ``YYYY-MM-DD HH:MM:SS.ffffff``, as read by a driver-level
+    query), without building a datetime."""
+    if isinstance(at, str):
+        if len(at) == 26 and at[10] == " " and at[19] == ".":
+            return f"{at[:10]}T{at[11:]}+00:00"
+        parsed = datetime.fromisoformat(at)
+        at = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def entry_hash(
-    prev_hash: str,
-    seq: int,
-    at: datetime,
-    actor: str,
-    kind: str,
-    subject: str,
-    payload: str,
+_string = encode_basestring  # a JSON string literal, non-ASCII kept (ensure_ascii=False)
+
+
+def leaf_text(
+    index: int, at: datetime | str, actor: str, kind: str, subject: str, payload: str,
     policy_version: str,
 ) -> str:
-    body = canonical_json(
-        {
-            "seq": seq,
-            "at": _iso(at),
-            "actor": actor,
-            "kind": kind,
-            "subject": subject,
-            "payload": payload,
-            "policy_version": policy_version,
-        }
-    )
-    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+    """The canonical JSON of an entry as its leaf (``payload``: the stored JSON text).
+
+    The payload is stored as canonical JSON when it is written (:func:`record`), so the leaf
+    is assembled around it, keys in sorted order, rather than parsed and encoded again (a
+    third of the sequencer's time): ``canonical_json({"index": ..., "payload":
+    json.loads(payload), ...})`` exactly, for any payload :func:`record` wrote. A payload
+    that is not JSON raises ValueError."""
+    if not payload or payload[0] != "{" or payload[-1] != "}":
+        raise ValueError("the payload is not a JSON object")
+    return (f'{{"actor":{_string(actor)},"at":"{iso(at)}","index":{int(index)},'
+            f'"kind":{_string(kind)},"payload":{payload},'
+            f'"policy_version":{_string(policy_version)},"subject":{_string(subject)}}}')
+
+
+def leaf_hash_of(leaf: str) -> bytes:
+    """RFC 9162: SHA-256(0x00 || leaf bytes)."""
+    return merkle.leaf_hash(leaf.encode("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +88,7 @@ class _Pending:
     subject: str
     payload: str
     policy_version: str
+    pseudonyms: tuple[str, ...]
 
 
 def record(
@@ -79,65 +100,47 @@ def record(
     subject: str,
     policy_version: str,
     payload: dict[str, Any] | None = None,
+    pseudonyms: Iterable[str] = (),
 ) -> None:
-    """Queue an audit entry; it is chained and written when ``session`` commits."""
+    """Queue an audit entry; it is inserted when ``session`` commits. ``pseudonyms``: the
+    patients' numbers this entry is about (an access), by pseudonym."""
+    names = tuple(sorted(set(pseudonyms)))
+    body = dict(payload or {})
+    if names:
+        body[PATIENTS] = list(names)
     pending: list[_Pending] = session.info.setdefault(_PENDING, [])
     pending.append(
-        _Pending(at, actor, kind, subject, canonical_json(payload or {}), policy_version)
+        _Pending(at, actor, kind, subject, canonical_json(body), policy_version, names)
     )
 
 
+_ENTRIES = cast(Table, AuditEntry.__table__)
+_ACCESS = cast(Table, AuditAccess.__table__)
+_INSERT_ONE = insert(_ENTRIES).returning(_ENTRIES.c.id)
+
+
 def flush_pending(session: Session) -> int:
-    """Chain and write the queued entries now (called on commit). Returns how many."""
+    """Insert the queued entries now (called on commit). Returns how many."""
     pending: list[_Pending] = session.info.pop(_PENDING, [])
     if not pending:
         return 0
-    head = _lock_head(session)
-    if head is None:
-        # First entry ever. Two first writers may race here: create the head row with
-        # INSERT .. ON CONFLICT DO NOTHING (the loser waits for the winner's commit and
-        # inserts nothing), then lock whichever row exists. A plain INSERT would make the
-        # loser fail with a duplicate key.
-        session.execute(_insert_head(session))
-        head = _lock_head(session)
-        assert head is not None
-    seq, prev = head
-    rows: list[dict[str, Any]] = []
+    # In the order recorded (ids follow it): runs of plain entries in one executemany each.
+    plain: list[dict[str, Any]] = []
+    access: list[dict[str, Any]] = []
     for p in pending:
-        seq += 1
-        h = entry_hash(prev, seq, p.at, p.actor, p.kind, p.subject, p.payload, p.policy_version)
-        rows.append({
-            "seq": seq, "at": p.at, "actor": p.actor, "kind": p.kind, "subject": p.subject,
-            "payload": p.payload, "policy_version": p.policy_version, "prev_hash": prev,
-            "hash": h,
-        })
-        prev = h
-    # One executemany and one update, built once: no ORM objects to build and flush.
-    insert_rows(session, _ENTRIES, rows)
-    session.execute(_MOVE_HEAD, {"seq": seq, "hash": prev})
+        row = {"at": p.at, "actor": p.actor, "kind": p.kind, "subject": p.subject,
+               "payload": p.payload, "policy_version": p.policy_version}
+        if not p.pseudonyms:
+            plain.append(row)
+            continue
+        insert_rows(session, _ENTRIES, plain)
+        plain = []
+        # An access names patients: its id goes into the access index, so insert it alone.
+        entry_id = session.execute(_INSERT_ONE, row).scalar_one()
+        access.extend({"pseudonym": n, "entry_id": entry_id} for n in p.pseudonyms)
+    insert_rows(session, _ENTRIES, plain)
+    insert_rows(session, _ACCESS, access)
     return len(pending)
-
-
-_ENTRIES = cast(Table, AuditEntry.__table__)
-_HEAD = cast(Table, AuditHead.__table__)
-_READ_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
-_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(
-    seq=bindparam("seq"), hash=bindparam("hash"))
-
-
-def _lock_head(session: Session) -> tuple[int, str] | None:
-    """The head's (seq, hash), locked (FOR UPDATE on PostgreSQL; SQLite's write lock is
-    held already)."""
-    row = session.execute(_READ_HEAD).one_or_none()
-    return None if row is None else (int(row[0]), str(row[1]))
-
-
-def _insert_head(session: Session) -> Any:
-    values = {"id": 1, "seq": 0, "hash": GENESIS}
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        return pg_insert(AuditHead).values(values).on_conflict_do_nothing(index_elements=["id"])
-    return sqlite_insert(AuditHead).values(values).on_conflict_do_nothing(index_elements=["id"])
 
 
 @event.listens_for(Session, "before_commit")
@@ -149,52 +152,3 @@ def _write_pending(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _drop_pending(session: Session) -> None:
     session.info.pop(_PENDING, None)
-
-
-@dataclass(frozen=True, slots=True)
-class Verification:
-    ok: bool
-    entries: int
-    broken_at: int | None = None
-    problem: str | None = None
-    last_hash: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ok": self.ok, "entries": self.entries}
-        if self.last_hash is not None:
-            out["last_hash"] = self.last_hash
-        if not self.ok:
-            out["broken_at"] = self.broken_at
-            out["problem"] = self.problem
-        return out
-
-
-def verify(session: Session) -> Verification:
-    """Recompute the chain from the start; report the first broken link."""
-    prev, expected_seq, count = GENESIS, 1, 0
-    # The entries and the head in one statement, so one snapshot: on PostgreSQL (READ
-    # COMMITTED) a head read by a later statement may already count entries appended by a
-    # concurrent commit, and a sound chain would be reported broken.
-    head_row = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).subquery()
-    rows = session.execute(
-        select(AuditEntry, head_row.c.seq, head_row.c.hash)
-        .outerjoin(head_row, true())
-        .order_by(AuditEntry.seq)
-    ).yield_per(2000)
-    head: tuple[int, str] | None = None
-    for e, head_seq, head_hash in rows:
-        head = (head_seq, head_hash) if head_seq is not None else None
-        if e.seq != expected_seq:
-            return Verification(False, count, e.seq, f"sequence gap: expected {expected_seq}")
-        if e.prev_hash != prev:
-            return Verification(False, count, e.seq, "prev_hash does not match previous entry")
-        h = entry_hash(prev, e.seq, e.at, e.actor, e.kind, e.subject, e.payload, e.policy_version)
-        if h != e.hash:
-            return Verification(False, count, e.seq, "entry content does not match its hash")
-        prev, expected_seq, count = h, expected_seq + 1, count + 1
-    if count == 0:
-        row = session.get(AuditHead, 1)
-        head = (row.seq, row.hash) if row is not None else None
-    if head is not None and head != (count, prev):
-        return Verification(False, count, count + 1, "entries missing after the last one")
-    return Verification(True, count, last_hash=prev if count else None)

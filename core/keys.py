@@ -12,6 +12,7 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from core import audit
 from core.db import Database
 from core.models import ApiKey
 
@@ -46,7 +47,11 @@ def hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
 
 
-def create_key(db: Database, role: Role, name: str, now: datetime) -> tuple[ApiKey, str]:
+def create_key(
+    db: Database, role: Role, name: str, now: datetime, *, by: str = "system:keys",
+    policy_version: str = "-",
+) -> tuple[ApiKey, str]:
+    """A new key (its hash stored); the creation is audited (``key.created``, by ``by``)."""
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(
         id=str(uuid.uuid4()),
@@ -59,6 +64,8 @@ def create_key(db: Database, role: Role, name: str, now: datetime) -> tuple[ApiK
     try:
         with db.write() as s:
             s.add(row)
+            audit.record(s, at=now, actor=by, kind="key.created", subject=f"key:{row.id}",
+                         policy_version=policy_version, payload={"name": name, "role": role.value})
     except IntegrityError:
         raise KeyError_(f"a key named {name!r} already exists") from None
     return row, plaintext
@@ -69,13 +76,19 @@ def list_keys(db: Database) -> list[ApiKey]:
         return list(s.scalars(select(ApiKey).order_by(ApiKey.created_at)))
 
 
-def revoke_key(db: Database, name: str, now: datetime) -> ApiKey:
+def revoke_key(
+    db: Database, name: str, now: datetime, *, by: str = "system:keys",
+    policy_version: str = "-",
+) -> ApiKey:
+    """Revoke a key by name (audited as ``key.revoked`` when it was live)."""
     with db.write() as s:
         row = s.scalars(select(ApiKey).where(ApiKey.name == name)).one_or_none()
         if row is None:
             raise KeyError_(f"no key named {name!r}")
         if row.revoked_at is None:
             row.revoked_at = now
+            audit.record(s, at=now, actor=by, kind="key.revoked", subject=f"key:{row.id}",
+                         policy_version=policy_version, payload={"name": name, "role": row.role})
         return row
 
 

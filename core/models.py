@@ -1,7 +1,7 @@
 """Every table: keys, campaigns, calls, attempts (the call log), refusals, the per-number
-ledger, the audit chain, UI sessions, and the consent registry (consents, revocations,
-do-not-call; appended, never edited in place: a lifted do-not-call entry keeps its row and
-gains who lifted it, when and why).
+ledger, the audit log (entries, tree nodes, checkpoints, access index), UI sessions, and
+the consent registry (consents, revocations, do-not-call; appended, never edited in place:
+a lifted do-not-call entry keeps its row and gains who lifted it, when and why).
 
 Invariants live in the database too: one live lease per call, one accepted call per
 external_id per campaign, one pending call per number per campaign."""
@@ -20,7 +20,9 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     false,
@@ -244,29 +246,97 @@ class Refusal(Base):
 
 
 class AuditEntry(Base):
-    __tablename__ = "audit_log"
+    """One entry of the audit log. Writers insert it with ``leaf_index`` NULL; the sequencer
+    (core.auditlog) integrates committed entries into the Merkle tree in the order it sees
+    them committed, setting ``leaf_index`` (0-based, the leaf's position) and ``leaf_hash``
+    (RFC 9162: SHA-256(0x00 || leaf bytes)); after that nothing of the row changes, except
+    that past retention its ``payload`` may be erased (``erased_at`` set, payload ''): the
+    leaf hash stays, so every proof still verifies."""
 
-    seq: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        # Partial: an entry enters it when sealed, not at insert (one index fewer for the
+        # writers to update); every query by leaf_index compares it, which implies NOT NULL.
+        Index(
+            "uq_audit_log_leaf_index",
+            "leaf_index",
+            unique=True,
+            sqlite_where=text("leaf_index IS NOT NULL"),
+            postgresql_where=text("leaf_index IS NOT NULL"),
+        ),
+        # The entries not yet integrated: a handful at any time (partial: it stays small).
+        Index(
+            "ix_audit_log_pending",
+            "id",
+            sqlite_where=text("leaf_index IS NULL"),
+            postgresql_where=text("leaf_index IS NULL"),
+        ),
+        Index("ix_audit_log_kind_at", "kind", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    leaf_index: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), nullable=True, default=None
     )
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     actor: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(48), index=True)
+    kind: Mapped[str] = mapped_column(String(48))
     subject: Mapped[str] = mapped_column(String(80), index=True)
-    payload: Mapped[str] = mapped_column(Text)  # canonical JSON
+    payload: Mapped[str] = mapped_column(Text)  # canonical JSON ('' once erased)
     policy_version: Mapped[str] = mapped_column(String(64))
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
+    leaf_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True, default=None)
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
 
 
-class AuditHead(Base):
-    """The chain's head, one row; appenders lock it so the chain stays one line."""
+class AuditNode(Base):
+    """The hash of a perfect subtree of the audit tree, level >= 1 (level 0, the leaves, is
+    ``audit_log.leaf_hash``): node ``(level, idx)`` covers leaves ``[idx*2^level,
+    (idx+1)*2^level)``. Written once by the sequencer when its last leaf is integrated."""
 
-    __tablename__ = "audit_head"
+    __tablename__ = "audit_nodes"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
-    hash: Mapped[str] = mapped_column(String(64))
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditCheckpoint(Base):
+    """A signed checkpoint (C2SP tlog-checkpoint in a signed note) of the tree at ``size``."""
+
+    __tablename__ = "audit_checkpoints"
+
+    size: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    note: Mapped[str] = mapped_column(Text)
+
+
+class AuditAccess(Base):
+    """Which audit entries name a patient's number: its keyed pseudonym (core.pseudonyms)
+    and the entry's id. Written with the entry; read by the access report."""
+
+    __tablename__ = "audit_access"
+
+    pseudonym: Mapped[str] = mapped_column(String(32), primary_key=True)
+    entry_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("audit_log.id"),
+        primary_key=True, autoincrement=False,
+    )
+
+
+class AuditState(Base):
+    """Small named counters of the audit log's jobs (how far retention has erased)."""
+
+    __tablename__ = "audit_state"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
 
 
 class UiSession(Base):
@@ -291,7 +361,8 @@ class Consent(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     phone: Mapped[str] = mapped_column(String(20), index=True)
-    patient_ref: Mapped[str] = mapped_column(String(128))
+    # Indexed for the access report by patient reference (migration 0005).
+    patient_ref: Mapped[str] = mapped_column(String(128), index=True)
     channels: Mapped[list[str]] = mapped_column(JSON)
     purposes: Mapped[list[str]] = mapped_column(JSON)
     method: Mapped[str] = mapped_column(String(32))

@@ -16,6 +16,7 @@ from config.policy import Policy, load_policy
 from config.settings import Settings, get_settings
 from core.db import Database
 from core.keys import Identity
+from core.pseudonyms import Pseudonyms
 from core.uow import UnitOfWork, actor_of
 
 log = logging.getLogger("callgate")
@@ -50,6 +51,14 @@ class Runtime:
                     got = self._states[kind] = make(self) if make is not None else kind()
         return cast(S, got)
 
+    def pseudonyms(self) -> Pseudonyms:
+        """The deployment's keyed pseudonyms (core.pseudonyms), the key file loaded (or
+        created, with a warning) on first use."""
+        return self.state(Pseudonyms, _load_pseudonyms)
+
+    def pseudonym(self, e164: str) -> str:
+        return self.pseudonyms().phone(e164)
+
     @contextmanager
     def write(
         self, who: Identity | str, *, rollback: bool = False, now: datetime | None = None
@@ -60,7 +69,7 @@ class Runtime:
         ``rollback``: a dry run."""
         with self.db.write(rollback=rollback) as session:
             yield UnitOfWork(session, now or self.clock.now(), actor_of(who),
-                             self.policy_version, _identity(who))
+                             self.policy_version, _identity(who), pseudonym=self.pseudonym)
 
     @contextmanager
     def read(self, who: Identity | str) -> Iterator[UnitOfWork]:
@@ -68,6 +77,17 @@ class Runtime:
         with self.db.read() as session:
             yield UnitOfWork(session, self.clock.now(), actor_of(who), self.policy_version,
                              _identity(who), writable=False)
+
+
+def _load_pseudonyms(rt: Runtime) -> Pseudonyms:
+    path = rt.settings.pseudonym_key_path
+    pseudonyms, created = Pseudonyms.load_or_create(path)
+    if created:
+        log.warning(
+            "AUDIT: created the pseudonym key %s (mode 0600). It names patients' numbers in "
+            "the audit log; without it the access report cannot find them. Copy it to every "
+            "instance and keep a copy off this host.", path)
+    return pseudonyms
 
 
 def _identity(who: Identity | str) -> Identity | None:

@@ -10,12 +10,13 @@ A service opens one with ``rt.write(who)`` (or ``rt.read(who)``) and reads as it
 ``now`` is read once, after the transaction has begun (on SQLite, under the write lock), so
 every decision and audit entry of the unit holds at one instant; ``actor`` and
 ``policy_version`` go into every audit entry without being repeated at each call. The
-entries are chained and written when the unit commits (core.audit), and dropped with it
-on a rollback.
+entries are written when the unit commits (core.audit), and dropped with it on a rollback;
+the sequencer puts them in the Merkle log a moment later (core.auditlog).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -43,18 +44,31 @@ class UnitOfWork:
     # False for a read-only unit (Runtime.read): it commits nothing, so it takes no audit
     # entry; a read of patient data that must be audited opens a write unit.
     writable: bool = True
+    # The keyed pseudonym of a number (core.pseudonyms), for audit entries that name the
+    # patients an access showed; loaded on first use.
+    pseudonym: Callable[[str], str] | None = None
 
     @property
     def dialect(self) -> str:
         return self.session.get_bind().dialect.name
 
-    def audit(self, kind: str, subject: str, payload: dict[str, Any] | None = None) -> None:
-        """Queue an audit entry of this unit (written at commit, in the chain)."""
+    def audit(
+        self, kind: str, subject: str, payload: dict[str, Any] | None = None,
+        phones: Iterable[str] = (),
+    ) -> None:
+        """Queue an audit entry of this unit (written at commit). ``phones``: the patients'
+        numbers (E.164) an access showed, named in the entry by pseudonym only."""
         if not self.writable:
             raise RuntimeError("a read-only unit of work cannot write an audit entry")
+        names: list[str] = []
+        phones = [p for p in phones if p]
+        if phones:
+            if self.pseudonym is None:
+                raise RuntimeError("this unit of work has no pseudonym key")
+            names = [self.pseudonym(p) for p in phones]
         audit.record(
             self.session, at=self.now, actor=self.actor, kind=kind, subject=subject,
-            policy_version=self.policy_version, payload=payload,
+            policy_version=self.policy_version, payload=payload, pseudonyms=names,
         )
 
     def acting(self, who: Identity | str) -> UnitOfWork:

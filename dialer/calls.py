@@ -11,7 +11,8 @@ from core.runtime import Runtime
 from dialer.schemas import CallOut, DecisionOut
 
 
-def get_call(rt: Runtime, who: Identity, call_id: str) -> CallOut:
+def get_call(rt: Runtime, who: Identity, call_id: str, via: str = "GET /v1/calls/{call_id}"
+             ) -> CallOut:
     import json
 
     with rt.write(who) as uow:
@@ -21,11 +22,13 @@ def get_call(rt: Runtime, who: Identity, call_id: str) -> CallOut:
             raise NotFound("NOT_FOUND", "no such call")
         entries = s.scalars(
             select(AuditEntry)
-            .where(AuditEntry.subject == f"call:{c.id}", AuditEntry.kind != "patient_data.read")
-            .order_by(AuditEntry.seq)
+            .where(AuditEntry.subject == f"call:{c.id}",
+                   AuditEntry.kind.not_like("patient\\_data.%", escape="\\"))
+            .order_by(AuditEntry.id)
         )
         decisions = [
-            DecisionOut(at=e.at, kind=e.kind, actor=e.actor, payload=json.loads(e.payload))
+            DecisionOut(at=e.at, kind=e.kind, actor=e.actor,
+                        payload=json.loads(e.payload) if e.payload else {})
             for e in entries
         ]
         refs = [
@@ -33,7 +36,7 @@ def get_call(rt: Runtime, who: Identity, call_id: str) -> CallOut:
              "policy_version": r.policy_version}
             for r in s.scalars(select(Refusal).where(Refusal.call_id == c.id).order_by(Refusal.id))
         ]
-        uow.audit("patient_data.read", f"call:{c.id}", {"endpoint": "get_call"})
+        uow.audit("patient_data.read", f"call:{c.id}", {"via": via}, phones=[c.phone])
         return CallOut(
             id=c.id,
             campaign_id=c.campaign_id,

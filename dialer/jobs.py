@@ -18,6 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text
 
 from core.runtime import Runtime
+from dialer import audit_helper
 
 log = logging.getLogger("callgate.jobs")
 
@@ -48,11 +49,11 @@ def run_guarded(runtime: Runtime, name: str, fn: JobFn) -> int | None:
             conn.commit()
 
 
-def _run(runtime: Runtime, name: str, fn: JobFn) -> None:
+def _run(runtime: Runtime, name: str, fn: JobFn, quiet: bool = False) -> None:
     try:
         n = run_guarded(runtime, name, fn)
         if n:
-            log.info("job %s: %d rows", name, n)
+            log.log(logging.DEBUG if quiet else logging.INFO, "job %s: %d rows", name, n)
     except Exception as exc:  # a failed run is retried at the next tick
         log.error("job %s failed: %s", name, type(exc).__name__)
         log.debug("job failure detail", exc_info=exc)
@@ -63,7 +64,7 @@ def start_scheduler(runtime: Runtime) -> Any:
     scheduler = BackgroundScheduler(
         jobstores={"default": MemoryJobStore()},
         executors={
-            "default": ThreadPoolExecutor(2),
+            "default": ThreadPoolExecutor(3),
             # Checkpoints on a thread of their own, at a lower CPU priority (see below).
             "background": ThreadPoolExecutor(
                 1, pool_kwargs={"initializer": _lower_priority,
@@ -76,6 +77,20 @@ def start_scheduler(runtime: Runtime) -> Any:
         scheduler.add_job(
             _run, "interval", seconds=interval, args=(runtime, name, fn), id=name, name=name
         )
+    # The audit log's sequencer and checkpoints (core.auditlog), in this process's helper
+    # (dialer.audit_helper): on PostgreSQL one process at a time.
+    scheduler.add_job(
+        _run, "interval", seconds=runtime.settings.audit_seal_seconds,
+        args=(runtime, "audit_seal", audit_helper.seal, True), id="audit_seal",
+        name="audit_seal",
+    )
+    # This process's incremental check of the log (core.auditverify), in its helper too:
+    # every process keeps its own anchor, so that its overview stays cheap.
+    scheduler.add_job(
+        _verify_audit, "interval", seconds=runtime.settings.audit_verify_seconds,
+        args=(runtime,),
+        id="audit_verify", name="audit_verify",
+    )
     if runtime.db.is_sqlite:
         # Checkpoints off the request path: see Database.checkpoint.
         scheduler.add_job(
@@ -84,6 +99,16 @@ def start_scheduler(runtime: Runtime) -> Any:
         )
     scheduler.start()
     return scheduler
+
+
+def _verify_audit(runtime: Runtime) -> None:
+    try:
+        v = audit_helper.verify(runtime)
+    except Exception as exc:  # the next tick tries again
+        log.error("audit verify failed: %s", type(exc).__name__)
+        return
+    if not v.ok:
+        log.error("AUDIT LOG CHECK FAILED at index %s: %s", v.index, v.problem)
 
 
 CHECKPOINT_SECONDS = 0.25

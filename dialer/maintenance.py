@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, delete, exists, literal, select
 
+from core import auditlog
 from core.models import Attempt, AuditEntry, Call, Consent
 from core.runtime import Runtime
 from dialer.queue.expiry import SYSTEM, expire_deadlines, expire_leases
@@ -82,4 +83,5 @@ JOBS: dict[str, Callable[[Runtime], int]] = {
     "expire_deadlines": expire_deadlines,
     "note_expired_consents": note_expired_consents,
     "purge_past_retention": purge_past_retention,
+    "erase_audit_payloads": auditlog.erase_past_retention,
 }

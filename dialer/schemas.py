@@ -76,14 +76,6 @@ class ReasonOut(BaseModel):
     details: Any = None
 
 
-class AuditVerifyOut(BaseModel):
-    ok: bool
-    entries: int
-    last_hash: str | None = None
-    broken_at: int | None = None
-    problem: str | None = None
-
-
 class IntakeRowIn(BaseModel):
     """One row of a call list (JSON array element or CSV row with these column names)."""
 

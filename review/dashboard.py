@@ -27,7 +27,6 @@ from config.reasons import FLAGS as FLAG_SPECS
 from config.reasons import TCPA_REASSIGNED, Code
 from consent.rules import consent_day
 from consent.service import normalise_phone
-from core import audit
 from core.keys import Identity
 from core.models import (
     Attempt,
@@ -41,6 +40,7 @@ from core.models import (
     Revocation,
 )
 from core.runtime import Runtime
+from review import audit as audit_view
 from review import logs as review
 from review.charts import Bar, bar_chart, line_chart
 from review.logs import CallLogFilter, RefusalFilter
@@ -89,7 +89,8 @@ def _day(values: dict[str, str], name: str, errors: list[str]) -> date | None:
         return None
 
 
-def _range(values: dict[str, str], errors: list[str]) -> tuple[datetime | None, datetime | None]:
+def day_range(values: dict[str, str], errors: list[str]
+              ) -> tuple[datetime | None, datetime | None]:
     """``since`` and ``until`` are whole UTC days, both included."""
     since_d, until_d = _day(values, "since", errors), _day(values, "until", errors)
     since = datetime.combine(since_d, time(0), UTC) if since_d else None
@@ -128,7 +129,7 @@ def refusal_filter(
     params: Mapping[str, str], campaign_ids: Sequence[str]
 ) -> tuple[RefusalFilter, FormFilter]:
     values, errors = _clean(params, REFUSAL_PARAMS), list[str]()
-    since, until = _range(values, errors)
+    since, until = day_range(values, errors)
     campaign = _pick(values, "campaign_id", campaign_ids, errors)
     code = _pick(values, "code", [c.value for c in Code], errors)
     stage = _pick(values, "stage", STAGES, errors)
@@ -144,7 +145,7 @@ def call_filter(
     params: Mapping[str, str], campaign_ids: Sequence[str]
 ) -> tuple[CallLogFilter, FormFilter]:
     values, errors = _clean(params, CALL_PARAMS), list[str]()
-    since, until = _range(values, errors)
+    since, until = day_range(values, errors)
     campaign = _pick(values, "campaign_id", campaign_ids, errors)
     result = _pick(values, "result", RESULTS, errors)
     f = CallLogFilter(
@@ -152,16 +153,6 @@ def call_filter(
         agent_id=values["agent_id"] or None, result=result or None,
     )
     return f, FormFilter(values, errors)
-
-
-def filter_payload(f: RefusalFilter | CallLogFilter) -> dict[str, Any]:
-    """A filter for an audit payload: ids, codes and times only."""
-    out: dict[str, Any] = {}
-    for name in f.__slots__:
-        value = getattr(f, name)
-        if value is not None:
-            out[name] = value.isoformat() if isinstance(value, datetime) else str(value)
-    return out
 
 
 # --- small reads ----------------------------------------------------------------------------
@@ -187,22 +178,16 @@ def campaigns(rt: Runtime) -> list[CampaignRef]:
 # --- audited views --------------------------------------------------------------------------
 
 
-def record_view(
-    rt: Runtime, who: Identity, view: str, subject: str, shown: Mapping[str, Any]
-) -> None:
-    """Audit one page view of patient data: who (the key), which page, which rows."""
-    with rt.write(who) as uow:
-        uow.audit(READ_KIND, subject, {"view": view, **shown})
-
-
 def reveal_refusal(rt: Runtime, who: Identity, refusal_id: int) -> str | None:
-    """The full phone of one refusal-log row, the reveal audited in the same transaction."""
+    """The full phone of one refusal-log row, the reveal audited in the same transaction
+    (naming the number by pseudonym)."""
     with rt.write(who) as uow:
         phone = uow.session.scalar(select(Refusal.phone).where(Refusal.id == refusal_id))
         if phone is None:
             return None
         uow.audit(review.UNMASK_KIND, "refusals",
-                  {"refusals": [refusal_id], "view": "ui.reveal"})
+                  {"refusals": [refusal_id], "via": "ui: reveal a refusal's number"},
+                  phones=[phone])
         return phone
 
 
@@ -233,18 +218,6 @@ class FlaggedAttempt:
 
 
 @dataclass(frozen=True, slots=True)
-class ChainStatus:
-    ok: bool
-    entries: int
-    broken_at: int | None
-    problem: str | None
-    last_seq: int | None
-    last_at: datetime | None
-    last_kind: str | None
-    last_actor: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class Overview:
     now: datetime
     totals: tuple[int, int]
@@ -255,7 +228,7 @@ class Overview:
     deferral_groups: list[Bar]
     flags: list[Bar]
     flagged: list[FlaggedAttempt]
-    chain: ChainStatus
+    log: audit_view.LogStatus
     series: tuple[str, ...] = ("Last 7 days", "Last 30 days")
     charts: dict[str, str] = field(default_factory=dict)
 
@@ -315,18 +288,6 @@ def _flagged(s: Session, since: datetime, names: Mapping[str, str], n: int
     ]
 
 
-def chain_status(s: Session) -> ChainStatus:
-    """The audit chain recomputed from its first entry (a full read: it is the check an
-    auditor would run), and its last entry."""
-    v = audit.verify(s)
-    last = s.scalars(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)).first()
-    return ChainStatus(
-        v.ok, v.entries, v.broken_at, v.problem,
-        last.seq if last else None, last.at if last else None,
-        last.kind if last else None, last.actor if last else None,
-    )
-
-
 def overview(rt: Runtime) -> Overview:
     now = rt.clock.now()
     since7, since30 = now - timedelta(days=7), now - timedelta(days=30)
@@ -350,14 +311,14 @@ def overview(rt: Runtime) -> Overview:
         deferrals = _deferrals(s, since7, since30)
         flags = _flag_counts(s, since7, since30)
         flagged = _flagged(s, since30, names, 10)
-        chain = chain_status(s)
+    log = audit_view.status(rt)
     groups = [
         Bar(group, tuple(sum(b.values[i] for b in deferrals if b.key in codes)
                          for i in range(2)), group)
         for group, codes in DEFERRAL_GROUPS.items()
     ]
     ov = Overview(now, (week.total, month.total), by_code, by_campaign, by_day, deferrals,
-                  groups, flags, flagged, chain)
+                  groups, flags, flagged, log)
     ov.charts.update(
         by_code=bar_chart("refusals-by-code", "Refusals by reason code", by_code, ov.series),
         by_campaign=bar_chart("refusals-by-campaign", "Refusals by campaign", by_campaign,
@@ -412,8 +373,10 @@ def _decision_detail(kind: str, payload: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(payload.items()) if k != "lease") or ""
 
 
-def number_story(rt: Runtime, who: Identity, raw_phone: str) -> NumberStory:
-    """Everything on file for one number, in time order; the read is audited.
+def number_story(rt: Runtime, who: Identity, raw_phone: str,
+                 via: str = "ui: a number's story") -> NumberStory:
+    """Everything on file for one number, in time order; the read is audited (the number
+    named by pseudonym).
 
     Raises :class:`config.errors.Invalid` (``INVALID_PHONE``) for a malformed number."""
     phone = normalise_phone(rt, raw_phone)
@@ -444,10 +407,10 @@ def number_story(rt: Runtime, who: Identity, raw_phone: str) -> NumberStory:
                                          AuditEntry.kind.not_like("patient\\_data.%",
                                                                   escape="\\"))))
         uow.audit(READ_KIND, "number", {
-            "view": "ui.number", "consents": [c.id for c in consents],
+            "via": via, "consents": [c.id for c in consents],
             "revocations": [r.id for r in revs], "dnc": [d.id for d in dnc], "calls": ids,
             "reassigned_answers": [a.id for a in answers],
-        })
+        }, phones=[phone])
     events: list[Event] = []
     for c in consents:
         events.append(Event(
@@ -484,8 +447,10 @@ def number_story(rt: Runtime, who: Identity, raw_phone: str) -> NumberStory:
         if e.kind in _SHOWN_ELSEWHERE:
             continue
         events.append(Event(
-            e.at, f"Decision: {e.kind}", _decision_detail(e.kind, json.loads(e.payload)),
-            ref=f"audit #{e.seq}", policy_version=e.policy_version))
+            e.at, f"Decision: {e.kind}",
+            _decision_detail(e.kind, json.loads(e.payload)) if e.payload else "(erased)",
+            ref=f"audit entry {e.leaf_index}" if e.leaf_index is not None
+            else "audit entry (not yet sealed)", policy_version=e.policy_version))
     for a in attempts:
         who_ = f"agent {a.agent_id or '?'} ({a.agent_name or '?'})"
         dur = (f"; {int((a.ended_at - a.started_at).total_seconds())} s"

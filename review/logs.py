@@ -6,9 +6,11 @@ for the refusal log, have a higher id at an equal ``at``, so they sort before th
 never shift a walk). The cursor is opaque to clients: URL-safe base64 of a small JSON
 object naming the log and the last row's ``(at, id)``.
 
-Phone numbers are masked (:func:`consent.phones.mask`) unless the reader asks for them;
-an unmasked read is patient data and is audited (``patient_data.unmask``, naming the rows
-shown, never the numbers) in the same transaction as the read.
+Phone numbers are masked (:func:`consent.phones.mask`) unless the reader asks for them.
+Every read is audited, once per request, before its answer leaves: a masked one as
+``patient_data.list`` naming the filters and the row count; an unmasked one as
+``patient_data.unmask`` naming the rows shown and every number it revealed, by pseudonym
+(never in clear), so that the access report finds it.
 
 The ``code`` filter matches a refusal when *any* of its reasons has that code, not only the
 first (deciding) one: ``' ' || codes || ' ' LIKE '% CODE %'``. That predicate cannot use
@@ -27,7 +29,6 @@ import binascii
 import json
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +60,7 @@ from review.schemas import (
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 UNMASK_KIND = "patient_data.unmask"
+LIST_KIND = "patient_data.list"
 
 # --- filters and cursors -----------------------------------------------------------------
 
@@ -233,13 +235,37 @@ def refusal_item(r: Any, unmask: bool) -> RefusalItem:
     )
 
 
-def audit_unmask(uow: UnitOfWork, subject: str, ids: Sequence[int | str], view: str) -> None:
-    uow.audit(UNMASK_KIND, subject, {subject: list(ids), "view": view})
+def filter_payload(f: RefusalFilter | CallLogFilter) -> dict[str, Any]:
+    """A filter for an audit payload: ids, codes and times only."""
+    out: dict[str, Any] = {}
+    for name in f.__slots__:
+        value = getattr(f, name)
+        if value is not None:
+            out[name] = value.isoformat() if isinstance(value, datetime) else str(value)
+    return out
 
 
-def unit(rt: Runtime, who: Identity, unmask: bool) -> AbstractContextManager[UnitOfWork]:
-    """An unmasked read is audited, so it is a write unit of work; a masked one reads."""
-    return rt.write(who) if unmask else rt.read(who)
+def audit_read(
+    rt: Runtime, who: Identity, subject: str, f: RefusalFilter | CallLogFilter,
+    rows: Sequence[Any], unmask: bool, via: str,
+) -> None:
+    """One audit entry for one read of a log (a page, or a page of an export): masked, the
+    filters and the row count; unmasked, also the rows' ids and, by pseudonym, every number
+    shown."""
+    with rt.write(who) as uow:
+        audit_rows(uow, subject, f, rows, unmask, via)
+
+
+def audit_rows(
+    uow: UnitOfWork, subject: str, f: RefusalFilter | CallLogFilter, rows: Sequence[Any],
+    unmask: bool, via: str,
+) -> None:
+    payload: dict[str, Any] = {"via": via, "filter": filter_payload(f), "rows": len(rows)}
+    if not unmask:
+        uow.audit(LIST_KIND, subject, payload)
+        return
+    payload[subject] = [r.id for r in rows]
+    uow.audit(UNMASK_KIND, subject, payload, phones=sorted({r.phone for r in rows if r.phone}))
 
 
 def list_refusals(
@@ -250,17 +276,16 @@ def list_refusals(
     limit: int = DEFAULT_LIMIT,
     cursor: str | None = None,
     unmask: bool = False,
+    via: str = "GET /v1/refusals",
 ) -> RefusalPage:
-    """One page of the refusal log, newest first."""
+    """One page of the refusal log, newest first (the read audited)."""
     check_range(f.since, f.until)
     _check_limit(limit)
     after = decode_cursor("refusals", cursor, int) if cursor else None
-    with unit(rt, who, unmask) as uow:
-        s = uow.session
-        rows = refusal_page(s, f, after, limit + 1)
-        shown = rows[:limit]
-        if unmask:
-            audit_unmask(uow, "refusals", [r.id for r in shown], "list")
+    with rt.read(who) as uow:
+        rows = refusal_page(uow.session, f, after, limit + 1)
+    shown = rows[:limit]
+    audit_read(rt, who, "refusals", f, shown, unmask, via)
     items = [refusal_item(r, unmask) for r in shown]
     more = len(rows) > limit
     nxt = encode_cursor("refusals", shown[-1].at, shown[-1].id) if more and shown else None
@@ -393,17 +418,17 @@ def list_call_log(
     limit: int = DEFAULT_LIMIT,
     cursor: str | None = None,
     unmask: bool = False,
+    via: str = "GET /v1/call-log",
 ) -> CallLogPage:
-    """One page of the call log (every attempt, leased or manual), newest first."""
+    """One page of the call log (every attempt, leased or manual), newest first (the read
+    audited)."""
     check_range(f.since, f.until)
     _check_limit(limit)
     after = decode_cursor("call_log", cursor, str) if cursor else None
-    with unit(rt, who, unmask) as uow:
-        s = uow.session
-        rows = attempt_page(s, f, after, limit + 1)
-        shown = rows[:limit]
-        if unmask:
-            audit_unmask(uow, "attempts", [r.id for r in shown], "list")
+    with rt.read(who) as uow:
+        rows = attempt_page(uow.session, f, after, limit + 1)
+    shown = rows[:limit]
+    audit_read(rt, who, "attempts", f, shown, unmask, via)
     items = [attempt_item(r, unmask) for r in shown]
     more = len(rows) > limit
     nxt = encode_cursor("call_log", shown[-1].at, shown[-1].id) if more and shown else None

@@ -54,6 +54,32 @@ def _pg_url_for(name: str) -> str:
     return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def audit_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One audit signing key and pseudonym key for the whole session, outside the working
+    directory (every Settings() and every server started by a test reads them from the
+    environment); checkpoint directories are per test (``checkpoint_dir``)."""
+    keys = tmp_path_factory.mktemp("audit-keys")
+    saved = {k: os.environ.get(k) for k in ("CALLGATE_AUDIT_KEY_FILE",
+                                            "CALLGATE_AUDIT_PSEUDONYM_KEY_FILE")}
+    os.environ["CALLGATE_AUDIT_KEY_FILE"] = str(keys / "audit.key")
+    os.environ["CALLGATE_AUDIT_PSEUDONYM_KEY_FILE"] = str(keys / "pseudonym.key")
+    yield keys
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def checkpoint_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's checkpoint directory (CALLGATE_AUDIT_CHECKPOINT_DIR)."""
+    path = tmp_path / "checkpoints"
+    monkeypatch.setenv("CALLGATE_AUDIT_CHECKPOINT_DIR", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tpl") / "template.db"

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from core.db import Database
 from core.keys import Identity, Role, create_key
 from core.models import ApiKey, AuditEntry
 from core.runtime import Runtime
@@ -87,7 +88,7 @@ def written_consents(rt: Runtime, who: Identity, phones: list[str], obtained_at:
 
 def audit_entries(rt: Runtime, kind: str | None = None) -> list[AuditEntry]:
     with rt.db.read() as s:
-        q = select(AuditEntry).order_by(AuditEntry.seq)
+        q = select(AuditEntry).order_by(AuditEntry.id)
         if kind is not None:
             q = q.where(AuditEntry.kind == kind)
         return list(s.scalars(q))
@@ -104,3 +105,88 @@ def days(n: float) -> timedelta:
 # For tests of the HTTP layer whose behaviour cannot depend on the database (envelopes,
 # headers, OpenAPI): run them on SQLite only; every test that touches storage runs on both.
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
+# --- the audit log ----------------------------------------------------------------------------
+
+
+def seal(rt: Runtime) -> int:
+    """What the audit_seal job does, now: integrate every committed entry and sign a
+    checkpoint (not waiting for CALLGATE_AUDIT_CHECKPOINT_SECONDS). Returns how many."""
+    from core import auditlog
+
+    return auditlog.seal(rt, force=True)
+
+
+def write_entries(rt: Runtime, n: int, start: int = 0, kind: str = "test.entry") -> None:
+    """``n`` audit entries ``{"i": start..start+n-1}``, 500 per unit of work."""
+    for lo in range(start, start + n, 500):
+        with rt.write("system:test") as uow:
+            for i in range(lo, min(lo + 500, start + n)):
+                uow.audit(kind, f"test:{i}", {"i": i})
+
+
+def rewrite_log(rt: Runtime, drop: set[int], pad: int = 0) -> None:
+    """The insider's rewrite (issue 17): delete the sealed entries at the indices ``drop``,
+    renumber the rest, append ``pad`` forged entries (so the size can stay the same),
+    recompute every leaf hash and tree node, and re-sign the database's checkpoints at their
+    sizes with the log's own key. The checkpoint files are left alone (another host)."""
+    from sqlalchemy import delete, update
+
+    from core import auditlog, merkle
+    from core.audit import leaf_hash_of, leaf_text
+    from core.models import AuditAccess, AuditCheckpoint, AuditNode
+
+    sign = auditlog.signer(rt)
+    with rt.db.write() as s:
+        rows = list(s.scalars(select(AuditEntry).where(AuditEntry.leaf_index.is_not(None))
+                              .order_by(AuditEntry.leaf_index)))
+        sizes = list(s.scalars(select(AuditCheckpoint.size)))
+        gone = [r.id for r in rows if r.leaf_index in drop]
+        s.execute(delete(AuditAccess).where(AuditAccess.entry_id.in_(gone)))
+        s.execute(delete(AuditEntry).where(AuditEntry.id.in_(gone)))
+        s.execute(update(AuditEntry).values(leaf_index=None, leaf_hash=None)
+                  .where(AuditEntry.leaf_index.is_not(None)))
+        keep = [r for r in rows if r.id not in gone]
+        template = keep[-1]
+        for j in range(pad):
+            forged = AuditEntry(at=template.at, actor="system:test", kind="test.entry",
+                                subject=f"test:forged-{j}", payload='{"forged":true}',
+                                policy_version=template.policy_version)
+            s.add(forged)
+            keep.append(forged)
+        s.flush()
+        hashes = []
+        for i, r in enumerate(keep):
+            h = leaf_hash_of(leaf_text(i, r.at, r.actor, r.kind, r.subject, r.payload,
+                                       r.policy_version))
+            s.execute(update(AuditEntry).where(AuditEntry.id == r.id)
+                      .values(leaf_index=i, leaf_hash=h))
+            hashes.append(h)
+        s.expire_all()
+        s.execute(delete(AuditNode))
+        nodes: dict[tuple[int, int], bytes] = {}
+        for level, idx, h in merkle.append(0, hashes, lambda lv, i: nodes[(lv, i)]):
+            nodes[(level, idx)] = h
+            if level:
+                s.add(AuditNode(level=level, idx=idx, hash=h))
+        s.execute(delete(AuditCheckpoint))
+        now = rt.clock.now()
+        for size in sorted({min(size, len(keep)) for size in sizes}):
+            root = merkle.root(size, lambda lv, i: nodes[(lv, i)])
+            s.add(AuditCheckpoint(size=size, root_hash=root, at=now, note=sign.sign(size, root)))
+
+
+def log_holds(db: Database, seal_pending: bool = True) -> int:
+    """Integrate what is pending (as the sequencer would), then rebuild the whole tree and
+    check it against the database's checkpoints (``callgate audit verify`` without files);
+    asserts it holds and returns its size."""
+    from config.settings import Settings
+    from core import auditlog, auditverify
+
+    if seal_pending:
+        auditlog.integrate(db)
+    sign, _ = auditlog.load_signer(Settings())
+    report = auditverify.verify_full(db, sign.verifier, sign.origin, None)
+    assert report.ok, report
+    return report.size

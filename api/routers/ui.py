@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from importlib.resources import files
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import jinja2
 from fastapi import APIRouter, Depends, Form, Request, Response
@@ -26,7 +26,8 @@ from api.deps import RuntimeDep
 from config.errors import DomainError
 from config.reasons import Code
 from consent.phones import mask
-from review import dashboard, exports
+from review import access, dashboard, exports
+from review import audit as audit_view
 from review import logs as review
 from review import sessions as ui_sessions
 from review.sessions import UiUser
@@ -263,9 +264,7 @@ def _refusals_page(
     camps = dashboard.campaigns(rt)
     f, form = dashboard.refusal_filter(params, [c.id for c in camps])
     page = review.list_refusals(rt, user.identity, f, limit=dashboard.PAGE_SIZE,
-                                cursor=cursor or None)
-    dashboard.record_view(rt, user.identity, "ui.refusals", "refusals",
-                          {"refusals": [i.id for i in page.items]})
+                                cursor=cursor or None, via="ui: refusal log")
     query = {k: v for k, v in form.values.items() if v}
     return _page(
         request, rt, "refusals.html", user, "refusals",
@@ -320,9 +319,7 @@ def refusals_csv(request: Request, rt: RuntimeDep, user: User) -> StreamingRespo
     f, _form = dashboard.refusal_filter(
         dict(request.query_params), [c.id for c in dashboard.campaigns(rt)]
     )
-    chunks = exports.export_refusals_csv(rt, user.identity, f)
-    dashboard.record_view(rt, user.identity, "ui.refusals.csv", "refusals",
-                          {"filter": dashboard.filter_payload(f)})
+    chunks = exports.export_refusals_csv(rt, user.identity, f, via="ui: refusal log CSV")
     return _csv(chunks, "refusals.csv")
 
 
@@ -335,9 +332,8 @@ def calls(request: Request, rt: RuntimeDep, user: User) -> HTMLResponse:
     params = dict(request.query_params)
     f, form = dashboard.call_filter(params, [c.id for c in camps])
     cursor = params.get("cursor") or None
-    page = review.list_call_log(rt, user.identity, f, limit=dashboard.PAGE_SIZE, cursor=cursor)
-    dashboard.record_view(rt, user.identity, "ui.calls", "attempts",
-                          {"attempts": [i.id for i in page.items]})
+    page = review.list_call_log(rt, user.identity, f, limit=dashboard.PAGE_SIZE, cursor=cursor,
+                                via="ui: call log")
     query = {k: v for k, v in form.values.items() if v}
     return _page(
         request, rt, "calls.html", user, "calls",
@@ -354,17 +350,11 @@ def calls_csv(request: Request, rt: RuntimeDep, user: User) -> StreamingResponse
     f, _form = dashboard.call_filter(
         dict(request.query_params), [c.id for c in dashboard.campaigns(rt)]
     )
-    chunks = exports.export_call_log_csv(rt, user.identity, f)
-    dashboard.record_view(rt, user.identity, "ui.calls.csv", "attempts",
-                          {"filter": dashboard.filter_payload(f)})
+    chunks = exports.export_call_log_csv(rt, user.identity, f, via="ui: call log CSV")
     return _csv(chunks, "call-log.csv")
 
 
 # --- a number's story ---------------------------------------------------------------------------
-
-
-def _story_url(phone: str) -> str:
-    return "/ui/numbers/" + quote(phone, safe="+")
 
 
 @router.get("/numbers", name="ui_numbers")
@@ -381,23 +371,99 @@ def number_lookup(
     refusal_id: Annotated[int | None, Form(ge=1, le=2**63 - 1)] = None,
     attempt_id: Annotated[str, Form(max_length=36)] = "",
 ) -> Response:
-    # The number is posted, never put in a query string; it reaches a URL only as the
-    # story page's own path, whose every view is audited.
+    """The story of a typed number, or of a refusal's or an attempt's number, rendered as the
+    answer to this POST: the number never appears in a URL (no redirect to a page named by
+    it, no query string), so it reaches no browser history, proxy log or Referer. The view
+    is audited by the story itself, naming the number by pseudonym."""
     if refusal_id is not None or attempt_id:
         found = dashboard.phone_of(rt, refusal_id=refusal_id, attempt_id=attempt_id or None)
         if found is None:
             return _page(request, rt, "numbers.html", user, "numbers",
                          error="That row has no phone number.", status_code=404)
-        return RedirectResponse(_story_url(found), status_code=303)
+        story = dashboard.number_story(rt, user.identity, found,
+                                       via="ui: a number's story (from a log row)")
+        return _page(request, rt, "number.html", user, "numbers", story=story)
     try:
         e164 = dashboard.check_phone(rt, phone)
     except DomainError as exc:
         return _page(request, rt, "numbers.html", user, "numbers", error=exc.message,
                      status_code=400)
-    return RedirectResponse(_story_url(e164), status_code=303)
-
-
-@router.get("/numbers/{phone}", name="ui_number_story")
-def number_story(phone: str, request: Request, rt: RuntimeDep, user: User) -> HTMLResponse:
-    story = dashboard.number_story(rt, user.identity, phone[:40])
+    story = dashboard.number_story(rt, user.identity, e164, via="ui: number look-up")
     return _page(request, rt, "number.html", user, "numbers", story=story)
+
+
+# --- the auditor's pages: the audit log, the access report ----------------------------------
+
+
+AUDIT_PARAMS = ("actor", "kind", "since", "until")
+
+
+def _audit_filter(params: dict[str, str]) -> tuple[audit_view.LogFilter, dashboard.FormFilter]:
+    values = {n: str(params.get(n, "") or "").strip()[:128] for n in AUDIT_PARAMS}
+    errors: list[str] = []
+    since, until = dashboard.day_range(values, errors)
+    f = audit_view.LogFilter(actor=values["actor"] or None, kind=values["kind"] or None,
+                             since=since, until=until)
+    return f, dashboard.FormFilter(values, errors)
+
+
+@router.get("/audit", name="ui_audit")
+def audit_log_page(request: Request, rt: RuntimeDep, user: User) -> HTMLResponse:
+    """The audit log, newest first, filtered by actor, kind and UTC days; with its state."""
+    params = dict(request.query_params)
+    f, form = _audit_filter(params)
+    before_text = params.get("before", "")
+    before = int(before_text) if before_text.isdigit() else None
+    items, nxt = audit_view.browse(rt, f, before, dashboard.PAGE_SIZE)
+    query = {k: v for k, v in form.values.items() if v}
+    return _page(
+        request, rt, "audit.html", user, "audit", items=items, form=form,
+        kinds=audit_view.KNOWN_KINDS, status=audit_view.status(rt),
+        payload_text=audit_view.payload_text, before=before,
+        next_url=("/ui/audit?" + urlencode({**query, "before": nxt})) if nxt is not None
+        else None,
+        csv_url="/ui/audit.csv" + (f"?{urlencode(query)}" if query else ""),
+    )
+
+
+@router.get("/audit.csv", name="ui_audit_csv")
+def audit_log_csv(request: Request, rt: RuntimeDep, user: User) -> StreamingResponse:
+    f, _form = _audit_filter(dict(request.query_params))
+    rows = audit_view.export_rows(rt, f)
+    return _csv(exports.csv_chunks(audit_view.AUDIT_CSV_COLUMNS, rows), "audit-log.csv")
+
+
+@router.get("/access", name="ui_access")
+def access_form(request: Request, rt: RuntimeDep, user: User) -> HTMLResponse:
+    return _page(request, rt, "access.html", user, "access", report=None, error=None,
+                 values={"by": "phone", "since": "", "until": ""})
+
+
+@router.post("/access", name="ui_access_report")
+def access_report_page(
+    request: Request,
+    rt: RuntimeDep,
+    user: FormUser,
+    by: Annotated[str, Form(max_length=16)] = "phone",
+    value: Annotated[str, Form(max_length=128)] = "",
+    since: Annotated[str, Form(max_length=16)] = "",
+    until: Annotated[str, Form(max_length=16)] = "",
+) -> HTMLResponse:
+    """The access report for a number or a patient reference, posted (never in a URL) and
+    rendered as the answer; the report's use is itself audited."""
+    values = {"by": by if by in ("phone", "patient_ref") else "phone", "since": since,
+              "until": until}
+    errors: list[str] = []
+    since_at, until_at = dashboard.day_range(dict(values), errors)
+    if not value.strip():
+        errors.append("Enter a phone number or a patient reference.")
+    if errors:
+        return _page(request, rt, "access.html", user, "access", report=None,
+                     error=" ".join(errors), values=values, status_code=400)
+    by_phone = values["by"] == "phone"
+    report = access.access_report(
+        rt, user.identity, phone=value.strip() if by_phone else None,
+        patient_ref=None if by_phone else value.strip(), since=since_at, until=until_at,
+        limit=access.MAX_LIMIT, via="ui: access report")
+    return _page(request, rt, "access.html", user, "access", report=report, error=None,
+                 values=values)

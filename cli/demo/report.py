@@ -262,10 +262,12 @@ class Report:
     def _audit(self, console: Console) -> bool:
         out = expect(self.apis["compliance"].get("/v1/audit/verify"), 200)
         if out.get("ok"):
-            console.print(f"[green]audit chain verified[/]: {out['entries']:,} entries, "
-                          f"head {str(out.get('last_hash'))[:16]}... (GET /v1/audit/verify)")
+            cp = out.get("checkpoint") or {}
+            console.print(f"[green]audit log verified[/]: {out['entries']:,} entries sealed, "
+                          f"signed root {str(cp.get('root_hash'))[:16]}... "
+                          "(GET /v1/audit/verify)")
             return True
-        console.print(f"[bold red]audit chain BROKEN[/] at entry {out.get('broken_at')}: "
+        console.print(f"[bold red]audit log check FAILED[/] at entry {out.get('index')}: "
                       f"{out.get('problem')}")
         return False
 

@@ -61,7 +61,12 @@ def _validate(req: CheckRequest, now: datetime) -> None:
                           [{"field": "body.at", "message": "must be empty with reserve"}])
 
 
-def check(rt: Runtime, who: Identity, req: CheckRequest) -> dict[str, Any]:
+def check(rt: Runtime, who: Identity, req: CheckRequest, via: str = "POST /v1/check"
+          ) -> dict[str, Any]:
+    """The decision for a number now (or at ``req.at``). Telling a caller whether a number
+    may be called reads its consents, revocations and do-not-call entries: the check is
+    audited (``patient_data.read``, the number by pseudonym); one of a number that does not
+    parse reads nothing and is not."""
     _validate(req, rt.clock.now())
     e164, bad = phones.check(req.phone, rt.policy.default_region, tuple(rt.policy.allowed_regions))
     if e164 is None:
@@ -114,7 +119,20 @@ def check(rt: Runtime, who: Identity, req: CheckRequest) -> dict[str, Any]:
         if req.reserve and allowed:
             assert campaign is not None
             out["reservation_id"] = _reserve(uow, who, req, campaign, e164)
-        return out
+        if req.reserve:
+            _audit_check(uow, req, e164, allowed, via)
+    if not req.reserve:
+        with rt.write(who) as uow:  # the decision was read; the read is audited here
+            _audit_check(uow, req, e164, allowed, via)
+    return out
+
+
+def _audit_check(uow: UnitOfWork, req: CheckRequest, e164: str, allowed: bool, via: str
+                 ) -> None:
+    uow.audit("patient_data.read", "check", {
+        "via": via, "purpose": req.purpose, "channel": req.channel, "allowed": allowed,
+        "reserve": req.reserve,
+    }, phones=[e164])
 
 
 def _identifiers(rt: Runtime, purpose: str) -> int:

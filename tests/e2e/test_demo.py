@@ -1,5 +1,5 @@
 """``callgate demo`` as a newcomer runs it: a real process, a real HTTP server, a simulated
-clock; it finishes well inside a minute with zero cap violations and a verified audit chain."""
+clock; it finishes well inside a minute with zero cap violations and a verified audit log."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_demo_small_run(tmp_path: Path) -> None:
     elapsed = time.monotonic() - started
     out = proc.stdout
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{proc.stderr}"
-    assert "audit chain verified" in out
+    assert "audit log verified" in out
     assert "cap violations: 0" in out
     assert re.search(r"agent identification: ([\d,]+) of \1 reported calls", out), out
     assert "422 AGENT_ID_MISSING" in out

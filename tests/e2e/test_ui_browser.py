@@ -39,7 +39,7 @@ if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
     )
 webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
 
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import TimeoutException, WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
@@ -116,7 +116,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     for role in (Role.compliance, Role.dialer, Role.campaign_manager):
         row, plaintext = create_key(db, role, f"e2e-{role.value}", now)
         keys[role.value], ids[role.value] = plaintext, row.id
-    main = Server(tmp, db_url, "main")
+    main = Server(tmp, db_url, "main", CALLGATE_AUDIT_CHECKPOINT_SECONDS="0.5")
     idle = Server(tmp, db_url, "idle", CALLGATE_UI_IDLE_MINUTES=str(IDLE_MINUTES))
     try:
         _seed(main.url, keys["campaign_manager"], now)
@@ -171,7 +171,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 def _audit(db: Database, kind: str) -> list[AuditEntry]:
     with db.read() as s:
         return list(s.scalars(select(AuditEntry).where(AuditEntry.kind == kind)
-                              .order_by(AuditEntry.seq)))
+                              .order_by(AuditEntry.id)))
 
 
 def _sign_in(driver: Any, base: str, key: str) -> None:
@@ -199,8 +199,8 @@ def test_compliance_reviewer_journey(site: dict[str, Any], browser: Any) -> None
 
     _sign_in(browser, base, keys["compliance"])
     wait.until(EC.url_to_be(f"{base}/ui/"))
-    assert "Audit chain" in browser.page_source
-    assert "Verified just now" in browser.page_source
+    assert "Audit log" in browser.page_source
+    _checkpoint_shown(browser, base)
 
     # The refusal log shows the known refused row, phone masked, with its rule.
     browser.find_element(By.LINK_TEXT, "Refusals").click()
@@ -232,7 +232,8 @@ def test_compliance_reviewer_journey(site: dict[str, Any], browser: Any) -> None
     unmasks = _audit(db, "patient_data.unmask")
     assert len(unmasks) == before + 1
     assert unmasks[-1].actor == actor
-    assert json.loads(unmasks[-1].payload)["view"] == "ui.reveal"
+    assert json.loads(unmasks[-1].payload)["via"] == "ui: reveal a refusal's number"
+    assert REFUSED_PHONE not in unmasks[-1].payload
 
     # Export the current filter as CSV with the browser's session cookie.
     href = browser.find_element(By.ID, "csv-export").get_attribute("href")
@@ -249,18 +250,20 @@ def test_compliance_reviewer_journey(site: dict[str, Any], browser: Any) -> None
     anonymous = httpx.get(href, follow_redirects=False)
     assert anonymous.status_code == 303
 
-    # Open the number's story from the row.
+    # Open the number's story from the row: the answer to a POST, the number in no URL.
     _row(browser, "enc-refused").find_element(By.CSS_SELECTOR, "button.story").click()
-    wait.until(EC.url_contains("/ui/numbers/"))
-    assert browser.current_url == f"{base}/ui/numbers/{REFUSED_PHONE}"
+    wait.until(EC.url_to_be(f"{base}/ui/numbers/lookup"))
     assert REFUSED_PHONE in browser.find_element(By.TAG_NAME, "h1").text
+    assert "555" not in urlsplit(browser.current_url).path
     timeline = browser.find_element(By.ID, "timeline").text
     assert "Refused at intake" in timeline and "NO_CONSENT" in timeline
-    reads = [json.loads(e.payload) | {"actor": e.actor}
-             for e in _audit(db, "patient_data.read")]
-    assert any(r["view"] == "ui.number" and r["actor"] == actor for r in reads)
-    assert any(r["view"] == "ui.refusals" and r["actor"] == actor for r in reads)
-    assert any(r["view"] == "ui.refusals.csv" for r in reads)
+    reads = [json.loads(e.payload) | {"actor": e.actor, "kind": e.kind}
+             for kind in ("patient_data.read", "patient_data.list")
+             for e in _audit(db, kind)]
+    assert any(r["via"] == "ui: a number's story (from a log row)" and r["actor"] == actor
+               for r in reads)
+    assert any(r["via"] == "ui: refusal log" and r["actor"] == actor for r in reads)
+    assert any(r["via"] == "ui: refusal log CSV" for r in reads)
 
     # Keyboard: the skip link is the first stop and is visible when focused.
     browser.find_element(By.TAG_NAME, "body").send_keys("\ue004")  # Tab
@@ -273,6 +276,96 @@ def test_compliance_reviewer_journey(site: dict[str, Any], browser: Any) -> None
     assert "You have signed out" in browser.page_source
     browser.get(f"{base}/ui/")
     assert browser.current_url.startswith(f"{base}/ui/login")
+
+
+def _checkpoint_shown(browser: Any, base: str) -> str:
+    """The overview shows a signed checkpoint (reloading until the first seal): its size."""
+    deadline = time.monotonic() + 20
+    while True:
+        sig = browser.find_elements(By.ID, "cp-signature")
+        if sig:
+            assert sig[0].text == "valid"
+            assert "Verified incrementally" in browser.find_element(By.ID, "cp-verified").text
+            return str(browser.find_element(By.ID, "cp-size").text)
+        if time.monotonic() > deadline:
+            pytest.fail("the overview shows no signed checkpoint")
+        time.sleep(0.3)
+        browser.get(f"{base}/ui/")
+
+
+def test_auditor_pages(site: dict[str, Any], browser: Any) -> None:
+    """The audit log browser (filters, CSV), the access report by number and by patient
+    reference (posted: the number in no URL), the checkpoint on the overview."""
+    base, db, keys = site["main"].url, site["db"], site["keys"]
+    wait = WebDriverWait(browser, 15)
+    h = {"Authorization": f"Bearer {keys['compliance']}"}
+    assert httpx.get(f"{base}/v1/consents", params={"phone": OK_PHONE}, headers=h
+                     ).status_code == 200
+    with db.read() as s:
+        total = len(list(s.scalars(select(AuditEntry.id))))
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{base}/v1/audit/checkpoint", headers=h).json()["size"] < total:
+        assert time.monotonic() < deadline, "the log was not sealed"
+        time.sleep(0.2)
+
+    _sign_in(browser, base, keys["compliance"])
+    wait.until(EC.url_to_be(f"{base}/ui/"))
+    assert int(_checkpoint_shown(browser, base)) >= total
+
+    # The audit log, newest first, filtered by kind and by actor.
+    browser.find_element(By.LINK_TEXT, "Audit log").click()
+    wait.until(EC.url_to_be(f"{base}/ui/audit"))
+    assert browser.find_element(By.ID, "log-check").text == "passed"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#audit tbody tr")
+    assert rows and rows[0].get_attribute("id").startswith("entry-")
+    indices = [int(r.get_attribute("id")[6:]) for r in rows]
+    assert indices == sorted(indices, reverse=True)
+    kind = browser.find_element(By.ID, "f-kind")
+    kind.send_keys("patient_data.read")
+    browser.find_element(By.ID, "f-actor").send_keys(f"key:{site['ids']['compliance']}")
+    browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+    wait.until(EC.url_contains("kind=patient_data.read"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#audit tbody tr")
+    assert rows and all("patient_data.read" in r.text for r in rows)
+    assert any("GET /v1/consents" in r.text for r in rows)
+    assert OK_PHONE not in browser.page_source and "5550100" not in browser.page_source
+    href = browser.find_element(By.ID, "csv-export").get_attribute("href")
+    cookie = browser.get_cookie("callgate_ui")
+    assert cookie is not None
+    exported = httpx.get(href, cookies={"callgate_ui": cookie["value"]})
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith(
+        "text/csv")
+    lines = exported.text.strip().splitlines()
+    assert lines[0] == "index,at,actor,key_name,kind,subject,payload"
+    assert len(lines) - 1 == len(rows) and "e2e-compliance" in lines[1]
+
+    # The access report, by number: posted, rendered, the number in no URL.
+    browser.find_element(By.LINK_TEXT, "Access report").click()
+    wait.until(EC.url_to_be(f"{base}/ui/access"))
+    browser.find_element(By.ID, "a-value").send_keys("(314) 555-0100")
+    browser.find_element(By.CSS_SELECTOR, "#access-form button[type=submit]").click()
+    wait.until(EC.presence_of_element_located((By.ID, "accesses")))
+    assert browser.current_url == f"{base}/ui/access"
+    report = browser.find_element(By.ID, "accesses").text
+    assert "GET /v1/consents" in report and "e2e-compliance" in report
+    # By patient reference: the same patient's accesses (its consent names the number).
+    browser.find_element(By.CSS_SELECTOR, "input[name=by][value=patient_ref]").click()
+    browser.find_element(By.ID, "a-value").send_keys("MRN-1")
+    browser.execute_script("window.lastAnswer = true")
+    browser.find_element(By.CSS_SELECTOR, "#access-form button[type=submit]").click()
+
+    def by_reference(d: Any) -> str | None:
+        # The answer to this post, not the last one's (read while the page is replaced).
+        try:
+            if d.execute_script("return window.lastAnswer === true"):
+                return None
+            return str(d.find_element(By.ID, "accesses").text)
+        except WebDriverException:
+            return None
+
+    report = wait.until(by_reference)
+    assert "GET /v1/consents" in report and "ui: access report" in report
+    assert browser.current_url == f"{base}/ui/access"
 
 
 def test_dialer_key_cannot_sign_in(site: dict[str, Any], browser: Any) -> None:

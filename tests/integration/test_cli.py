@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import Result
@@ -140,6 +141,31 @@ def test_keys_create_list_revoke(cli: Invoke, tmp_path: Path) -> None:
     r = cli("keys", "revoke", "no-such-key", env=env)
     assert r.exit_code != 0
     assert "no key named" in r.stderr
+    r = cli("keys", "revoke", "acme-dialer-1", env=env)  # already revoked: nothing new
+    assert r.exit_code == 0, r.output
+
+    # Key creation and revocation are in the audit log, by the shell user, with the policy.
+    import getpass
+
+    from sqlalchemy import select
+
+    from config.policy import load_policy
+    from core.models import AuditEntry
+
+    db = Database(url)
+    try:
+        with db.read() as s:
+            entries = list(s.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+    finally:
+        db.dispose()
+    assert [(e.kind, json.loads(e.payload)) for e in entries] == [
+        ("key.created", {"name": "acme-dialer-1", "role": "dialer"}),
+        ("key.revoked", {"name": "acme-dialer-1", "role": "dialer"}),
+    ]
+    assert {e.actor for e in entries} == {f"cli:{getpass.getuser()}"}
+    assert {e.policy_version for e in entries} == {load_policy().policy_version}
+    assert entries[0].subject == entries[1].subject and entries[0].subject.startswith("key:")
+    assert plaintext not in " ".join(e.payload for e in entries)
 
 
 # --- db upgrade -----------------------------------------------------------------------------
@@ -152,3 +178,54 @@ def test_db_upgrade_twice(cli: Invoke, empty_db_url: str) -> None:
         assert r.exit_code == 0, r.output
         assert f"at revision {head_revision(empty_db_url)}" in r.stderr
     assert current_revision(empty_db_url) == head_revision(empty_db_url)
+
+
+# --- serve: the audit keys at start ------------------------------------------------------------
+
+
+def test_serve_creates_the_audit_keys_loudly_once_and_refuses_a_readable_key(
+    cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first start creates the signing key and the pseudonym key, mode 0600, with a loud
+    warning and the verifier key to publish; a second start loads them quietly; a key that
+    others can read stops the start with a message naming the file."""
+    import os
+    import stat
+
+    import uvicorn
+
+    started: list[str] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(app))
+    key, pseudo = tmp_path / "keys" / "audit.key", tmp_path / "keys" / "pseudonym.key"
+    env = {"CALLGATE_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+           "CALLGATE_AUDIT_KEY_FILE": str(key), "CALLGATE_AUDIT_PSEUDONYM_KEY_FILE": str(pseudo),
+           "CALLGATE_AUDIT_ORIGIN": "callgate.test/audit"}
+    r = cli("serve", env=env)
+    assert r.exit_code == 0, r.output
+    assert started == ["api.asgi:app"]
+    assert "AUDIT KEY CREATED" in r.stderr and "OFF THIS HOST" in r.stderr
+    assert "PSEUDONYM KEY CREATED" in r.stderr
+    assert "origin callgate.test/audit" in r.stderr
+    assert "verifier key callgate.test/audit+" in r.stderr
+    for path in (key, pseudo):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    before = key.read_bytes()
+    r = cli("serve", env=env)
+    assert r.exit_code == 0 and "CREATED" not in r.stderr, r.output
+    assert key.read_bytes() == before
+    os.chmod(key, 0o644)
+    r = cli("serve", env=env)
+    assert r.exit_code == 2 and len(started) == 2
+    assert str(key) in r.stderr and "chmod 600" in r.stderr.replace("\n", " ")
+
+
+def test_a_served_start_records_the_policy_load(runtime: Any) -> None:
+    from api.app import record_start
+    from tests.helpers import audit_entries
+
+    record_start(runtime)
+    (entry,) = audit_entries(runtime, "policy.loaded")
+    assert entry.actor == "system:start" and entry.policy_version == runtime.policy_version
+    assert json.loads(entry.payload) == {"file": "(shipped default)",
+                                         "version": runtime.policy.version}
+    assert entry.subject == f"policy:{runtime.policy_version}"

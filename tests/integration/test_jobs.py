@@ -10,7 +10,7 @@ from sqlalchemy import func, select, text
 
 from core.db import Database
 from core.migrate import upgrade
-from core.models import AuditHead
+from core.models import AuditCheckpoint
 from core.runtime import Runtime
 from dialer import jobs
 
@@ -22,7 +22,7 @@ def test_scheduler_has_every_job_and_checkpoints_sqlite(runtime: Runtime) -> Non
         executors = {j.id: j.executor for j in sched.get_jobs()}
     finally:
         sched.shutdown(wait=False)
-    expected = set(jobs._jobs())
+    expected = set(jobs._jobs()) | {"audit_seal", "audit_verify"}
     if runtime.db.is_sqlite:
         expected.add("wal_checkpoint")
     assert names == expected
@@ -59,7 +59,8 @@ def test_checkpoint_moves_the_wal_into_the_database(tmp_path: Path) -> None:
     keep = db.engine.connect()  # an open connection keeps the WAL from being checkpointed
     keep.exec_driver_sql("SELECT 1").all()  # and removed when the writer's connection closes
     with db.write() as s:
-        s.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (:i, 0, :h)"),
+        s.execute(text("INSERT INTO audit_checkpoints (size, root_hash, at, note) "
+                       "VALUES (:i, x'00', '2026-01-01', :h)"),
                   [{"i": 100 + i, "h": f"{i:064d}"} for i in range(5000)])
     assert Path(f"{path}-wal").stat().st_size > 0
     before = path.stat().st_size
@@ -68,7 +69,7 @@ def test_checkpoint_moves_the_wal_into_the_database(tmp_path: Path) -> None:
     keep.close()
     assert after > before + 100_000  # ~5,000 rows of 64-character text moved in
     with db.read() as s:
-        assert s.scalar(select(func.count()).select_from(AuditHead)) >= 5000
+        assert s.scalar(select(func.count()).select_from(AuditCheckpoint)) >= 5000
     db.dispose()
 
 
@@ -88,11 +89,12 @@ def test_checkpoint_of_a_long_wal_catches_up_holding_the_gate_and_the_wal_starts
     upgrade(url)
     db = Database(url)
     with db.write() as s:
-        s.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (:i, 0, :h)"),
+        s.execute(text("INSERT INTO audit_checkpoints (size, root_hash, at, note) "
+                       "VALUES (:i, x'00', '2026-01-01', :h)"),
                   [{"i": 100 + i, "h": f"{i:0600d}"} for i in range(50_000)])
     done: list[int] = []
     with db.write() as s:  # a writer in its transaction: the catch-up waits for it
-        s.execute(text("UPDATE audit_head SET seq = 1 WHERE id = 100"))
+        s.execute(text("UPDATE audit_checkpoints SET at = '2026-01-02' WHERE size = 100"))
         worker = threading.Thread(target=lambda: done.append(db.checkpoint()))
         worker.start()
         worker.join(timeout=2)
@@ -100,7 +102,7 @@ def test_checkpoint_of_a_long_wal_catches_up_holding_the_gate_and_the_wal_starts
     worker.join(timeout=30)
     assert done and done[0] >= CHECKPOINT_RESTART_PAGES  # the WAL's length before
     with db.write() as s:  # this writer starts the WAL over
-        s.execute(text("UPDATE audit_head SET seq = 2 WHERE id = 100"))
+        s.execute(text("UPDATE audit_checkpoints SET at = '2026-01-03' WHERE size = 100"))
     conn = db.engine.raw_connection()
     try:
         _busy, frames, _copied = conn.cursor().execute(
@@ -136,22 +138,24 @@ def test_sqlite_writers_of_two_processes_take_turns(tmp_path: Path) -> None:
             other = Database(url)
             t = time.perf_counter()
             with other.write() as s:
-                s.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (2, 0, 'child')"))
+                s.execute(text("INSERT INTO audit_checkpoints (size, root_hash, at, note) "
+                               "VALUES (2, x'00', '2026-01-01', 'child')"))
             waited = time.perf_counter() - t
             os._exit(0 if 0.2 < waited < 5 else 3)
         except BaseException:
             os._exit(2)
     os.close(r)
     with db.write() as s:
-        s.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (3, 0, 'parent')"))
+        s.execute(text("INSERT INTO audit_checkpoints (size, root_hash, at, note) "
+                       "VALUES (3, x'00', '2026-01-01', 'parent')"))
         os.write(w, b"x")
         time.sleep(0.5)  # the child is now waiting at the gate
         with db.read() as r2:
-            assert r2.scalar(select(func.count()).select_from(AuditHead)
-                             .where(AuditHead.id == 2)) == 0
+            assert r2.scalar(select(func.count()).select_from(AuditCheckpoint)
+                             .where(AuditCheckpoint.size == 2)) == 0
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
     with db.read() as s:
-        ids = set(s.scalars(select(AuditHead.id)))
+        ids = set(s.scalars(select(AuditCheckpoint.size)))
     assert {2, 3} <= ids
     db.dispose()

@@ -152,3 +152,107 @@ def test_migrated_indexes_are_the_models_indexes(empty_db_url: str) -> None:
     # Parked calls (deferred until next_eligible_at) are out of the queue order (0003).
     assert "parked" in migrated["ix_calls_queue_order"].split("WHERE")[1]
     assert "parked" in migrated["ix_calls_parked"].split("WHERE")[1]
+
+
+def _migration_0005():  # type: ignore[no-untyped-def]
+    import importlib.util
+    from pathlib import Path
+
+    import migrations
+
+    path = Path(migrations.__file__).parent / "versions" / "0005_audit_merkle.py"
+    spec = importlib.util.spec_from_file_location("migration_0005", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _old_chain(url: str, n: int) -> list[str]:
+    """A database at 0004 holding a valid hash chain of ``n`` entries; their hashes."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import text
+
+    m = _migration_0005()
+    upgrade(url, "0004")
+    engine = make_engine(url)
+    t0 = datetime(2026, 11, 20, tzinfo=UTC)
+    prev, hashes = m._GENESIS, []
+    try:
+        with engine.begin() as conn:
+            for seq in range(1, n + 1):
+                at = t0 + timedelta(seconds=seq)
+                payload = m._canonical({"i": seq, "note": "réessai"})
+                h = m._chain_hash(prev, seq, at, "system:test", "test.old", f"t:{seq}",
+                                  payload, "v1")
+                conn.execute(text(
+                    "INSERT INTO audit_log (seq, at, actor, kind, subject, payload, "
+                    "policy_version, prev_hash, hash) VALUES (:seq, :at, 'system:test', "
+                    "'test.old', :subject, :payload, 'v1', :prev, :h)"),
+                    {"seq": seq, "at": at if engine.dialect.name != "sqlite"
+                     else at.strftime("%Y-%m-%d %H:%M:%S.%f"), "subject": f"t:{seq}",
+                     "payload": payload, "prev": prev, "h": h})
+                hashes.append(h)
+                prev = h
+            conn.execute(text("UPDATE audit_head SET seq = :n, hash = :h WHERE id = 1"),
+                         {"n": n, "h": prev})
+    finally:
+        engine.dispose()
+    return hashes
+
+
+def test_0005_seals_the_old_chain_as_the_first_leaves(empty_db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Today's entries become the first leaves in seq order (index = seq - 1), then the
+    chain's head as one more entry; new entries follow; the tree checks."""
+    import json
+
+    from config.clock import FakeClock
+    from config.policy import load_policy
+    from config.settings import Settings
+    from core import auditlog, auditverify
+    from core.db import Database
+    from core.runtime import Runtime
+    from tests.conftest import T0
+    from tests.helpers import audit_entries, seal
+
+    hashes = _old_chain(empty_db_url, 25)
+    upgrade(empty_db_url)
+    assert _diffs(empty_db_url) == []
+    rt = Runtime(db=Database(empty_db_url), policy=load_policy(), clock=FakeClock(T0),
+                 settings=Settings(database_url=empty_db_url,
+                                   audit_checkpoint_dir=tmp_path / "cps"))
+    try:
+        with rt.write("system:test") as uow:
+            uow.audit("test.new", "t:new")
+        seal(rt)
+        entries = audit_entries(rt)
+        assert [(e.id, e.leaf_index) for e in entries[:25]] == [(s, s - 1) for s in range(1, 26)]
+        assert [e.kind for e in entries[25:]] == ["audit.migrated", "test.new"]
+        assert json.loads(entries[25].payload) == {
+            "chain_entries": 25, "chain_head": hashes[-1], "revision": "0005"}
+        with rt.db.read() as s:
+            first = auditlog.entry(s, 3)
+        assert first is not None and first.payload == {"i": 4, "note": "réessai"}
+        assert first.at == "2026-11-20T00:00:04.000000+00:00"
+        sign = auditlog.signer(rt)
+        report = auditverify.verify_full(rt.db, sign.verifier, sign.origin, tmp_path / "cps")
+        assert report.ok and report.size == 27, report
+    finally:
+        rt.db.dispose()
+
+
+def test_0005_refuses_to_seal_a_broken_chain(empty_db_url: str) -> None:
+    import pytest
+    from sqlalchemy import text
+
+    _old_chain(empty_db_url, 10)
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE audit_log SET payload = '{}' WHERE seq = 4"))
+    finally:
+        engine.dispose()
+    with pytest.raises(RuntimeError, match="entry 4 does not match its hash"):
+        upgrade(empty_db_url)
+    assert current_revision(empty_db_url) == "0004"

@@ -184,10 +184,14 @@ def test_phones_are_masked_unless_unmasked_and_unmasking_is_audited(
     client: TestClient, keys: H, runtime: Runtime, seeded: dict[str, int]
 ) -> None:
     before = len(audit_entries(runtime))
-    items = get(client, keys, "/v1/refusals").json()["items"]
+    items = get(client, keys, "/v1/refusals", stage="intake").json()["items"]
     assert {i["phone"] for i in items} == {"+1314555****", None}
     assert "5550100" not in json.dumps(items)
-    assert len(audit_entries(runtime)) == before  # a masked read is not patient data
+    # A masked read is audited too: one entry naming the filters and the row count.
+    listed = audit_entries(runtime)[before:]
+    assert [e.kind for e in listed] == [review.LIST_KIND]
+    assert json.loads(listed[0].payload) == {
+        "via": "GET /v1/refusals", "filter": {"stage": "intake"}, "rows": len(items)}
     res = get(client, keys, "/v1/refusals", campaign_id=CAMP_A, limit=2, unmask="true")
     shown = res.json()["items"]
     assert [i["phone"] for i in shown] == [phone(3), "+13145550100"]
@@ -197,7 +201,11 @@ def test_phones_are_masked_unless_unmasked_and_unmasking_is_audited(
     who = identity(runtime, Role.compliance)
     assert e.actor == f"key:{who.key_id}" and e.subject == "refusals"
     payload = json.loads(e.payload)
-    assert payload == {"refusals": [i["id"] for i in shown], "view": "list"}
+    # An unmasked read names every number it revealed, by pseudonym only.
+    assert payload == {"refusals": [i["id"] for i in shown], "via": "GET /v1/refusals",
+                       "filter": {"campaign_id": CAMP_A}, "rows": 2,
+                       "patients": sorted(runtime.pseudonym(p) for p in
+                                          (phone(3), "+13145550100"))}
     assert "555" not in e.payload
     # an admin may unmask too, and is named
     get(client, keys, "/v1/refusals", role="admin", unmask="true")
@@ -279,6 +287,11 @@ def test_refusals_csv_export(
     assert rows[1]["at"].startswith("2026-11-24T17:00:00")
     assert "5550100" not in res.text
     assert audit_entries(runtime, review.UNMASK_KIND) == []
+    # A masked export: one entry for the whole request (filters, rows sent), not per page.
+    (listed,) = [e for e in audit_entries(runtime, review.LIST_KIND)
+                 if json.loads(e.payload)["via"] == "GET /v1/refusals.csv"]
+    assert json.loads(listed.payload) == {"via": "GET /v1/refusals.csv", "filter": {},
+                                          "rows": 6}
     # same filters as the list
     filtered = parse_csv(get(client, keys, "/v1/refusals.csv", code="CONSENT_REVOKED").text)
     assert [r["external_id"] for r in filtered] == ["b1", "a2"]
@@ -289,7 +302,10 @@ def test_refusals_csv_export(
     entries = audit_entries(runtime, review.UNMASK_KIND)
     ids = [i for e in entries for i in json.loads(e.payload)["refusals"]]
     assert ids == [int(r["id"]) for r in rows]
-    assert all(json.loads(e.payload)["view"] == "csv" for e in entries) and len(entries) == 3
+    assert all(json.loads(e.payload)["via"] == "GET /v1/refusals.csv" for e in entries)
+    assert len(entries) == 3
+    named = {p for e in entries for p in json.loads(e.payload).get("patients", [])}
+    assert named == {runtime.pseudonym(r["phone"][1:]) for r in rows if r["phone"]}
     bad = get(client, keys, "/v1/refusals.csv", since="2026-11-25T00:00:00Z",
               until="2026-11-24T00:00:00Z")
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "VALIDATION_ERROR"
@@ -404,8 +420,9 @@ def test_call_log_pagination_masking_audit_and_csv(
     (entry,) = audit_entries(runtime, review.UNMASK_KIND)
     who = identity(runtime, Role.compliance)
     assert entry.actor == f"key:{who.key_id}" and entry.subject == "attempts"
-    assert json.loads(entry.payload) == {"attempts": [attempts["l3"], attempts["l2"]],
-                                         "view": "list"}
+    assert json.loads(entry.payload) == {
+        "attempts": [attempts["l3"], attempts["l2"]], "via": "GET /v1/call-log", "filter": {},
+        "rows": 2, "patients": sorted(runtime.pseudonym(p) for p in ("+13145550100", phone(5)))}
     # the CSV export: same filters, masked, formula cells neutralised
     res = get(client, keys, "/v1/call-log.csv", campaign_id=CAMP_A)
     assert res.status_code == 200 and res.headers["content-type"].startswith("text/csv")
@@ -420,7 +437,10 @@ def test_call_log_pagination_masking_audit_and_csv(
     unmasked = parse_csv(get(client, keys, "/v1/call-log.csv", unmask="true").text)
     assert unmasked[0]["phone"] == "'+13145550100"
     entry = audit_entries(runtime, review.UNMASK_KIND)[-1]
-    assert json.loads(entry.payload) == {"attempts": [r["id"] for r in unmasked], "view": "csv"}
+    payload = json.loads(entry.payload)
+    assert payload["attempts"] == [r["id"] for r in unmasked]
+    assert payload["via"] == "GET /v1/call-log.csv" and payload["rows"] == len(unmasked)
+    assert payload["patients"] == sorted({runtime.pseudonym(r["phone"][1:]) for r in unmasked})
 
 
 # --- roles and the OpenAPI document ------------------------------------------------------

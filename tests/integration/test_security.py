@@ -66,6 +66,13 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/v1/call-log"): {A, C},
     ("GET", "/v1/call-log.csv"): {A, C},
     ("GET", "/v1/audit/verify"): {A, C},
+    ("GET", "/v1/audit/checkpoint"): {A, C},
+    ("GET", "/v1/audit/key"): {A, C},
+    ("GET", "/v1/audit/entries"): {A, C},
+    ("GET", "/v1/audit/entries/{index}"): {A, C},
+    ("GET", "/v1/audit/proof/inclusion"): {A, C},
+    ("GET", "/v1/audit/proof/consistency"): {A, C},
+    ("GET", "/v1/access-report"): {A, C},
 }
 
 SECURITY_HEADERS = {

@@ -15,11 +15,20 @@ import pytest
 from fastapi.testclient import TestClient
 
 from config.clock import FakeClock
+from core import auditlog
 from core.keys import Role, revoke_key
 from core.runtime import Runtime
 from review import dashboard
 from review import sessions as ui_sessions
-from tests.helpers import CALLBACK, PHONE, audit_entries, campaign_body, consent_body, identity
+from tests.helpers import (
+    CALLBACK,
+    PHONE,
+    audit_entries,
+    campaign_body,
+    consent_body,
+    identity,
+    seal,
+)
 
 NO_CONSENT_PHONE = "+13145550101"
 ORAL_PHONE = "+13145550102"
@@ -105,12 +114,15 @@ def _signed_in(client: TestClient, keys: dict[str, dict[str, str]], role: str = 
     assert r.headers["location"] == "/ui/"
 
 
-def _views(rt: Runtime, view: str) -> list[dict[str, Any]]:
+def _views(rt: Runtime, via: str) -> list[dict[str, Any]]:
+    """The audit entries of the dashboard page ``via`` (a read, a masked list, an unmask)."""
     out = []
-    for e in audit_entries(rt, dashboard.READ_KIND):
+    for e in audit_entries(rt):
+        if not e.kind.startswith("patient_data."):
+            continue
         payload = json.loads(e.payload)
-        if payload.get("view") == view:
-            out.append({"actor": e.actor, "subject": e.subject, **payload})
+        if payload.get("via") == via:
+            out.append({"actor": e.actor, "subject": e.subject, "kind": e.kind, **payload})
     return out
 
 
@@ -118,13 +130,13 @@ def _views(rt: Runtime, view: str) -> list[dict[str, Any]]:
 
 
 def test_unauthenticated_pages_redirect_to_login(client: TestClient) -> None:
-    for path in ("/ui/", "/ui/refusals", "/ui/calls", "/ui/numbers",
-                 "/ui/numbers/+13145550100", "/ui/refusals.csv", "/ui/calls.csv"):
+    for path in ("/ui/", "/ui/refusals", "/ui/calls", "/ui/numbers", "/ui/refusals.csv",
+                 "/ui/calls.csv", "/ui/audit", "/ui/audit.csv", "/ui/access"):
         r = client.get(path, follow_redirects=False)
         assert r.status_code == 303, path
         assert r.headers["location"] == "/ui/login", path
         assert r.headers["cache-control"] == "no-store"
-    for path in ("/ui/logout", "/ui/refusals/reveal", "/ui/numbers/lookup"):
+    for path in ("/ui/logout", "/ui/refusals/reveal", "/ui/numbers/lookup", "/ui/access"):
         r = client.post(path, data={"csrf": "x", "refusal_id": "1"}, follow_redirects=False)
         assert r.status_code == 303, path
         assert r.headers["location"] == "/ui/login"
@@ -330,10 +342,13 @@ def test_idle_limit_is_configurable(
 # --- pages and their audit ---------------------------------------------------------------------
 
 
-def test_overview_shows_charts_flags_and_chain(
-    client: TestClient, keys: dict[str, dict[str, str]], seeded: dict[str, Any]
+def test_overview_shows_charts_flags_and_the_log_checkpoint(
+    client: TestClient, keys: dict[str, dict[str, str]], runtime: Runtime,
+    seeded: dict[str, Any],
 ) -> None:
     _signed_in(client, keys)
+    assert "No checkpoint signed yet" in client.get("/ui/").text
+    seal(runtime)
     page = client.get("/ui/")
     assert page.status_code == 200
     text = page.text
@@ -341,7 +356,11 @@ def test_overview_shows_charts_flags_and_chain(
     assert "Refusals by reason code" in text and "NO_CONSENT" in text
     assert "CONSENT_NOT_WRITTEN" in text and "INVALID_PHONE" in text
     assert "Cardiology discharge follow-up" in text
-    assert "Verified just now" in text
+    cp = client.get("/v1/audit/checkpoint", headers=keys["compliance"]).json()
+    assert f'id="cp-size">{cp["size"]}<' in text
+    assert cp["root_hash"] in text and 'id="cp-signature">valid<' in text
+    assert "Verified incrementally" in text
+    assert auditlog.signer(runtime).vkey in text
     assert "AGENT_ID_MISSING" in text  # the flagged attempt
     assert "<script" not in text
     assert PHONE not in text and "+1314555" not in text  # no patient data on the overview
@@ -373,11 +392,13 @@ def test_refusals_page_masks_filters_and_is_audited(
     bad = client.get("/ui/refusals", params={"code": "NOPE", "since": "yesterday"})
     assert bad.status_code == 200
     assert "Some filters were not applied" in bad.text
-    views = _views(runtime, "ui.refusals")
+    views = _views(runtime, "ui: refusal log")
     me = identity(runtime, Role.compliance)
     assert {v["actor"] for v in views} == {me.actor}
+    assert {v["kind"] for v in views} == {"patient_data.list"}  # masked: no number named
     assert len(views) == 5
-    assert len(views[0]["refusals"]) == 3 and len(views[1]["refusals"]) == 1
+    assert views[0]["rows"] == 3 and views[1]["rows"] == 1
+    assert views[1]["filter"] == {"code": "NO_CONSENT"}
 
 
 def test_refusals_keyset_pagination(
@@ -420,7 +441,9 @@ def test_reveal_shows_one_row_and_is_audited(
     unmasks = audit_entries(runtime, "patient_data.unmask")
     assert len(unmasks) == 1
     assert unmasks[0].actor == identity(runtime, Role.compliance).actor
-    assert json.loads(unmasks[0].payload) == {"refusals": [rid], "view": "ui.reveal"}
+    assert json.loads(unmasks[0].payload) == {
+        "refusals": [rid], "via": "ui: reveal a refusal's number",
+        "patients": [runtime.pseudonym(NO_CONSENT_PHONE)]}
     assert NO_CONSENT_PHONE not in unmasks[0].payload
 
 
@@ -442,8 +465,9 @@ def test_csv_export_of_the_current_filter(
     assert ORAL_PHONE not in r.text
     everything = list(csv.DictReader(io.StringIO(client.get("/ui/refusals.csv").text)))
     assert len(everything) == 3
-    exports = _views(runtime, "ui.refusals.csv")
-    assert exports[0]["filter"] == {"code": "CONSENT_NOT_WRITTEN"}
+    exports = _views(runtime, "ui: refusal log CSV")
+    assert exports[0]["filter"] == {"code": "CONSENT_NOT_WRITTEN"} and exports[0]["rows"] == 1
+    assert len(exports) == 2 and exports[1]["rows"] == 3
     assert exports[0]["actor"] == identity(runtime, Role.compliance).actor
 
 
@@ -469,9 +493,9 @@ def test_call_log_page(
         '<tr id="attempt-') == 1
     csv_text = client.get("/ui/calls.csv", params={"agent_id": "A-17"}).text
     assert len(list(csv.DictReader(io.StringIO(csv_text)))) == 1
-    views = _views(runtime, "ui.calls")
+    views = _views(runtime, "ui: call log")
     assert views and views[0]["actor"] == identity(runtime, Role.admin).actor
-    assert len(views[0]["attempts"]) == 1
+    assert views[0]["rows"] == 1 and views[0]["kind"] == "patient_data.list"
 
 
 def test_number_story_is_complete_in_time_order_and_audited(
@@ -480,12 +504,11 @@ def test_number_story_is_complete_in_time_order_and_audited(
 ) -> None:
     _signed_in(client, keys)
     token = csrf_of(client, "/ui/numbers")
-    r = client.post("/ui/numbers/lookup", data={"csrf": token, "phone": "(314) 555-0100"},
-                    follow_redirects=False)
-    assert r.status_code == 303
-    assert r.headers["location"] == f"/ui/numbers/{PHONE}"
-    page = client.get(r.headers["location"])
-    assert page.status_code == 200
+    page = client.post("/ui/numbers/lookup", data={"csrf": token, "phone": "(314) 555-0100"},
+                       follow_redirects=False)
+    # The story is the answer to the POST: the number is never in a URL.
+    assert page.status_code == 200 and "location" not in page.headers
+    assert str(page.url).endswith("/ui/numbers/lookup")
     assert page.headers["cache-control"] == "no-store"
     text = page.text
     assert "scan://consents/1001.pdf#sha256=ab12" in text  # evidence reference
@@ -496,24 +519,29 @@ def test_number_story_is_complete_in_time_order_and_audited(
     order = [text.index(s) for s in ("Consent obtained", "Accepted at intake",
                                      "Decision: outcome.rejected", "Attempt (lease")]
     assert order == sorted(order)
-    views = _views(runtime, "ui.number")
+    views = _views(runtime, "ui: number look-up")
     assert len(views) == 1
     assert views[0]["actor"] == identity(runtime, Role.compliance).actor
     assert views[0]["calls"] == [seeded["call_id"]]
+    assert views[0]["patients"] == [runtime.pseudonym(PHONE)]
     assert PHONE not in json.dumps(views)
     # The refused number's story, opened from its refusal row.
     rows = client.get("/ui/refusals", params={"code": "NO_CONSENT"}).text
     rid = re.search(r'<tr id="refusal-(\d+)"', rows).group(1)  # type: ignore[union-attr]
     r = client.post("/ui/numbers/lookup", data={"csrf": token, "refusal_id": rid},
                     follow_redirects=False)
-    assert r.headers["location"] == f"/ui/numbers/{NO_CONSENT_PHONE}"
-    story = client.get(r.headers["location"]).text
+    assert r.status_code == 200 and "location" not in r.headers
+    story = r.text
+    assert NO_CONSENT_PHONE in story
+    (from_row,) = _views(runtime, "ui: a number's story (from a log row)")
+    assert from_row["patients"] == [runtime.pseudonym(NO_CONSENT_PHONE)]
     assert "No consent on file." in story
     assert "Refused at intake" in story and "NO_CONSENT" in story
     assert "47 CFR 64.1200(a)(1)-(2)" in story
     bad = client.post("/ui/numbers/lookup", data={"csrf": token, "phone": "12"})
     assert bad.status_code == 400
-    assert client.get("/ui/numbers/12").status_code == 400
+    # No page is named by a number any more.
+    assert client.get(f"/ui/numbers/{PHONE}", follow_redirects=False).status_code in (404, 405)
 
 
 def test_dnc_and_revocation_in_the_story(
@@ -526,6 +554,7 @@ def test_dnc_and_revocation_in_the_story(
                        json={"phone": PHONE, "source": "sms_stop",
                              "received_at": clock.now().isoformat()}).status_code == 201
     _signed_in(client, keys)
-    text = client.get(f"/ui/numbers/{PHONE}").text
+    token = csrf_of(client, "/ui/numbers")
+    text = client.post("/ui/numbers/lookup", data={"csrf": token, "phone": PHONE}).text
     assert "Consent revoked" in text and "sms_stop" in text
     assert "Added to do-not-call" in text
