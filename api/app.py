@@ -23,6 +23,7 @@ from api.routers import (
     consents,
     dnc,
     health,
+    metrics,
     numbers,
     queue,
     review,
@@ -114,6 +115,7 @@ def create_app(
     app.state.runtime = runtime
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     # The dialers' routes first: a request is matched against routes in order (no path of
     # one router is another's).
     for module in (queue, consents, dnc, campaigns, calls, review, compliance, numbers):
