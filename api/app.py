@@ -10,7 +10,9 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from api import docs, errors
+from api import openapi as openapi_doc
 from api.deps import gate_identity
+from api.idempotency import IdempotencyMiddleware
 from api.middleware import (
     InternalErrorMiddleware,
     RequestGate,
@@ -123,8 +125,12 @@ def create_app(
     app.include_router(ui.router)
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
     docs.install(app)
+    openapi_doc.install(app, runtime)
     # Added first = innermost: errors are answered inside the body limit and the headers.
     app.add_middleware(InternalErrorMiddleware)
+    # Idempotency-Key (api/idempotency.py): inside the gate (the key is known, the body
+    # limit holds), outside every route.
+    app.add_middleware(IdempotencyMiddleware)
     # The key, then the route's body limit, before any body is read (api/middleware.py).
     app.add_middleware(RequestGate, max_bytes=runtime.settings.max_body_bytes,
                        authenticate=gate_identity)

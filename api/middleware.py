@@ -59,7 +59,7 @@ DIALER_BODY = 16 * 1024
 BATCH_BODY = 256 * 1024
 SMALL_BODY = 64 * 1024
 _LARGE_ROUTES = (
-    re.compile(r"/v1/campaigns/[^/]+/calls"),
+    re.compile(r"/v1/campaigns/[^/]+/calls(?:/upload)?"),
     re.compile(r"/v1/numbers/reassigned"),
 )
 _DIALER_ROUTES = (
@@ -148,7 +148,7 @@ class RequestGate:
 
 async def _send_error(
     send: Send, status: int, code: str, message: str, details: Any = None,
-    headers: list[tuple[bytes, bytes]] | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None, close: bool = True,
 ) -> None:
     body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
     await send(
@@ -158,7 +158,7 @@ async def _send_error(
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
+                *([(b"connection", b"close")] if close else []),
                 *(headers or []),
                 *SECURITY_HEADERS,
             ],
