@@ -58,9 +58,11 @@ NAMED_ENUMS: dict[str, list[str]] = {
     "RefusalStage": ["intake", "dispatch"],
     "ReassignedAnswer": ["yes", "no", "no_data"],
 }
-# Request fields that name a purpose (requests only: an answer may name a purpose that a
-# later policy dropped, which a client's enum would refuse to read).
-PURPOSE_FIELDS = {("CampaignIn", "purpose"), ("CheckIn", "purpose")}
+# Request fields that name a purpose and are refused (422) when the code is not in the
+# catalogue. Requests only: an answer may name a purpose that a later policy dropped, which a
+# client's enum would refuse to read. Not ``CheckIn.purpose``: a preflight check answers an
+# unknown purpose with 200, ``allowed: false`` and the reason PURPOSE_UNKNOWN (API.md).
+PURPOSE_FIELDS = {("CampaignIn", "purpose")}
 CONSENT_PURPOSES = ("ConsentIn", "purposes")
 
 _KEEP = ("description", "default", "title", "examples")
