@@ -152,3 +152,18 @@ def test_workers_counters_are_summed_in_multiprocess_mode(tmp_path: Path) -> Non
     key = ("callgate_http_requests_total",
            (("method", "GET"), ("route", "/healthz"), ("status", "200")))
     assert samples[key] == 7
+
+
+def test_the_sample_dashboard_reads_metrics_that_exist(client: TestClient, keys: Keys) -> None:
+    import json
+    import re
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
+    exprs = [t["expr"] for p in json.loads(path.read_text())["panels"] for t in p["targets"]]
+    used = {n for e in exprs for n in re.findall(r"callgate_[a-z_]+", e)}
+    served = {name for name, _ in scrape(client, keys)}
+    # Families with no sample yet (a labelled counter never incremented) are named by HELP.
+    text = client.get("/metrics", headers=keys["admin"]).text
+    served |= set(re.findall(r"^# HELP (callgate_[a-z_]+)", text, re.M))
+    served |= {f"{n}_total" for n in served} | {f"{n}_bucket" for n in served}
+    assert used and used <= served, used - served
