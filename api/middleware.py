@@ -206,7 +206,8 @@ class InternalErrorMiddleware:
         except Exception as exc:
             template = route_template(scope)
             error_log.error(
-                "unhandled error on %s %s: %s", scope.get("method"), template, type(exc).__name__
+                "unhandled error on %s %s: %s rid=%s", scope.get("method"), template,
+                type(exc).__name__, (scope.get("state") or {}).get("request_id", "-"),
             )
             error_log.debug("unhandled error detail", exc_info=exc)
             if not started:

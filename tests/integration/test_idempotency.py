@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 
 from config.clock import FakeClock
 from core import idempotency
-from core.models import AuditEntry, Consent, IdempotencyRecord
+from core.models import ApiKey, AuditEntry, Consent, IdempotencyRecord
 from core.runtime import Runtime
 from tests.conftest import T0
 from tests.helpers import CALLBACK, campaign_body, consent_body, days
@@ -337,3 +337,28 @@ def test_stale_claim_is_taken_over_and_old_records_purged(runtime: Runtime,
     assert done is not None and (done.state, done.status, done.body) == ("done", 201, b"{}")
     assert idempotency.purge(db, later + timedelta(hours=23), 24) == 0
     assert idempotency.purge(db, later + timedelta(hours=25), 24) == 1
+
+
+def test_a_request_running_on_another_instance_is_in_progress(
+    client: TestClient, keys: Keys, runtime: Runtime
+) -> None:
+    """The claim is in the database: a request with the same key that another instance is
+    still running (its claim committed, no answer yet) gets 409 here; once it is answered,
+    the answer it stored is replayed here."""
+    body = b'{"phone": "+1 314 555 0240", "reason": "asked"}'
+    headers = {**keys["campaign_manager"], "Content-Type": "application/json",
+               "Idempotency-Key": "other-instance-1"}
+    with runtime.db.read() as s:
+        key_id = s.scalar(select(ApiKey.id).where(ApiKey.name == "test-campaign_manager"))
+    assert key_id
+    fp = idempotency.fingerprint("POST", "/v1/dnc", b"", body)
+    assert idempotency.claim(runtime.db, key_id, "other-instance-1", fp, runtime.clock.now(),
+                             stale_seconds=600, keep_hours=24) is None
+    r = client.post("/v1/dnc", content=body, headers=headers)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "IDEMPOTENCY_IN_PROGRESS"
+    assert r.headers["retry-after"] == "1"
+    idempotency.complete(runtime.db, key_id, "other-instance-1", runtime.clock.now(), 201,
+                         "application/json", b'{"stored": true}')
+    r = client.post("/v1/dnc", content=body, headers=headers)
+    assert r.status_code == 201 and r.json() == {"stored": True}
+    assert r.headers["idempotent-replayed"] == "true"
