@@ -73,8 +73,13 @@ WEBHOOK_LAG = Gauge(
 )
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    """One answered HTTP request (api/middleware.py, the access log's line)."""
+    """One answered HTTP request (api/middleware.py, the access log's line). A method
+    outside the standard ones is ``OTHER``: a client must not mint label values."""
+    method = method if method in _METHODS else "OTHER"
     REQUESTS.labels(method, route, str(status)).inc()
     LATENCY.labels(method, route).observe(seconds)
 

@@ -362,3 +362,28 @@ def test_a_request_running_on_another_instance_is_in_progress(
     r = client.post("/v1/dnc", content=body, headers=headers)
     assert r.status_code == 201 and r.json() == {"stored": True}
     assert r.headers["idempotent-replayed"] == "true"
+
+
+def test_a_streamed_body_over_the_limit_is_413_and_keeps_no_key(
+    client: TestClient, keys: Keys, runtime: Runtime
+) -> None:
+    def chunks() -> Any:
+        for _ in range(20):
+            yield b"x" * 8192  # 160 KiB, no Content-Length: the gate counts as it reads
+
+    r = client.post("/v1/consents", content=chunks(),
+                    headers={**keys["campaign_manager"], **_key(),
+                             "Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    with runtime.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(IdempotencyRecord)) == 0
+
+
+def test_an_error_answer_below_500_is_kept(client: TestClient, keys: Keys) -> None:
+    """A 404 (no such campaign) is the answer to that request: replayed as it was."""
+    headers = {**keys["campaign_manager"], **_key()}
+    path = f"/v1/campaigns/{uuid.uuid4()}/calls"
+    first = client.post(path, json=[{"external_id": "a", "phone": PHONES[5]}], headers=headers)
+    again = client.post(path, json=[{"external_id": "a", "phone": PHONES[5]}], headers=headers)
+    assert first.status_code == again.status_code == 404
+    assert again.content == first.content and again.headers["idempotent-replayed"] == "true"

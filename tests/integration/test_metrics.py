@@ -112,9 +112,12 @@ def test_no_patient_data_in_the_exposition(client: TestClient, keys: Keys) -> No
     client.post("/v1/consents", json=consent_body(T0 - days(5), PHONE), headers=mgr)
     client.get(f"/v1/dnc/{PHONE}", headers=mgr)
     client.get("/v1/consents", params={"phone": PHONE}, headers=mgr)
+    client.request("BREW", f"/v1/dnc/{PHONE}", headers=mgr)  # a made-up method
+    client.get(f"/no/such/{PHONE}")
     text = client.get("/metrics", headers=keys["admin"]).text
-    assert "5550520" not in text and "MRN-" not in text
+    assert "5550520" not in text and "MRN-" not in text and "BREW" not in text
     assert 'route="/v1/dnc/{phone}"' in text
+    assert 'method="OTHER"' in text and 'route="(unmatched)"' in text
 
 
 MULTI = textwrap.dedent("""
