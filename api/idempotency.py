@@ -10,25 +10,34 @@ another instance is answered the same.
 - same key, another body -> 422 ``IDEMPOTENCY_KEY_REUSED``;
 - same key while the first request still runs -> 409 ``IDEMPOTENCY_IN_PROGRESS``.
 
-Answers kept: every status below 500 but 429 (a 5xx or 429 did nothing: the key is given
-back, a retry runs). ``POST /v1/check`` is covered only with ``"reserve": true`` (without,
-it changes nothing and a replay would answer an old question). A multipart body carries a
-random boundary: re-send the same bytes, not a re-encoded form.
+Answers kept: every status but 429 and 503, which say that nothing was done (the key is
+given back, a retry runs). A 500 is kept: the work may have been done before it failed, and
+"nothing is done twice" comes first (retry it with a new key). When the answer cannot be
+stored (the database went away meanwhile), it is sent all the same and the key stays "in
+progress" until it is stale: a retry then gets 409, never a second effect.
+
+``POST /v1/check`` is covered only with ``"reserve": true`` (without, it changes nothing and
+a replay would answer an old question). A multipart body carries a random boundary: re-send
+the same bytes, not a re-encoded form.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.middleware import BodyTooLarge, _send_413, _send_error
+from api.middleware import BodyTooLarge, _send_413, _send_error, route_template
 from core import idempotency
 from core.keys import Identity
 from core.runtime import Runtime
+
+log = logging.getLogger("callgate.api")
 
 HEADER = b"idempotency-key"
 REPLAYED = (b"idempotent-replayed", b"true")
@@ -62,7 +71,7 @@ def covered(method: str, path: str) -> bool:
 
 
 def _keep(status: int) -> bool:
-    return status < 500 and status != 429
+    return status not in (429, 503)
 
 
 class IdempotencyMiddleware:
@@ -122,20 +131,27 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, receive, capture)
         except BaseException:
-            await run_in_threadpool(idempotency.release, rt.db, key_id, key)
+            # Also when the request is cancelled (the client went away): give the key back
+            # before the cancellation goes on.
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(idempotency.release, rt.db, key_id, key)
             raise
         if start is None:  # nothing answered (the client went away): nothing to keep
             await run_in_threadpool(idempotency.release, rt.db, key_id, key)
             return
         body = b"".join(chunks)
         status = int(start["status"])
-        if _keep(status):
-            ctype = next((v.decode("latin-1") for k, v in start.get("headers", [])
-                          if k.lower() == b"content-type"), None)
-            await run_in_threadpool(idempotency.complete, rt.db, key_id, key, rt.clock.now(),
-                                    status, ctype, body)
-        else:
-            await run_in_threadpool(idempotency.release, rt.db, key_id, key)
+        try:
+            if _keep(status):
+                ctype = next((v.decode("latin-1") for k, v in start.get("headers", [])
+                              if k.lower() == b"content-type"), None)
+                await run_in_threadpool(idempotency.complete, rt.db, key_id, key,
+                                        rt.clock.now(), status, ctype, body)
+            else:
+                await run_in_threadpool(idempotency.release, rt.db, key_id, key)
+        except Exception as exc:  # the answer goes out; the key stays in progress
+            log.error("idempotency: the answer of %s %s could not be stored: %s",
+                      scope.get("method"), route_template(scope), type(exc).__name__)
         await send(start)
         await send({"type": "http.response.body", "body": body})
 
