@@ -10,7 +10,9 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from api import docs, errors
+from api import openapi as openapi_doc
 from api.deps import gate_identity
+from api.idempotency import IdempotencyMiddleware
 from api.middleware import (
     InternalErrorMiddleware,
     RequestGate,
@@ -23,6 +25,7 @@ from api.routers import (
     consents,
     dnc,
     health,
+    metrics,
     numbers,
     queue,
     review,
@@ -114,6 +117,7 @@ def create_app(
     app.state.runtime = runtime
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     # The dialers' routes first: a request is matched against routes in order (no path of
     # one router is another's).
     for module in (queue, consents, dnc, campaigns, calls, review, compliance, numbers):
@@ -121,8 +125,12 @@ def create_app(
     app.include_router(ui.router)
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
     docs.install(app)
+    openapi_doc.install(app, runtime)
     # Added first = innermost: errors are answered inside the body limit and the headers.
     app.add_middleware(InternalErrorMiddleware)
+    # Idempotency-Key (api/idempotency.py): inside the gate (the key is known, the body
+    # limit holds), outside every route.
+    app.add_middleware(IdempotencyMiddleware)
     # The key, then the route's body limit, before any body is read (api/middleware.py).
     app.add_middleware(RequestGate, max_bytes=runtime.settings.max_body_bytes,
                        authenticate=gate_identity)

@@ -9,11 +9,14 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.metrics import observe_request
 
 access_log = logging.getLogger("callgate.access")
 error_log = logging.getLogger("callgate.api")
@@ -56,7 +59,7 @@ DIALER_BODY = 16 * 1024
 BATCH_BODY = 256 * 1024
 SMALL_BODY = 64 * 1024
 _LARGE_ROUTES = (
-    re.compile(r"/v1/campaigns/[^/]+/calls"),
+    re.compile(r"/v1/campaigns/[^/]+/calls(?:/upload)?"),
     re.compile(r"/v1/numbers/reassigned"),
 )
 _DIALER_ROUTES = (
@@ -145,7 +148,7 @@ class RequestGate:
 
 async def _send_error(
     send: Send, status: int, code: str, message: str, details: Any = None,
-    headers: list[tuple[bytes, bytes]] | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None, close: bool = True,
 ) -> None:
     body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
     await send(
@@ -155,7 +158,7 @@ async def _send_error(
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
+                *([(b"connection", b"close")] if close else []),
                 *(headers or []),
                 *SECURITY_HEADERS,
             ],
@@ -203,7 +206,8 @@ class InternalErrorMiddleware:
         except Exception as exc:
             template = route_template(scope)
             error_log.error(
-                "unhandled error on %s %s: %s", scope.get("method"), template, type(exc).__name__
+                "unhandled error on %s %s: %s rid=%s", scope.get("method"), template,
+                type(exc).__name__, (scope.get("state") or {}).get("request_id", "-"),
             )
             error_log.debug("unhandled error detail", exc_info=exc)
             if not started:
@@ -211,12 +215,32 @@ class InternalErrorMiddleware:
 
 
 HSTS = (b"strict-transport-security", b"max-age=31536000")
+_REPLACED = {h for h, _ in SECURITY_HEADERS} | {b"x-request-id"}
+
+
+# API.md "Every response": a client's X-Request-Id of at most 128 printable ASCII characters
+# is echoed; anything else (empty, longer, control or non-ASCII bytes) is replaced.
+_REQUEST_ID = re.compile(rb"[\x20-\x7e]{1,128}")
+
+
+def request_id(scope: Scope) -> str:
+    """The request's id: the client's well-formed ``X-Request-Id``, or a new UUID."""
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            if _REQUEST_ID.fullmatch(value) and value.strip():
+                return str(value.decode("ascii"))
+            break
+    return uuid.uuid4().hex
 
 
 class SecurityHeadersMiddleware:
     """Security headers on every response; ``no-store`` on everything but docs; HSTS when
     the request came over HTTPS (the scheme uvicorn took from a trusted proxy's
-    X-Forwarded-Proto) or the service is declared HTTPS (``CALLGATE_HTTPS``)."""
+    X-Forwarded-Proto) or the service is declared HTTPS (``CALLGATE_HTTPS``).
+
+    Outermost, so it also gives every answer (401 and 413 of the request gate, 404 of an
+    unknown route, 500) its ``X-Request-Id`` and writes the access log line with it; the id
+    is left in ``scope["state"]["request_id"]`` for the layers inside."""
 
     def __init__(self, app: ASGIApp, https: bool = False) -> None:
         self.app = app
@@ -228,6 +252,9 @@ class SecurityHeadersMiddleware:
             return
         start = time.perf_counter()
         status_holder: dict[str, Any] = {}
+        rid = request_id(scope)
+        scope.setdefault("state", {})["request_id"] = rid
+        rid_header = (b"x-request-id", rid.encode("ascii"))
 
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -235,9 +262,10 @@ class SecurityHeadersMiddleware:
                 headers = [
                     (k, v)
                     for k, v in message.get("headers", [])
-                    if k.lower() not in {h for h, _ in SECURITY_HEADERS}
+                    if k.lower() not in _REPLACED
                 ]
                 headers.extend(SECURITY_HEADERS)
+                headers.append(rid_header)
                 if self.https or scope.get("scheme") == "https":
                     headers.append(HSTS)
                 if not any(k.lower() == b"cache-control" for k, _ in headers):
@@ -249,10 +277,15 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, wrapped)
         finally:
             template = route_template(scope)
+            elapsed = time.perf_counter() - start
+            status = status_holder.get("status")
             access_log.info(
-                "%s %s %s %.1fms",
+                "%s %s %s %.1fms rid=%s",
                 scope.get("method"),
                 template,
-                status_holder.get("status", "-"),
-                (time.perf_counter() - start) * 1000,
+                status or "-",
+                elapsed * 1000,
+                rid,
             )
+            if status is not None:
+                observe_request(scope.get("method", "-"), template, status, elapsed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging.config
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -133,6 +134,12 @@ def serve(
         "callgate: first key? callgate keys create --role admin --name me", highlight=False
     )
     err.print(f"callgate: listening on http://{host}:{port}", highlight=False)
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # GET /metrics sums the workers' counters (core/metrics.py): prometheus-client's
+        # multiprocess mode, a fresh directory per start, set before the workers spawn.
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="callgate-metrics-")
     uvicorn.run(
         "api.asgi:app",
         host=host,

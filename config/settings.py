@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,6 +59,14 @@ class Settings(BaseSettings):
     # The overview's and GET /v1/audit/verify's incremental check reads at most this many
     # new entries per call (a background job keeps it caught up).
     audit_verify_budget: int = Field(default=200_000, ge=1000)
+
+    # GET /metrics: an admin key, or this bearer token (for a Prometheus scraper, which then
+    # holds no key that opens patient data). Unset: admin keys only.
+    metrics_token: SecretStr | None = Field(default=None)
+    # Idempotency-Key records are kept this long (API.md: at least 24 hours); a request
+    # still "in progress" after idempotency_stale_seconds (its process died) may be re-run.
+    idempotency_hours: float = Field(default=24, ge=24)
+    idempotency_stale_seconds: float = Field(default=600, gt=0)
 
     @property
     def pseudonym_key_path(self) -> Path:

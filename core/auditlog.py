@@ -156,6 +156,13 @@ def pending_count(s: Session) -> int:
                         .where(AuditEntry.leaf_index.is_(None))) or 0)
 
 
+def oldest_pending_at(s: Session) -> datetime | None:
+    """When the oldest committed entry not yet integrated was written (the metrics'
+    integration lag): the first row of the small partial index ix_audit_log_pending."""
+    return s.scalar(select(AuditEntry.at).where(AuditEntry.leaf_index.is_(None))
+                    .order_by(AuditEntry.id).limit(1))
+
+
 def fetch_nodes(s: Session, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
     """The stored hashes of these perfect subtrees, in two queries (leaves, the others)."""
     wanted = list(dict.fromkeys(wanted))

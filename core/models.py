@@ -427,6 +427,28 @@ class ReassignedAnswer(Base):
     imported_by: Mapped[str] = mapped_column(String(36))
 
 
+class IdempotencyRecord(Base):
+    """An ``Idempotency-Key`` of an API key and the first answer to it (API.md
+    "Idempotency"; core/idempotency.py). The primary key is the claim: of two requests with
+    one key at once, one inserts the row (``state`` running), the other finds it. Kept
+    ``CALLGATE_IDEMPOTENCY_HOURS`` (24) after ``created_at`` (migration 0006)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+    key_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    idem_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # SHA-256 (hex) of the method, path, query string and body.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(8))  # running | done
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True,
+                                                          default=None)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    content_type: Mapped[str | None] = mapped_column(String(128), nullable=True, default=None)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, default=None)
+
+
 def metadata() -> MetaData:
     """Every table (migrations, tests)."""
     return Base.metadata

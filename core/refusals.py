@@ -3,6 +3,7 @@ expiry or withdrawal, written in the same transaction as the decision."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -11,6 +12,7 @@ from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from config.reasons import Reason
+from core import metrics
 from core.bulk import insert_rows
 from core.models import Refusal
 
@@ -48,5 +50,9 @@ REFUSALS = cast(Table, Refusal.__table__)
 
 
 def write(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """One executemany for all rows (core.db.insert_rows)."""
+    """One executemany for all rows (core.db.insert_rows); counted in the metrics once the
+    transaction commits."""
     insert_rows(session, REFUSALS, rows)
+    counts = Counter((r["code"], r["stage"]) for r in rows)
+    for labels, n in counts.items():
+        metrics.count_on_commit(session, metrics.REFUSALS, labels, n)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, delete, exists, literal, select
 
-from core import auditlog
+from core import auditlog, idempotency
 from core.models import Attempt, AuditEntry, Call, Consent
 from core.runtime import Runtime
 from dialer.queue.expiry import SYSTEM, expire_deadlines, expire_leases
@@ -78,10 +78,16 @@ def _past(cutoff: datetime) -> tuple[ColumnElement[bool], ...]:
     return Call.status.in_(TERMINAL), Call.updated_at < cutoff
 
 
+def purge_idempotency_keys(rt: Runtime) -> int:
+    """Idempotency-Key records past CALLGATE_IDEMPOTENCY_HOURS (API.md: kept 24 hours)."""
+    return idempotency.purge(rt.db, rt.clock.now(), rt.settings.idempotency_hours)
+
+
 JOBS: dict[str, Callable[[Runtime], int]] = {
     "expire_leases": expire_leases,
     "expire_deadlines": expire_deadlines,
     "note_expired_consents": note_expired_consents,
     "purge_past_retention": purge_past_retention,
     "erase_audit_payloads": auditlog.erase_past_retention,
+    "purge_idempotency_keys": purge_idempotency_keys,
 }

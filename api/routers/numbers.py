@@ -13,7 +13,7 @@ from api.deps import Manager, RuntimeDep
 from api.errors import ApiError
 from config.errors import Invalid
 from consent import rnd, rnd_service
-from consent.schemas import ReassignedAnswerIn, ReassignedImportOut
+from consent.schemas import ReassignedImportOut
 from core.keys import Identity
 from core.runtime import Runtime
 
@@ -25,21 +25,12 @@ _BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
+            # JSON only in the document (generated clients: api/routers/calls.py); the
+            # route takes a CSV body or a multipart upload too, as its description says.
             "application/json": {
-                "schema": {"type": "array", "items": ReassignedAnswerIn.model_json_schema()},
+                "schema": {"type": "array",
+                           "items": {"$ref": "#/components/schemas/ReassignedAnswerIn"}},
                 "example": _EXAMPLE,
-            },
-            "text/csv": {
-                "schema": {"type": "string"},
-                "example": "phone,date,answer,queried_at\n"
-                "3145550100,2026-03-05,no,2026-11-20T15:00:00Z\n",
-            },
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                }
             },
         },
     }
@@ -52,6 +43,8 @@ _BODY: dict[str, Any] = {
     response_model=ReassignedImportOut,
     summary="Load FCC Reassigned Numbers Database answers (JSON array, CSV, or a multipart "
     "upload); numbers found reassigned since their consent leave the queue",
+    description="A JSON array; or a CSV body (`Content-Type: text/csv`, header row "
+    "`phone,date,answer,queried_at`) or a multipart upload of such a file.",
     openapi_extra=_BODY,
     responses={
         413: {"description": "Body over the limit"},

@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from api.deps import Checker, DialerKey, RuntimeDep
 from api.fastroute import DialerRoute
+from core import metrics
 from dialer.queue import service as queue
 from dialer.schemas import (
     CheckIn,
@@ -57,7 +58,12 @@ _409: dict[int | str, dict[str, Any]] = {
 def lease_calls(body: LeaseIn, rt: RuntimeDep, who: DialerKey) -> Response:
     tasks = queue.lease(rt, who, queue.LeaseRequest(body.dialer_id, body.limit,
                                                      body.lease_seconds))
-    return _json(LeaseOut(tasks=[TaskOut(**t) for t in tasks]))
+    metrics.LEASE_POLLS.labels("tasks" if tasks else "empty").inc()
+    response = _json(LeaseOut(tasks=[TaskOut(**t) for t in tasks]))
+    if not tasks:
+        # API.md "Every response": when to poll again (whole seconds, 1-60).
+        response.headers["Retry-After"] = str(queue.retry_after(rt, who))
+    return response
 
 
 @router.post(

@@ -16,6 +16,7 @@ from typing import Any
 
 from config.ids import new_id
 from consent.store import dnc_numbers, facts_for
+from core import metrics
 from core.keys import Identity
 from core.runtime import Runtime
 from core.uow import UnitOfWork
@@ -131,6 +132,7 @@ def _lease_batch(rt: Runtime, uow: UnitOfWork, calls: list[QCall], takers: deque
     w.send(s)
     if attempt_rows:
         store.insert_attempts(s, attempt_rows)
+        metrics.count_on_commit(s, metrics.LEASED, n=len(attempt_rows))
 
 
 def on_call_terms(rt: Runtime, campaign: CampaignView, recording: bool) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from config.reasons import Code, Flag, reason
 from consent import phones
 from consent.service import revoke_in_session
 from consent.store import dnc_numbers, facts_for
+from core import metrics
 from core.keys import Identity
 from core.runtime import Runtime
 from core.uow import UnitOfWork
@@ -324,6 +325,7 @@ def _report_attempt(
         "recorded": o.recorded, "phi_disclosed": o.phi_disclosed,
         "identity_verified_with": list(o.identity_verified_with),
     })
+    metrics.count_on_commit(uow.session, metrics.OUTCOMES, (o.result,))
     uow.audit("call.outcome", f"call:{c.id}", {
         "lease": attempt_id, "result": o.result, "agent_id": o.agent_id, "flags": flags,
         "recorded": o.recorded, "phi_disclosed": o.phi_disclosed,

@@ -20,6 +20,7 @@ whatever the number of pollers and API processes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -146,3 +147,17 @@ def _outcomes(
     job = OutcomeJob(who, items)
     _run(rt, job)
     return job.results
+
+
+# API.md "Every response": an empty lease says when to poll again, in whole seconds (1-60):
+# when the next queued call becomes eligible, 60 at most (and when nothing is queued).
+RETRY_AFTER_MAX = 60
+
+
+def retry_after(rt: Runtime, who: Identity) -> int:
+    with rt.read(who) as uow:
+        due = store.next_due_at(uow.session)
+        now = uow.now
+    if due is None:
+        return RETRY_AFTER_MAX
+    return max(1, min(RETRY_AFTER_MAX, math.ceil((due - now).total_seconds())))

@@ -549,3 +549,36 @@ def live_lease_doubles(s: Session) -> int:
             )
         ).scalar_one()
     )
+
+
+# --- for the dialers' poll hint and the metrics ------------------------------------------------
+
+# The earliest instant a queued call becomes eligible: the minimum of
+# ix_calls_status_next_eligible's range for status 'queued' (one index read on both
+# databases). For the Retry-After of an empty lease (API.md "Every response").
+_NEXT_DUE = select(func.min(Call.next_eligible_at)).where(Call.status == _QUEUED)
+
+
+def next_due_at(s: Session) -> datetime | None:
+    return cast("datetime | None", s.scalar(_NEXT_DUE))
+
+
+# The queue's depth by state (GET /metrics): the queued calls due now, those waiting
+# (a later not_before, a cap, a window), and the leased ones. A range of
+# ix_calls_status_next_eligible: completed and refused calls, the bulk of the table, are not
+# read.
+_DEPTH = (
+    select(Call.status, Call.next_eligible_at <= _NOW, func.count())
+    .where(Call.status.in_(["queued", "leased"]))
+    .group_by(Call.status, Call.next_eligible_at <= _NOW)
+)
+
+
+def depth_by_state(s: Session, now: datetime) -> dict[str, int]:
+    out = {"queued_due": 0, "queued_waiting": 0, "leased": 0}
+    for status, due, n in s.execute(_DEPTH, {"now": now}):
+        if status == "leased":
+            out["leased"] += int(n)
+        else:
+            out["queued_due" if due else "queued_waiting"] += int(n)
+    return out

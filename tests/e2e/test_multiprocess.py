@@ -140,12 +140,16 @@ def _callgate() -> list[str]:
     return [exe] if exe else [sys.executable, "-c", "from api.cli import main; main()"]
 
 
+METRICS_TOKEN = "mp-scrape-token"
+
+
 @contextmanager
 def _servers(url: str, policy_file: Path, workdir: Path, count: int = 1, workers: int = 1
              ) -> Iterator[list[str]]:
     """``count`` ``callgate serve`` processes on ``url``, started together; their base URLs."""
     env = {**os.environ, "CALLGATE_DATABASE_URL": url, "CALLGATE_POLICY_FILE": str(policy_file),
-           "CALLGATE_LOG_LEVEL": "WARNING", "CALLGATE_JOB_INTERVAL_SECONDS": "1"}
+           "CALLGATE_LOG_LEVEL": "WARNING", "CALLGATE_JOB_INTERVAL_SECONDS": "1",
+           "CALLGATE_METRICS_TOKEN": METRICS_TOKEN}
     procs: list[tuple[subprocess.Popen[bytes], str, Path]] = []
     try:
         for _ in range(count):
@@ -371,6 +375,13 @@ def test_two_workers_on_sqlite(policy_file: Path, phones: list[str], tmp_path: P
     campaigns, keys = _seed(url, policy_file, phones)
     with _servers(url, policy_file, tmp_path, workers=2) as bases:
         stats = _hammer(bases, keys, campaigns, phones)
+        # GET /metrics answers for both workers (prometheus-client's multiprocess mode, set up
+        # by callgate serve): whichever worker a scrape reaches, the leases of both.
+        for _ in range(4):
+            with httpx.Client() as fresh:  # a new connection: either worker
+                text = fresh.get(f"{bases[0]}/metrics", headers={
+                    "Authorization": f"Bearer {METRICS_TOKEN}"}).text
+            assert f"callgate_leased_tasks_total {float(stats['leased'])}" in text, text[:2000]
     print("sqlite:", dict(stats))
     _assert_invariants(url, policy_file, stats)
     assert time.monotonic() - started < 60

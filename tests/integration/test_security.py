@@ -43,6 +43,7 @@ ROLES = [r.value for r in Role]
 # API.md, role by role. None: no key needed.
 EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/healthz"): None,
+    ("GET", "/metrics"): {A},  # or the scrape token CALLGATE_METRICS_TOKEN (test_metrics.py)
     ("POST", "/v1/consents"): {A, M},
     ("GET", "/v1/consents"): {A, M, C},
     ("POST", "/v1/consents/revocations"): {A, M},
@@ -52,6 +53,7 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/v1/campaigns"): {A, M},
     ("GET", "/v1/campaigns/{campaign_id}"): {A, M},
     ("POST", "/v1/campaigns/{campaign_id}/calls"): {A, M},
+    ("POST", "/v1/campaigns/{campaign_id}/calls/upload"): {A, M},
     ("POST", "/v1/numbers/reassigned"): {A, M},
     ("GET", "/v1/calls/{call_id}"): {A, M, C},
     ("POST", "/v1/queue/lease"): {A, D},
@@ -112,7 +114,7 @@ def _app_routes(app: FastAPI) -> set[tuple[str, str]]:
     return {
         (method, path)
         for path, methods in routes
-        if path and (path.startswith("/v1/") or path == "/healthz")
+        if path and (path.startswith("/v1/") or path in ("/healthz", "/metrics"))
         for method in methods or ()
         if method != "HEAD"
     }
