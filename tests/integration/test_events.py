@@ -267,3 +267,16 @@ def test_revoke_service_emits_once_per_revocation(runtime: Runtime,
     assert data["phone"] == PHONE and data["source"] == "web"
     assert PHONE_DIGITS not in revoked[0].key  # the order key is a pseudonym
     assert Settings  # (imported for the module's other tests)
+
+
+def test_a_checkpoint_is_an_event(runtime: Runtime, keys: dict[str, Any]) -> None:
+    """API.md: each checkpoint is emitted as an ``audit.checkpoint`` event (size, root_hash,
+    note), in the transaction that stores it."""
+    from tests.helpers import seal
+
+    with runtime.write("system:test") as uow:
+        uow.audit("test.entry", "test", {})
+    seal(runtime)
+    got = [json.loads(e.data) for e in all_events(runtime) if e.type == "audit.checkpoint"]
+    assert got and set(got[-1]) == {"size", "root_hash", "note"}
+    assert got[-1]["size"] >= 1 and str(got[-1]["size"]) in got[-1]["note"]
