@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
@@ -66,7 +67,7 @@ def create(rt: Runtime, who: Identity, data: WebhookIn) -> WebhookCreated:
         )
         uow.session.add(sub)
         uow.audit("webhook.created", f"webhook:{sub.id}",
-                  {"events": sub.events, "host_scheme": data.url.split(":", 1)[0]})
+                  {"events": sub.events, "host": urlsplit(data.url).hostname})
         return WebhookCreated(**_out(sub).model_dump(), secret=secret)
 
 

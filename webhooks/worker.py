@@ -22,7 +22,9 @@ Standard Webhooks expects (``webhook-id`` lets a receiver drop a repeat).
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import random
 import threading
 import zlib
@@ -108,16 +110,18 @@ def due(rt: Runtime, now: datetime) -> list[_Due]:
         ready = [i for i, sub in subs.items() if sub.retry_at is None or sub.retry_at <= now]
         if not ready:
             return []
-        rows = list(s.scalars(
-            select(WebhookDelivery)
-            .where(WebhookDelivery.status == "pending",
-                   WebhookDelivery.subscription_id.in_(ready))
-            .order_by(WebhookDelivery.subscription_id, WebhookDelivery.event_seq,
-                      WebhookDelivery.id)
-            .limit(HEADS_SCAN)))
         heads: dict[tuple[str, str], WebhookDelivery] = {}
-        for d in rows:
-            heads.setdefault((d.subscription_id, d.key), d)
+        for sub_id in ready:
+            # Per subscription (one busy receiver's backlog never hides another's), in
+            # order: the first row of a key is its head (ix_webhook_deliveries_pending).
+            for d in s.scalars(
+                select(WebhookDelivery)
+                .where(WebhookDelivery.subscription_id == sub_id,
+                       WebhookDelivery.status == "pending")
+                .order_by(WebhookDelivery.event_seq, WebhookDelivery.id)
+                .limit(HEADS_SCAN)
+            ):
+                heads.setdefault((d.subscription_id, d.key), d)
         chosen = [d for d in heads.values() if d.next_attempt_at <= now]
         found = events.by_ids(s, [d.event_id for d in chosen if d.event_id is not None])
         out = []
@@ -179,9 +183,26 @@ def record(rt: Runtime, results: list[tuple[_Due, Result]]) -> None:
 
 @contextmanager
 def _turn(rt: Runtime) -> Iterator[bool]:
-    """PostgreSQL: whether this process has the pass (an advisory lock for its length)."""
+    """Whether this process has the pass: on PostgreSQL an advisory lock for its length;
+    on an SQLite file an exclusive flock of ``<file>-webhooks`` (``serve --workers N``)."""
     if rt.db.is_sqlite:
-        yield True
+        path = rt.db.engine.url.database
+        if not path or path == ":memory:" or path.startswith("file:"):
+            yield True
+            return
+        fd = os.open(f"{path}-webhooks", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
         return
     with rt.db.engine.connect() as conn:
         got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": PASS_LOCK})

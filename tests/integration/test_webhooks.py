@@ -23,6 +23,7 @@ from core.runtime import Runtime
 from tests.receiver import Receiver, free_port
 from webhooks import ssrf
 from webhooks.delivery import Sender, new_secret
+from webhooks.worker import delivery_stats
 
 FAST = {
     "webhooks_allow_private": True, "webhooks_backoff_base_seconds": 0.1,
@@ -137,9 +138,16 @@ def test_a_receiver_down_gets_everything_in_order_per_number_once_back(
     assert any(d["attempts"] >= 1 and d["last_error"] for d in log)
     down = client.get("/v1/webhooks", headers=keys["admin"]).json()["items"][0]
     assert down["failures"] >= 1
+    # What /metrics reads (webhooks.worker.delivery_stats).
+    stats = delivery_stats(client.app.state.runtime)  # type: ignore[attr-defined]
+    assert stats.pending == 18 and stats.lag_seconds > 0 and stats.subscriptions_down == 1
+    assert stats.failing_attempts >= 1
     receiver.start()
     try:
         got = receiver.wait_for(18, timeout=30)
+        delivery_log(client, keys["admin"], sub["id"])
+        after = delivery_stats(client.app.state.runtime)  # type: ignore[attr-defined]
+        assert after.pending == 0 and after.lag_seconds == 0 and after.subscriptions_down == 0
         assert len(got) == 18
         per_number: dict[str, list[str]] = {}
         for m in got:
