@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     # The delivery worker looks for new events at least this often (at once when this
     # process commits one).
     webhooks_poll_seconds: float = Field(default=0.5, gt=0)
+    # Events (the feed, the webhooks' source) are kept this long once delivered everywhere.
+    events_keep_days: float = Field(default=30, gt=0)
 
     @property
     def pseudonym_key_path(self) -> Path:

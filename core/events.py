@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, event, func, select, text
+from sqlalchemy import Table, delete, event, exists, func, select, text
 from sqlalchemy.orm import Session
 
 from core.audit import canonical_json, iso
 from core.bulk import insert_rows, update_rows
 from core.db import Database
-from core.models import Event
+from core.models import Event, WebhookDelivery, WebhookSubscription
 
 # API.md, "Webhooks and events": the event types, exactly.
 EVENT_TYPES = (
@@ -194,3 +194,47 @@ def by_ids(s: Session, ids: Sequence[int]) -> dict[int, EventView]:
         return {}
     rows = s.execute(select(*_COLUMNS).where(Event.id.in_(list(set(ids)))))
     return {int(r.id): _view(r) for r in rows if r.seq is not None}
+
+
+# --- keeping ------------------------------------------------------------------------------------
+
+PRUNE_BATCH = 5000
+
+
+def prune(db: Database, cutoff: datetime) -> int:
+    """Delete events older than ``cutoff`` (``CALLGATE_EVENTS_KEEP_DAYS``) that every
+    subscription has fanned out and no pending delivery still needs, and finished
+    deliveries older than it. Events are a transport: the record of what happened is the
+    audit log and the tables themselves. Searched in a read transaction; the write lock is
+    taken only for what was found, re-checked under it. Returns how many events went."""
+    total = 0
+    while True:
+        with db.read() as s:
+            ids = list(s.scalars(_prunable(s, cutoff).limit(PRUNE_BATCH)))
+            old = s.scalar(select(WebhookDelivery.id).where(*_finished(cutoff)).limit(1))
+        if not ids and old is None:
+            return total
+        with db.write() as s:
+            if old is not None:
+                s.execute(delete(WebhookDelivery).where(*_finished(cutoff)))
+            if ids:
+                gone = list(s.scalars(_prunable(s, cutoff).where(Event.id.in_(ids))))
+                s.execute(delete(Event).where(Event.id.in_(gone)))
+                total += len(gone)
+        if len(ids) < PRUNE_BATCH:
+            return total
+
+
+def _finished(cutoff: datetime) -> tuple[Any, ...]:
+    return WebhookDelivery.status != "pending", WebhookDelivery.created_at < cutoff
+
+
+def _prunable(s: Session, cutoff: datetime) -> Any:
+    fanned = s.scalar(select(func.min(WebhookSubscription.fanout_seq))
+                      .where(WebhookSubscription.deleted_at.is_(None)))
+    needed = exists().where(WebhookDelivery.event_id == Event.id,
+                            WebhookDelivery.status == "pending")
+    q = select(Event.id).where(Event.seq.is_not(None), Event.at < cutoff, ~needed)
+    if fanned is not None:
+        q = q.where(Event.seq <= fanned)
+    return q.order_by(Event.seq)

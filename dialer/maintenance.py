@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, delete, exists, literal, select
 
-from core import auditlog
+from core import auditlog, events
 from core.models import Attempt, AuditEntry, Call, Consent
 from core.runtime import Runtime
 from dialer.queue.expiry import SYSTEM, expire_deadlines, expire_leases
@@ -78,10 +78,17 @@ def _past(cutoff: datetime) -> tuple[ColumnElement[bool], ...]:
     return Call.status.in_(TERMINAL), Call.updated_at < cutoff
 
 
+def prune_events(rt: Runtime) -> int:
+    """Events past ``CALLGATE_EVENTS_KEEP_DAYS`` that no subscription still needs
+    (core.events.prune)."""
+    return events.prune(rt.db, rt.clock.now() - timedelta(days=rt.settings.events_keep_days))
+
+
 JOBS: dict[str, Callable[[Runtime], int]] = {
     "expire_leases": expire_leases,
     "expire_deadlines": expire_deadlines,
     "note_expired_consents": note_expired_consents,
     "purge_past_retention": purge_past_retention,
     "erase_audit_payloads": auditlog.erase_past_retention,
+    "prune_events": prune_events,
 }

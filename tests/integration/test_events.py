@@ -280,3 +280,34 @@ def test_a_checkpoint_is_an_event(runtime: Runtime, keys: dict[str, Any]) -> Non
     got = [json.loads(e.data) for e in all_events(runtime) if e.type == "audit.checkpoint"]
     assert got and set(got[-1]) == {"size", "root_hash", "note"}
     assert got[-1]["size"] >= 1 and str(got[-1]["size"]) in got[-1]["note"]
+
+
+def test_events_past_keeping_go_unless_a_receiver_still_needs_them(
+    runtime: Runtime, keys: dict[str, Any], clock: Any,
+) -> None:
+    from core.models import WebhookDelivery, WebhookSubscription
+    from dialer.maintenance import prune_events
+
+    who = identity(runtime, Role.admin)
+    with runtime.write(who) as uow:
+        for i in range(3):
+            uow.emit("dnc.added", {"i": i}, phone=PHONE)
+    events.sequence(runtime.db)
+    ids = [e.id for e in all_events(runtime)]
+    with runtime.write(who) as uow:
+        uow.session.add(WebhookSubscription(
+            id="w1", url="https://example.org/h", events=["dnc.added"], description="",
+            secret="whsec_x", created_at=uow.now, created_by=who.key_id, fanout_seq=3))
+        uow.session.flush()
+        uow.session.add(WebhookDelivery(
+            subscription_id="w1", event_id=ids[1], event_seq=2, type="dnc.added", key="k",
+            status="pending", attempts=0, created_at=uow.now, next_attempt_at=uow.now))
+    assert prune_events(runtime) == 0  # not old yet
+    clock.advance(timedelta(days=runtime.settings.events_keep_days + 1))
+    with runtime.write(who) as uow:
+        uow.emit("dnc.added", {"i": 3}, phone=PHONE)  # new: kept
+    events.sequence(runtime.db)
+    assert prune_events(runtime) == 2
+    left = [e.id for e in all_events(runtime)]
+    assert ids[1] in left and ids[0] not in left and ids[2] not in left and len(left) == 2
+    assert prune_events(runtime) == 0
