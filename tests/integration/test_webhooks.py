@@ -258,3 +258,42 @@ def test_delivery_time_check_refuses_a_private_address(receiver: Receiver) -> No
         assert res.ok
     finally:
         allowed.close()
+
+
+def test_two_delivering_processes_send_each_event_once(
+    live: tuple[TestClient, dict[str, Any]], receiver: Receiver, db_url: str,
+) -> None:
+    """A second instance on the same database with its own worker (PostgreSQL: the pass's
+    advisory lock; SQLite: the flock): every event reaches the receiver once; answers of
+    500 meanwhile are retried without losing the order."""
+    from webhooks.worker import WebhookWorker
+
+    client, keys = live
+    other_db = Database(db_url)
+    rt = client.app.state.runtime  # type: ignore[attr-defined]
+    other = Runtime(db=other_db, policy=rt.policy, clock=SystemClock(), settings=rt.settings)
+    second = WebhookWorker(other).start()
+    try:
+        sub = subscribe(client, keys["admin"], receiver.url, ["dnc.added", "dnc.lifted"])
+        receiver.status = 500
+        for n in ("0201", "0202"):
+            add_dnc(client, keys, n)
+        import time
+        time.sleep(0.5)
+        receiver.status = 200
+        for n in ("0201", "0202"):
+            assert client.request("DELETE", f"/v1/dnc/%2B1314555{n}",
+                                  headers=keys["admin"]).status_code == 200
+        got = receiver.wait_for(4, timeout=20)
+        time.sleep(0.5)  # a duplicate, if any, would come now
+        got = list(receiver.got)
+        assert len(got) == 4, [m.json for m in got]
+        assert len({m.headers["webhook-id"] for m in got}) == 4
+        for n in ("0201", "0202"):
+            assert [m.json["type"] for m in got if m.json["data"]["phone"].endswith(n)] == [
+                "dnc.added", "dnc.lifted"]
+        log = delivery_log(client, keys["admin"], sub["id"])
+        assert any(d["attempts"] > 1 and d["last_status"] == 200 for d in log)
+    finally:
+        second.stop()
+        other_db.dispose()
