@@ -84,12 +84,20 @@ def record(session: Session, at: datetime, type_: str, data: dict[str, Any], key
     pending.append({"type": type_, "at": at, "key": key[:64], "data": canonical_json(data)})
 
 
+def flush_pending(session: Session) -> int:
+    """Insert the queued events now (called on commit; the rows take their ids here, so a
+    transaction that goes on working after this commits "late"). Returns how many."""
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return 0
+    insert_rows(session, _EVENTS, pending)
+    session.info[_EMITTED] = True
+    return len(pending)
+
+
 @event.listens_for(Session, "before_commit")
 def _write_pending(session: Session) -> None:
-    pending = session.info.pop(_PENDING, None)
-    if pending:
-        insert_rows(session, _EVENTS, pending)
-        session.info[_EMITTED] = True
+    flush_pending(session)
 
 
 @event.listens_for(Session, "after_commit")
