@@ -30,6 +30,7 @@ from api.routers import (
     queue,
     review,
     ui,
+    webhooks,
 )
 from core.runtime import Runtime, build_runtime
 
@@ -67,13 +68,22 @@ def record_start(runtime: Runtime) -> None:
 
 
 def create_app(
-    runtime: Runtime | None = None, *, migrate: bool = True, scheduler: bool = False
+    runtime: Runtime | None = None, *, migrate: bool = True, scheduler: bool = False,
+    deliveries: bool | None = None,
 ) -> FastAPI:
+    """``scheduler``: the served process's jobs and helpers; ``deliveries``: its webhook
+    delivery worker (default: with the scheduler)."""
     runtime = runtime or build_runtime()
+    deliver = scheduler if deliveries is None else deliveries
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs = None
+        worker = None
+        if deliver:
+            from webhooks import worker as webhook_worker
+
+            worker = webhook_worker.start(runtime)
         if scheduler:
             from dialer import audit_helper
             from dialer.jobs import start_scheduler
@@ -89,6 +99,8 @@ def create_app(
         try:
             yield
         finally:
+            if worker is not None:
+                worker.stop()
             if jobs is not None:
                 jobs.shutdown(wait=False)
                 from dialer.audit_helper import AuditHelper
@@ -120,7 +132,8 @@ def create_app(
     app.include_router(metrics.router)
     # The dialers' routes first: a request is matched against routes in order (no path of
     # one router is another's).
-    for module in (queue, consents, dnc, campaigns, calls, review, compliance, numbers):
+    for module in (queue, consents, dnc, campaigns, calls, review, compliance, numbers,
+                   webhooks):
         app.include_router(module.router, prefix="/v1")
     app.include_router(ui.router)
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")

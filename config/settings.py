@@ -59,6 +59,21 @@ class Settings(BaseSettings):
     # The overview's and GET /v1/audit/verify's incremental check reads at most this many
     # new entries per call (a background job keeps it caught up).
     audit_verify_budget: int = Field(default=200_000, ge=1000)
+    # Webhooks and events (docs/integration.md). Private, loopback and link-local receivers
+    # (and http://) are refused unless allowed (tests, a receiver inside the hospital's
+    # network on purpose); cloud metadata addresses always are.
+    webhooks_allow_private: bool = False
+    # A failed delivery is tried again after base * 2^(n-1) seconds (with jitter), at most
+    # max seconds apart, until it succeeds or is give_up_hours old (at least 24 h).
+    webhooks_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    webhooks_backoff_max_seconds: float = Field(default=600.0, gt=0)
+    webhooks_give_up_hours: float = Field(default=72.0, ge=24)
+    webhooks_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # The delivery worker looks for new events at least this often (at once when this
+    # process commits one).
+    webhooks_poll_seconds: float = Field(default=0.5, gt=0)
+    # Events (the feed, the webhooks' source) are kept this long once delivered everywhere.
+    events_keep_days: float = Field(default=30, gt=0)
 
     # GET /metrics: an admin key, or this bearer token (for a Prometheus scraper, which then
     # holds no key that opens patient data). Unset: admin keys only.

@@ -201,7 +201,20 @@ def record_consent(rt: Runtime, who: Identity, data: ConsentIn) -> ConsentOut:
             "supersedes": row.supersedes_id,
             "recording": row.recording,
         })
+        uow.emit("consent.created", _consent_event(row.id, phone, data), phone=phone)
         return _consent_out(row, _status(row, store.revocations_of(s, phone), now))
+
+
+def _consent_event(consent_id: str, phone: str, data: ConsentIn) -> dict[str, object]:
+    """A ``consent.created`` event's data: no patient reference, the number masked (API.md
+    lets only revocation and do-not-call events carry it)."""
+    return {
+        "consent_id": consent_id, "phone_masked": phones.mask(phone),
+        "channels": list(data.channels), "purposes": list(data.purposes),
+        "method": data.method, "obtained_at": data.obtained_at.isoformat(),
+        "expires_at": data.expires_at.isoformat() if data.expires_at else None,
+        "recording": data.recording,
+    }
 
 
 def import_consents(
@@ -241,6 +254,8 @@ def import_consents(
                     "re_consent_after_revocation": False, "supersedes": None,
                     "recording": data.recording, "imported": True,
                 })
+                uow.emit("consent.created", _consent_event(str(row["id"]), phone, data),
+                         phone=phone)
             store.add_consents(uow.session, rows)
         if progress is not None:
             progress(len(part))
@@ -297,6 +312,13 @@ def _revoke(
     _add_dnc(uow, phone, f"consent revoked ({source})", source)
     out.withdrawn_calls = withdraw_number(uow, phone, Code.CONSENT_REVOKED,
                                           except_call=except_call)
+    # Every revocation path comes here (API, opt-out or wrong number on a call, texts).
+    uow.emit("consent.revoked", {
+        "revocation_id": row.id, "phone": phone, "source": source,
+        "received_at": row.received_at.isoformat(), "recorded_at": now.isoformat(),
+        "call_id": call_id, "revoked_consents": out.revoked_consents,
+        "withdrawn_calls": out.withdrawn_calls,
+    }, phone=phone)
     return out
 
 
@@ -355,6 +377,9 @@ def _add_dnc(uow: UnitOfWork, phone: str, reason_: str, source: str) -> DncEntry
     )
     uow.session.add(entry)
     uow.audit("dnc.added", f"dnc:{entry.id}", {"source": source})
+    # The reason is free text (it may name anything): the event carries the source only.
+    uow.emit("dnc.added", {"dnc_id": entry.id, "phone": phone, "source": source,
+                           "added_at": uow.now.isoformat()}, phone=phone)
     return entry
 
 
@@ -397,5 +422,7 @@ def lift_dnc(rt: Runtime, who: Identity, raw_phone: str, lift_reason: str) -> Dn
         for e in active:
             e.lifted_at, e.lifted_by, e.lift_reason = uow.now, who.key_id, lift_reason
             uow.audit("dnc.lifted", f"dnc:{e.id}", {"reason": lift_reason})
+            uow.emit("dnc.lifted", {"dnc_id": e.id, "phone": phone,
+                                    "lifted_at": uow.now.isoformat()}, phone=phone)
         entries = store.dnc_entries_of(uow.session, phone)
         return DncStatus(phone=phone, on_list=False, entries=[_dnc_out(e) for e in entries])

@@ -318,9 +318,11 @@ def _stored(row: AuditCheckpoint) -> StoredCheckpoint:
 
 
 def _checkpoint_made(uow: UnitOfWork, checkpoint: StoredCheckpoint) -> None:
-    """Where the ``audit.checkpoint`` event (``data``: size, root_hash, note) will be
-    emitted, in the transaction that stores the checkpoint, once the event outbox exists
-    (API.md, "Webhooks and events"). Nothing yet."""
+    """The ``audit.checkpoint`` event (API.md, "Webhooks and events"), in the transaction
+    that stores the checkpoint: a copy of what the log committed to, outside callgate."""
+    uow.emit("audit.checkpoint", {"size": checkpoint.size,
+                                  "root_hash": checkpoint.root_hash.hex(),
+                                  "note": checkpoint.note})
 
 
 def make_checkpoint(rt: Runtime, *, force: bool = False) -> StoredCheckpoint | None:

@@ -59,16 +59,15 @@ REFUSALS = Counter(
     "Rows written to the refusal log, by first reason code and stage (intake | dispatch)",
     ["code", "stage"],
 )
-# Webhooks (issue 20, point 4) are built apart: these read 0 until deliveries exist, which
-# report through observe_webhook_delivery() below.
+# Webhook deliveries report through observe_webhook_delivery() (webhooks/worker.py, each
+# attempt's result); the backlog itself is webhooks.worker.delivery_stats().
 WEBHOOK_FAILURES = Counter(
     "callgate_webhook_delivery_failures",
-    "Webhook delivery attempts that failed (no 2xx); 0 until webhook deliveries land",
+    "Webhook delivery attempts that failed (no 2xx)",
 )
 WEBHOOK_LAG = Gauge(
     "callgate_webhook_delivery_lag_seconds",
-    "Seconds between an event and its latest successful delivery; 0 until webhook "
-    "deliveries land",
+    "Seconds between an event's delivery being queued and its latest successful delivery",
     multiprocess_mode="max",
 )
 

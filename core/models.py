@@ -449,6 +449,84 @@ class IdempotencyRecord(Base):
     body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, default=None)
 
 
+_BIG = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Event(Base):
+    """The event outbox (core.events): a row written in the transaction of the change it
+    reports, with no position; the sequencer gives committed rows their ``seq`` (the feed's
+    order, gap-free, in commit order) a moment later (migration 0007). ``key``: the order
+    key (a number's keyed pseudonym, never the number); ``data``: canonical JSON."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("uq_events_seq", "seq", unique=True,
+              sqlite_where=text("seq IS NOT NULL"), postgresql_where=text("seq IS NOT NULL")),
+        Index("ix_events_pending", "id",
+              sqlite_where=text("seq IS NULL"), postgresql_where=text("seq IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(_BIG, primary_key=True, autoincrement=True)
+    seq: Mapped[int | None] = mapped_column(_BIG, nullable=True, default=None)
+    type: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    key: Mapped[str] = mapped_column(String(64))
+    data: Mapped[str] = mapped_column(Text)
+
+
+class WebhookSubscription(Base):
+    """A webhook receiver (webhooks/): its URL, the event types it takes, its signing secret
+    (``whsec_...``, shown once at creation), how far the fan-out has got (``fanout_seq``)
+    and, while it fails to answer, when it is tried again (``retry_at``)."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[str]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(String(500))
+    secret: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(36))
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    fanout_seq: Mapped[int] = mapped_column(_BIG, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+
+
+class WebhookDelivery(Base):
+    """One event (or test message) to one subscription: the delivery log. ``pending`` until
+    a 2xx (``delivered``) or ``give_up_hours`` of failures (``failed``); a replay is a new
+    row (``replay_of``). Per subscription and ``key``, the lowest ``event_seq`` pending goes
+    first (order per number)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_pending", "subscription_id", "event_seq", "id",
+              sqlite_where=text("status = 'pending'"),
+              postgresql_where=text("status = 'pending'")),
+        Index("ix_webhook_deliveries_log", "subscription_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(_BIG, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("webhook_subscriptions.id"))
+    event_id: Mapped[int | None] = mapped_column(_BIG, nullable=True, default=None)
+    event_seq: Mapped[int] = mapped_column(_BIG)
+    type: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(64))
+    data: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)  # test only
+    status: Mapped[str] = mapped_column(String(12))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, nullable=True, default=None)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(200), nullable=True, default=None)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    replay_of: Mapped[int | None] = mapped_column(_BIG, nullable=True, default=None)
+
 def metadata() -> MetaData:
     """Every table (migrations, tests)."""
     return Base.metadata

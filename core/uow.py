@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core import audit
+from core import audit, events
 from core.keys import Identity
 
 
@@ -70,6 +70,21 @@ class UnitOfWork:
             self.session, at=self.now, actor=self.actor, kind=kind, subject=subject,
             policy_version=self.policy_version, payload=payload, pseudonyms=names,
         )
+
+    def emit(self, type_: str, data: dict[str, Any], phone: str | None = None) -> None:
+        """Queue an event of this unit (core.events: written at commit, dropped on a
+        rollback). ``phone``: the number it is about (E.164), whose events are delivered in
+        order; it goes into the order key by pseudonym only (``data`` holds it only where
+        API.md says so)."""
+        if not self.writable:
+            raise RuntimeError("a read-only unit of work cannot emit an event")
+        if phone:
+            if self.pseudonym is None:
+                raise RuntimeError("this unit of work has no pseudonym key")
+            key = "n:" + self.pseudonym(phone)
+        else:
+            key = type_
+        events.record(self.session, self.now, type_, data, key)
 
     def acting(self, who: Identity | str) -> UnitOfWork:
         """The same transaction and instant on behalf of another actor (a shared group

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, delete, exists, literal, select
 
-from core import auditlog, idempotency
+from core import auditlog, events, idempotency
 from core.models import Attempt, AuditEntry, Call, Consent
 from core.runtime import Runtime
 from dialer.queue.expiry import SYSTEM, expire_deadlines, expire_leases
@@ -81,6 +81,10 @@ def _past(cutoff: datetime) -> tuple[ColumnElement[bool], ...]:
 def purge_idempotency_keys(rt: Runtime) -> int:
     """Idempotency-Key records past CALLGATE_IDEMPOTENCY_HOURS (API.md: kept 24 hours)."""
     return idempotency.purge(rt.db, rt.clock.now(), rt.settings.idempotency_hours)
+def prune_events(rt: Runtime) -> int:
+    """Events past ``CALLGATE_EVENTS_KEEP_DAYS`` that no subscription still needs
+    (core.events.prune)."""
+    return events.prune(rt.db, rt.clock.now() - timedelta(days=rt.settings.events_keep_days))
 
 
 JOBS: dict[str, Callable[[Runtime], int]] = {
@@ -90,4 +94,5 @@ JOBS: dict[str, Callable[[Runtime], int]] = {
     "purge_past_retention": purge_past_retention,
     "erase_audit_payloads": auditlog.erase_past_retention,
     "purge_idempotency_keys": purge_idempotency_keys,
+    "prune_events": prune_events,
 }

@@ -203,6 +203,11 @@ def _decide_chunk(
                 "created_by": uow.key_id, "policy_version": pv,
             })
         if status == "refused":
+            uow.emit("call.refused", {
+                "call_id": call_id, "campaign_id": campaign.id, "external_id": r.external_id,
+                "stage": "intake", "status": "refused", "codes": [w.code.value for w in why],
+                "row": r.row,
+            }, phone=r.phone)
             refusal_rows.append(
                 refusals.refusal_row(
                     at=now, stage="intake", status="refused", reasons=why, policy_version=pv,

@@ -107,6 +107,10 @@ def refuse(uow: UnitOfWork, w: Writes, c: QCall, status: str, why: Sequence[Reas
         ],
     )
     uow.audit(f"call.{status}", f"call:{c.id}", {"codes": [r.code.value for r in why]})
+    uow.emit("call.refused", {
+        "call_id": c.id, "campaign_id": c.campaign_id, "external_id": c.external_id,
+        "stage": "dispatch", "status": status, "codes": [r.code.value for r in why],
+    }, phone=c.phone)
 
 
 def apply_not_go(uow: UnitOfWork, w: Writes, c: QCall, d: DispatchDecision) -> None:

@@ -248,6 +248,8 @@ def one_outcome(
             held.flags = flags
         uow.audit("outcome.rejected", f"call:{c.id}",
                   {"lease": attempt_id, "flag": code, "fields": fields})
+        uow.emit("call.flagged", {"call_id": c.id, "campaign_id": c.campaign_id,
+                                  "flags": [code], "outcome": "rejected"}, phone=c.phone)
         # lease_held: the dialer may send the outcome again, complete (a late one too).
         return {}, Invalid(code, message, {"fields": fields, "lease_held": True})
     if late is not None and late.flag not in flags:
@@ -286,6 +288,7 @@ def _apply_outcome(
     if o.result in COMPLETE:
         w.call(c, {"status": "completed", "lease_id": None, "lease_expires_at": None,
                    "next_eligible_at": None, "updated_at": now})
+        _completed_event(uow, c, campaign, o)
     else:
         requeue(uow, w, c, campaign)
     if o.result in REVOKING:
@@ -331,6 +334,18 @@ def _report_attempt(
         "recorded": o.recorded, "phi_disclosed": o.phi_disclosed,
         "identity_verified_with": sorted(set(o.identity_verified_with)),
     })
+    if flags:
+        uow.emit("call.flagged", {"call_id": c.id, "campaign_id": c.campaign_id,
+                                  "flags": list(flags), "outcome": o.result}, phone=c.phone)
+
+
+def _completed_event(uow: UnitOfWork, c: QCall, campaign: CampaignView, o: Outcome) -> None:
+    uow.emit("call.completed", {
+        "call_id": c.id, "campaign_id": c.campaign_id, "external_id": c.external_id,
+        "purpose": campaign.purpose, "channel": campaign.channel, "result": o.result,
+        "attempts": c.attempts, "agent_id": o.agent_id,
+        "ended_at": o.ended_at.isoformat() if o.ended_at else None,
+    }, phone=c.phone)
 
 
 def _apply_late_outcome(
@@ -350,6 +365,7 @@ def _apply_late_outcome(
     if completes:
         w.call(c, {"status": "completed", "lease_id": None, "lease_expires_at": None,
                    "next_eligible_at": None, "parked": False, "updated_at": now})
+        _completed_event(uow, c, campaign, o)
     if o.result in REVOKING:
         w.send(uow.session)
         source = ("wrong_number" if o.result == "wrong_number" else

@@ -69,7 +69,8 @@ def _serve(rt: Runtime, uow: UnitOfWork, jobs: list[Job]) -> None:
 def _unit(rt: Runtime, s: Session, jobs: Sequence[Job]) -> UnitOfWork:
     """The unit of work of a group's transaction: ``now`` taken under the write lock (the
     instant the decisions hold at); each job acts as its own caller (UnitOfWork.acting)."""
-    return UnitOfWork(s, rt.clock.now(), jobs[0].who.actor, rt.policy_version)
+    return UnitOfWork(s, rt.clock.now(), jobs[0].who.actor, rt.policy_version,
+                      pseudonym=rt.pseudonym)
 
 
 def group_commit(rt: Runtime) -> GroupCommit[Job]:

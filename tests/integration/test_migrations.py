@@ -256,3 +256,25 @@ def test_0005_refuses_to_seal_a_broken_chain(empty_db_url: str) -> None:
     with pytest.raises(RuntimeError, match="entry 4 does not match its hash"):
         upgrade(empty_db_url)
     assert current_revision(empty_db_url) == "0004"
+
+
+def test_0007_adds_the_event_tables_and_goes_back(empty_db_url: str) -> None:
+    """0007 (events out) on a database at 0006: its tables appear; downgrading removes
+    them and leaves 0006's schema."""
+    from alembic import command
+
+    from core.migrate import alembic_config
+
+    upgrade(empty_db_url, "0006")
+    upgrade(empty_db_url, "0007")
+    engine = make_engine(empty_db_url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+        assert {"events", "webhook_subscriptions", "webhook_deliveries"} <= tables
+        command.downgrade(alembic_config(empty_db_url), "0006")
+        tables = set(inspect(engine).get_table_names())
+        assert not {"events", "webhook_subscriptions", "webhook_deliveries"} & tables
+        assert "idempotency_keys" in tables
+    finally:
+        engine.dispose()
+    assert current_revision(empty_db_url) == "0006"

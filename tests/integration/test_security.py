@@ -75,6 +75,13 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/v1/audit/proof/inclusion"): {A, C},
     ("GET", "/v1/audit/proof/consistency"): {A, C},
     ("GET", "/v1/access-report"): {A, C},
+    ("POST", "/v1/webhooks"): {A},
+    ("GET", "/v1/webhooks"): {A},
+    ("DELETE", "/v1/webhooks/{webhook_id}"): {A},
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): {A},
+    ("POST", "/v1/webhooks/{webhook_id}/test"): {A},
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay"): {A},
+    ("GET", "/v1/events"): {A},
 }
 
 SECURITY_HEADERS = {
@@ -127,7 +134,8 @@ def test_the_matrix_names_every_route(app: FastAPI) -> None:
 def _concrete(path: str) -> str:
     return (path.replace("{phone}", quote("+13145550100", safe=""))
             .replace("{campaign_id}", str(uuid.uuid4()))
-            .replace("{call_id}", str(uuid.uuid4())))
+            .replace("{call_id}", str(uuid.uuid4()))
+            .replace("{webhook_id}", str(uuid.uuid4())).replace("{delivery_id}", "1"))
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(EXPECTED), ids=lambda v: str(v))

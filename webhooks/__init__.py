@@ -1,0 +1,1 @@
+"""Webhooks: subscriptions, signed deliveries, the delivery worker (docs/integration.md)."""
