@@ -26,6 +26,7 @@ from api.routers import (
     numbers,
     queue,
     review,
+    texts,
     ui,
 )
 from core.runtime import Runtime, build_runtime
@@ -116,7 +117,8 @@ def create_app(
     app.include_router(health.router)
     # The dialers' routes first: a request is matched against routes in order (no path of
     # one router is another's).
-    for module in (queue, consents, dnc, campaigns, calls, review, compliance, numbers):
+    for module in (queue, consents, dnc, campaigns, calls, review, compliance, numbers,
+                   texts):
         app.include_router(module.router, prefix="/v1")
     app.include_router(ui.router)
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")

@@ -55,6 +55,7 @@ from core.groupcommit import GroupCommit
 from core.models import PARKED_SQL, QUEUE_ORDER_SQL, Attempt, Call, Campaign
 from core.numbers import lock_numbers
 from dialer.campaigns import campaign_window
+from texts.store import any_reply_due
 
 HISTORY = timedelta(days=8)  # enough attempts for rolling 7 x 24 h and calendar ISO weeks
 SMALL_ELIGIBLE = 2000  # up to this many eligible calls, sort them (see the lease query)
@@ -88,6 +89,7 @@ class QCall:
     lease_id: str | None
     lease_expires_at: datetime | None
     updated_at: datetime
+    sms_text: str | None  # an SMS call's rendered text (migration 0008)
 
     def apply(self, values: dict[str, Any]) -> None:
         """Mirror an update just queued for this call (later items of a batch see it)."""
@@ -109,6 +111,7 @@ class CampaignView:
     script_id: str | None
     max_attempts: int
     window: Window | None
+    template_id: str | None = None
 
 
 @dataclass
@@ -245,7 +248,7 @@ def campaigns(s: Session, state: QueueState, ids: Iterable[str]) -> dict[str, Ca
         for c in s.scalars(_CAMPAIGNS, {"ids": missing}):
             out[c.id] = cache[c.id] = CampaignView(
                 c.id, c.purpose, c.channel, c.provider_name, c.callback_number, c.script_id,
-                c.max_attempts, campaign_window(c),
+                c.max_attempts, campaign_window(c), c.template_id,
             )
     return out
 
@@ -430,10 +433,11 @@ def any_lease_expired(s: Session, now: datetime) -> bool:
 
 
 def nothing_to_do(s: Session, now: datetime) -> bool:
-    """No lease has expired and no queued call is eligible: two index probes (a read
-    transaction will do: a call that becomes eligible meanwhile goes to the next poll)."""
+    """No lease has expired, no queued call is eligible and no reply to a text is due:
+    index probes (a read transaction will do: a call that becomes eligible meanwhile goes
+    to the next poll)."""
     return all(s.execute(q, {"now": now}).first() is None
-               for q in (_LEASE_EXPIRED, _ANY_ELIGIBLE))
+               for q in (_LEASE_EXPIRED, _ANY_ELIGIBLE)) and not any_reply_due(s, now)
 
 
 _PAST_DEADLINE = (
