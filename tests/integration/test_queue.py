@@ -46,6 +46,8 @@ TASK_FIELDS_API = {
     "provider_name", "callback_number", "max_duration_seconds", "disclosures",
     # API.md "Recording and identity verification"
     "recording", "identity_identifiers",
+    # API.md "Templates and texts"
+    "kind", "text", "template_id",
 }
 TASK_FIELDS_EXTRA = {"script_id", "sms_max_chars", "attempt", "max_attempts"}
 
