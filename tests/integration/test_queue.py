@@ -647,6 +647,7 @@ def test_task_holds_only_what_the_dialer_needs(api: Api) -> None:
                                                       "agent_name"],
         "script_id": "SCRIPT-9", "sms_max_chars": None, "attempt": 1, "max_attempts": 3,
         "recording": "forbidden", "identity_identifiers": 2,
+        "kind": "call", "text": None, "template_id": None,
     }
     for secret in ("MRN-7731", "enc-778", "63110", '"MO"', "patient", "postal", "external"):
         assert secret not in r.text

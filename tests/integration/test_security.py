@@ -73,6 +73,13 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/v1/audit/proof/inclusion"): {A, C},
     ("GET", "/v1/audit/proof/consistency"): {A, C},
     ("GET", "/v1/access-report"): {A, C},
+    # API.md "Templates and texts"
+    ("POST", "/v1/templates"): {A, M},
+    ("GET", "/v1/templates"): {A, M, C},
+    ("GET", "/v1/templates/{template_id}"): {A, M, C},
+    ("POST", "/v1/sms/inbound"): {A, D},
+    ("POST", "/v1/sms/inbound/{inbound_id}/decision"): {A, C},
+    ("POST", "/v1/sms/replies/{reply_id}/outcome"): {A, D},
 }
 
 SECURITY_HEADERS = {
