@@ -22,12 +22,12 @@ from core.keys import Role
 from core.models import Call, SmsInbound, SmsReply, Template
 from core.runtime import Runtime
 from dialer.queue import expiry
-from texts import rules as text_rules
-from texts import service as texts
-from texts.schemas import InboundIn
 from tests.conftest import T0
 from tests.helpers import PHONE_DIGITS, audit_entries, identity
 from tests.integration.test_queue import CALLBACK, Api, Keys, iso, num
+from texts import rules as text_rules
+from texts import service as texts
+from texts.schemas import InboundIn
 
 # 57 characters in the worst case: provider name 30, callback number 14.
 BASE = "{provider_name} {callback_number} Reply STOP "
@@ -222,7 +222,7 @@ def test_rendered_text_never_over_one_segment(api: Api) -> None:
         REMINDER, "sms", "appointment_reminder", api.runtime.policy).max_length
     cid, _ = sms_campaign(api, REMINDER + "x" * pad, provider_name="W" * 30)
     appointments = ["2026-09-30T17:30:00Z", "2026-12-31T05:59:00Z", "2026-11-28T04:05:00Z"]
-    for i, at in enumerate(appointments):
+    for i in range(len(appointments)):
         api.consent(num(10 + i))
     rows = [{"external_id": f"r{i}", "phone": num(10 + i), "appointment_at": at}
             for i, at in enumerate(appointments)]
@@ -419,7 +419,7 @@ def _together(n: int, fn: Any) -> list[BaseException]:
         barrier.wait()
         try:
             fn(i)
-        except BaseException as exc:  # noqa: BLE001 -- reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
