@@ -164,10 +164,21 @@ def _answer(row: SmsInbound, duplicate: bool, withdrawn: int = 0,
                       duplicate=duplicate, withdrawn_calls=withdrawn, reply_id=reply_id)
 
 
+def _to_number(rt: Runtime, raw: str | None) -> str | None:
+    """The number the text was sent to, in E.164 when it is one (a short code is not: then
+    it is not kept; it only helps to find whose reply this is)."""
+    if not raw:
+        return None
+    try:
+        return normalise_phone(rt, raw, "to")
+    except Invalid:
+        return None
+
+
 def receive(rt: Runtime, who: Identity, data: InboundIn) -> InboundOut:
     """Decide one inbound text (API.md ``POST /v1/sms/inbound``)."""
     phone = normalise_phone(rt, data.from_, "from")
-    to = normalise_phone(rt, data.to, "to") if data.to else None
+    to = _to_number(rt, data.to)
     action = ACTION[rules.classify_inbound(data.body, rt.policy)]
     with rt.write(who) as uow:
         s = uow.session

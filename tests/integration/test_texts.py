@@ -464,3 +464,28 @@ def test_message_id_is_unique_in_the_database(runtime: Runtime, keys: Keys) -> N
         s.flush()
     with runtime.db.read() as s:
         assert s.scalar(select(func.count()).select_from(Template)) == 0
+
+
+def test_inbound_to_a_short_code_and_bad_input(api: Api) -> None:
+    r = api.client.post("/v1/sms/inbound", headers=api.dialer, json={
+        "message_id": "m-1", "from": num(1), "to": "12345", "body": "STOP"})
+    assert r.status_code == 200 and r.json()["action"] == "revoked"
+    r = api.client.post("/v1/sms/inbound", headers=api.dialer, json={
+        "message_id": "m-2", "from": "12", "body": "STOP"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "INVALID_PHONE"
+    assert r.json()["error"]["details"] == {"field": "from"}
+    r = api.client.post("/v1/sms/inbound", headers=api.dialer, json={
+        "message_id": "m-3", "body": "STOP"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+    r = api.client.post("/v1/sms/inbound", headers=api.dialer, json={
+        "message_id": "m-4", "from": num(2), "body": "STOP",
+        "received_at": iso(api.clock.now() + timedelta(hours=1))})
+    assert r.status_code == 422  # a STOP from the future is a clock problem, not a STOP
+
+
+def test_inbound_messages_name_no_number(api: Api, runtime: Runtime) -> None:
+    inbound(api, "STOP", "m-1")
+    inbound(api, "please don't text me", "m-2", phone=num(2))
+    for e in audit_entries(runtime):
+        assert "5550101" not in e.payload and "5550102" not in e.payload
+        assert "don't text" not in e.payload  # the body stays out of the log
