@@ -81,7 +81,8 @@ class InboundOut(BaseModel):
 
 
 class ReviewDecisionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"decision": "revoke"}]})
 
     decision: Literal["revoke", "release"]
 
@@ -94,7 +95,9 @@ class ReviewOut(BaseModel):
 
 
 class ReplyOutcomeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "lease_id": "0b9e8f2c-7d1a-4c7e-9d3f-1f2e3d4c5b6a", "result": "sent",
+        "sent_at": "2026-11-20T15:01:00Z"}]})
 
     lease_id: str = Field(min_length=1, max_length=36)
     result: Literal["sent", "failed"]

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from config.errors import Conflict, Invalid, NotFound
 from config.reasons import Flag
@@ -180,6 +181,22 @@ def receive(rt: Runtime, who: Identity, data: InboundIn) -> InboundOut:
     phone = normalise_phone(rt, data.from_, "from")
     to = _to_number(rt, data.to)
     action = ACTION[rules.classify_inbound(data.body, rt.policy)]
+    try:
+        return _receive(rt, who, data, phone, to, action)
+    except IntegrityError:
+        # The same message_id from another number at the same instant (the number's lock
+        # does not serialise those): uq_sms_inbound_message_id let one in; this one gets
+        # that one's decision, and nothing is done twice.
+        with rt.db.read() as s:
+            seen = store.inbound_by_message(s, data.message_id)
+            if seen is None:
+                raise
+            reply = store.reply_of(s, seen.id)
+            return _answer(seen, True, reply_id=reply.id if reply else None)
+
+
+def _receive(rt: Runtime, who: Identity, data: InboundIn, phone: str, to: str | None,
+             action: str) -> InboundOut:
     with rt.write(who) as uow:
         s = uow.session
         # First the number's lock (core.numbers): a second delivery of this message, or

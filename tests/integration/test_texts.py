@@ -489,3 +489,20 @@ def test_inbound_messages_name_no_number(api: Api, runtime: Runtime) -> None:
     for e in audit_entries(runtime):
         assert "5550101" not in e.payload and "5550102" not in e.payload
         assert "don't text" not in e.payload  # the body stays out of the log
+
+
+def test_one_message_id_from_two_numbers_at_once(runtime: Runtime, keys: Keys) -> None:
+    """The number's lock does not serialise two numbers: the unique index does, and the
+    loser answers the winner's decision."""
+    who = identity(runtime, Role.dialer)
+    answers: list[Any] = []
+
+    def stop(i: int) -> None:
+        answers.append(texts.receive(runtime, who, InboundIn.model_validate({
+            "message_id": "same", "from": num(20 + i), "body": "STOP", "received_at": T0})))
+
+    assert _together(3, stop) == []
+    assert sorted(a.duplicate for a in answers) == [False, True, True]
+    with runtime.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(SmsInbound)) == 1
+        assert s.scalar(select(func.count()).select_from(SmsReply)) == 1
