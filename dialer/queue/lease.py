@@ -63,13 +63,17 @@ def lease_in(rt: Runtime, uow: UnitOfWork, jobs: list[LeaseJob]) -> None:
     sweep_expired(rt, uow.acting(jobs[0].who))
     # Replies to a patient's own text first (the opt-out confirmation, the help text):
     # ahead of every call, outside the caps and windows (API.md; 47 CFR 64.1200(a)(12)).
-    for j in jobs:
-        if j.req.takes("sms"):
-            j.tasks.extend(text_replies.lease_replies(
-                uow.acting(j.who), j.req.dialer_id, j.req.limit, j.req.lease_seconds))
+    # One probe when there is none (the usual case).
+    if any(j.req.takes("sms") for j in jobs) and text_store.any_reply_due(s, now):
+        for j in jobs:
+            if j.req.takes("sms"):
+                j.tasks.extend(text_replies.lease_replies(
+                    uow.acting(j.who), j.req.dialer_id, j.req.limit, j.req.lease_seconds))
     jobs = [j for j in jobs if len(j.tasks) < j.req.limit]
     if not jobs:
         return
+    # Numbers whose text waits for a human get nothing (probed once per pass).
+    holding = text_store.any_held(s)
     store.unpark_due(s, state, now)
     # PostgreSQL skips calls other pollers hold: read more candidates per round there.
     spare = 3 if uow.dialect == "postgresql" else 2
@@ -86,11 +90,11 @@ def lease_in(rt: Runtime, uow: UnitOfWork, jobs: list[LeaseJob]) -> None:
         seen.update(ids)
         calls = store.lock_candidates(s, ids, now)
         if calls:
-            _lease_batch(rt, uow, calls, takers)
+            _lease_batch(rt, uow, calls, takers, holding)
 
 
-def _lease_batch(rt: Runtime, uow: UnitOfWork, calls: list[QCall], takers: list[LeaseJob]
-                 ) -> None:
+def _lease_batch(rt: Runtime, uow: UnitOfWork, calls: list[QCall], takers: list[LeaseJob],
+                 holding: bool = True) -> None:
     """Decide ``calls`` in order; each that may go is leased to the first of ``takers``
     that takes its channel, which leaves the list once it has its limit. Stops when none is
     left. A call no request takes (another channel), or to a number whose text waits for
@@ -103,7 +107,7 @@ def _lease_batch(rt: Runtime, uow: UnitOfWork, calls: list[QCall], takers: list[
     dnc = dnc_numbers(s, phone_list)
     times = store.attempt_times(s, phone_list, now)
     campaigns = store.campaigns(s, rt.state(QueueState), (c.campaign_id for c in calls))
-    held = text_store.held_numbers(s, phone_list)
+    held = text_store.held_numbers(s, phone_list) if holding else set()
     attempt_rows: list[dict[str, Any]] = []
     w = Writes()
     for c in calls:
