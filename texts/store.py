@@ -89,8 +89,11 @@ def _due(now: datetime) -> ColumnElement[bool]:
 
 
 def due_replies(s: Session, now: datetime, n: int) -> list[SmsReply]:
-    """Replies to lease now, oldest first; locked SKIP LOCKED on PostgreSQL."""
-    q = select(SmsReply).where(_due(now)).order_by(SmsReply.created_at, SmsReply.id).limit(n)
+    """Replies to lease now, the nearest deadline first (confirmations before help texts
+    at one deadline); locked SKIP LOCKED on PostgreSQL."""
+    q = (select(SmsReply).where(_due(now))
+         .order_by(SmsReply.expires_at, SmsReply.kind, SmsReply.created_at, SmsReply.id)
+         .limit(n))
     if s.get_bind().dialect.name == "postgresql":
         q = q.with_for_update(skip_locked=True)
     return list(s.scalars(q))
