@@ -42,6 +42,7 @@ from texts.schemas import (
 log = logging.getLogger("callgate.texts")
 
 REPLY_WINDOW = timedelta(minutes=5)  # 47 CFR 64.1200(a)(12): confirm within five minutes
+EXPIRY = "system:reply-expiry"
 ACTION = {"revoke": "revoked", "review": "review", "help": "help", "none": "none"}
 
 
@@ -278,7 +279,7 @@ def lease_replies(uow: UnitOfWork, dialer_id: str, n: int, lease_seconds: int
     """Up to ``n`` replies leased now (oldest first) as tasks of their own kind; a lease
     never outlives the reply's five minutes."""
     s, now = uow.session, uow.now
-    expire_replies(uow)
+    expire_replies(uow.acting(EXPIRY))
     tasks: list[dict[str, Any]] = []
     for r in store.due_replies(s, now, n):
         lease_id = str(uuid.uuid4())
