@@ -196,7 +196,9 @@ def task(rt: Runtime, c: QCall, campaign: CampaignView, lease_id: str, expires: 
         # the patient.
         "text": c.sms_text if campaign.channel == "sms" else None,
         "template_id": campaign.template_id,
-        "disclosures": DISCLOSURES_IVR if prerecorded else DISCLOSURES_AGENT,
+        # A text states the provider and callback number itself (its template must).
+        "disclosures": DISCLOSURES_IVR if prerecorded or campaign.channel == "sms"
+        else DISCLOSURES_AGENT,
         "attempt": attempt_no,
         "max_attempts": campaign.max_attempts,
     }
