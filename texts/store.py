@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Integer, String, and_, bindparam, literal_column, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from core.db import UTCDateTime
 from core.models import Call, Campaign, Consent, SmsInbound, SmsReply
 
 LIVE_REPLY = ("queued", "leased")
@@ -76,8 +77,7 @@ def held_numbers(s: Session, phone_list: Sequence[str]) -> set[str]:
 
 
 def any_held(s: Session) -> bool:
-    return s.scalars(select(SmsInbound.id).where(SmsInbound.review_status == "pending")
-                     .limit(1)).first() is not None
+    return s.execute(_HELD).first() is not None
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
@@ -99,11 +99,23 @@ def due_replies(s: Session, now: datetime, n: int) -> list[SmsReply]:
     return list(s.scalars(q))
 
 
+# A queued reply is due (to lease, or to expire); a leased one once its lease has run out (a
+# lease never outlives the reply's expires_at). Built once: the lease path probes it per poll.
+_NOW = bindparam("now", type_=UTCDateTime())
+_REPLY_DUE = (
+    select(literal_column("1", Integer())).select_from(SmsReply)
+    .where(or_(SmsReply.status == literal_column("'queued'", String()),
+               and_(SmsReply.status == literal_column("'leased'", String()),
+                    SmsReply.lease_expires_at <= _NOW)))
+    .limit(1)
+)
+_HELD = (select(literal_column("1", Integer())).select_from(SmsInbound)
+         .where(SmsInbound.review_status == literal_column("'pending'", String())).limit(1))
+
+
 def any_reply_due(s: Session, now: datetime) -> bool:
     """A reply to lease, or one to expire (either makes a lease poll do work)."""
-    q = select(SmsReply.id).where(SmsReply.status.in_(LIVE_REPLY),
-                                  or_(_due(now), SmsReply.expires_at <= now)).limit(1)
-    return s.scalars(q).first() is not None
+    return s.execute(_REPLY_DUE, {"now": now}).first() is not None
 
 
 def any_reply_expired(s: Session, now: datetime) -> bool:
