@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from config.ids import new_id
+from config.policy import CHANNELS
 from consent.store import dnc_numbers, facts_for
 from core.keys import Identity
 from core.runtime import Runtime
@@ -78,12 +79,20 @@ def lease_in(rt: Runtime, uow: UnitOfWork, jobs: list[LeaseJob]) -> None:
     # PostgreSQL skips calls other pollers hold: read more candidates per round there.
     spare = 3 if uow.dialect == "postgresql" else 2
     takers = list(jobs)
+    # Leases for some channels only: read only the calls of campaigns on those channels
+    # (the union over the group's requests; each call still goes to a request taking it).
+    wanted: list[str] | None = None
+    if all(j.req.channels is not None for j in jobs):
+        union = {c for j in jobs for c in (j.req.channels or ())}
+        if not union.issuperset(CHANNELS):
+            wanted = store.campaigns_on(s, sorted(union))
     seen: set[str] = set()
     for _round in range(ROUNDS):
         want = sum(j.req.limit - len(j.tasks) for j in takers)
         if want <= 0:
             break
-        ids = [i for i in store.candidate_ids(s, state, now, want * spare + len(seen))
+        ids = [i for i in store.candidate_ids(s, state, now, want * spare + len(seen),
+                                              wanted)
                if i not in seen]
         if not ids:
             break

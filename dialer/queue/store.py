@@ -346,6 +346,17 @@ _SQLITE_FEW, _SQLITE_MANY = (
     )
     for index in ("ix_calls_status_next_eligible", QUEUE_ORDER_INDEX)
 )
+# A lease for some channels only (API.md ``channels``): the same walks, keeping the calls of
+# the campaigns on those channels (a row check per index entry; only such leases pay it).
+_SQLITE_CHANNEL_QUERY = _SQLITE_LEASE_QUERY.replace(
+    " ORDER BY", " AND campaign_id IN :campaigns ORDER BY")
+_SQLITE_FEW_CH, _SQLITE_MANY_CH = (
+    text(_SQLITE_CHANNEL_QUERY.format(index=index)).bindparams(
+        bindparam("now", type_=UTCDateTime()), bindparam("n", type_=Integer()),
+        bindparam("campaigns", expanding=True),
+    )
+    for index in ("ix_calls_status_next_eligible", QUEUE_ORDER_INDEX)
+)
 _UNPARK = (
     "UPDATE calls SET parked = false WHERE id IN ("
     "SELECT id FROM calls {hint}"
@@ -389,9 +400,27 @@ _PG_LEASE_QUERY = (
 )
 
 
-def candidate_ids(s: Session, state: QueueState, now: datetime, n: int) -> list[str]:
-    """Up to ``n`` ids of queued calls eligible now, in queue order (see above)."""
+_PG_CHANNEL_QUERY = _PG_LEASE_QUERY.where(
+    Call.campaign_id.in_(bindparam("campaigns", expanding=True)))
+_CAMPAIGNS_ON = select(Campaign.id).where(Campaign.channel.in_(
+    bindparam("channels", expanding=True)))
+
+
+def campaigns_on(s: Session, channels: Sequence[str]) -> list[str]:
+    """The ids of the campaigns on ``channels`` (a lease for some channels only)."""
+    return list(s.scalars(_CAMPAIGNS_ON, {"channels": sorted(set(channels))}))
+
+
+def candidate_ids(s: Session, state: QueueState, now: datetime, n: int,
+                  campaigns: Sequence[str] | None = None) -> list[str]:
+    """Up to ``n`` ids of queued calls eligible now, in queue order (see above); only those
+    of ``campaigns`` when given."""
+    if campaigns is not None and not campaigns:
+        return []
     if _pg(s):
+        if campaigns is not None:
+            return list(s.scalars(_PG_CHANNEL_QUERY,
+                                  {"now": now, "n": n, "campaigns": list(campaigns)}))
         return list(s.scalars(_PG_LEASE_QUERY, {"now": now, "n": n}))
     query = _SQLITE_FEW
     if has_queue_order_index(s, state):
@@ -401,6 +430,9 @@ def candidate_ids(s: Session, state: QueueState, now: datetime, n: int) -> list[
             state.many_since = clock if many is not None else None
         if state.many_since is not None:
             query = _SQLITE_MANY
+    if campaigns is not None:
+        query = _SQLITE_MANY_CH if query is _SQLITE_MANY else _SQLITE_FEW_CH
+        return list(s.scalars(query, {"now": now, "n": n, "campaigns": list(campaigns)}))
     return list(s.scalars(query, {"now": now, "n": n}))
 
 

@@ -506,3 +506,25 @@ def test_one_message_id_from_two_numbers_at_once(runtime: Runtime, keys: Keys) -
     with runtime.db.read() as s:
         assert s.scalar(select(func.count()).select_from(SmsInbound)) == 1
         assert s.scalar(select(func.count()).select_from(SmsReply)) == 1
+
+
+def test_a_voice_lease_is_not_starved_by_texts_ahead(api: Api, runtime: Runtime) -> None:
+    """300 texts of priority 10 ahead of one call of priority 1: a lease for the voice
+    channels reads only the voice campaigns' calls; a lease for sms gets texts only."""
+    from consent.schemas import ConsentIn
+    from consent.service import import_consents
+
+    import_consents(runtime, identity(runtime, Role.campaign_manager), [
+        ConsentIn(patient_ref=f"MRN-{i}", phone=num(i), channels=["autodialed_voice", "sms"],
+                  purposes=["*"], method="written", obtained_at=T0 - timedelta(days=20),
+                  evidence_ref="scan://x") for i in range(301)])
+    cid, _ = sms_campaign(api, BASE)
+    r = api.client.post(f"/v1/campaigns/{cid}/calls", headers=api.mgr, json=[
+        {"external_id": f"t{i}", "phone": num(i), "priority": 10} for i in range(300)])
+    assert r.json()["accepted"] == 300
+    voice = api.campaign()
+    [call_id] = api.submit(voice, {"phone": num(300), "priority": 1})
+    [task] = lease(api, ["autodialed_voice", "prerecorded_voice"], limit=1)
+    assert task["call_id"] == call_id
+    texts_ = lease(api, ["sms"], limit=5)
+    assert len(texts_) == 5 and {t["channel"] for t in texts_} == {"sms"}
