@@ -50,15 +50,13 @@ ACTION = {"revoke": "revoked", "review": "review", "help": "help", "none": "none
 
 
 def _template_out(t: Template) -> TemplateOut:
-    segments = None if t.char_limit is None else (1 if t.max_length <= t.char_limit else
-                                                  rules.segment_count(t.max_length,
-                                                                      "GSM-7" if t.encoding ==
-                                                                      "GSM-7" else "UCS-2"))
+    enc: rules.Encoding = "GSM-7" if t.encoding == "GSM-7" else "UCS-2"
     return TemplateOut(
         id=t.id, name=t.name, channel=t.channel, purpose=t.purpose, text=t.text,
-        encoding="GSM-7" if t.encoding == "GSM-7" else "UCS-2", max_length=t.max_length,
-        limit=t.char_limit, segments=segments, placeholders=list(t.placeholders),
-        created_at=t.created_at, created_by=t.created_by, policy_version=t.policy_version,
+        encoding=enc, max_length=t.max_length, limit=t.char_limit,
+        segments=None if t.char_limit is None else rules.segment_count(t.max_length, enc),
+        placeholders=list(t.placeholders), created_at=t.created_at, created_by=t.created_by,
+        policy_version=t.policy_version,
     )
 
 
