@@ -29,6 +29,7 @@ from api.routers import (
     numbers,
     queue,
     review,
+    texts,
     ui,
     webhooks,
 )
@@ -133,7 +134,7 @@ def create_app(
     # The dialers' routes first: a request is matched against routes in order (no path of
     # one router is another's).
     for module in (queue, consents, dnc, campaigns, calls, review, compliance, numbers,
-                   webhooks):
+                   webhooks, texts):
         app.include_router(module.router, prefix="/v1")
     app.include_router(ui.router)
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")

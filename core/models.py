@@ -69,6 +69,8 @@ class Campaign(Base):
     created_by: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     policy_version: Mapped[str] = mapped_column(String(64))
+    # The template an `sms` campaign sends (migration 0008); None for voice.
+    template_id: Mapped[str | None] = mapped_column(String(36), nullable=True, default=None)
 
 
 class Call(Base):
@@ -134,6 +136,11 @@ class Call(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(String(36))
     policy_version: Mapped[str] = mapped_column(String(64))
+    # An SMS campaign's call (migration 0008): the appointment the row named, and the text
+    # rendered from the campaign's template at intake (checked to fit one segment there).
+    appointment_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, nullable=True, default=None)
+    sms_text: Mapped[str | None] = mapped_column(String(400), nullable=True, default=None)
 
 
 # The queue's order, for a poll over many eligible calls, without the parked ones
@@ -526,6 +533,89 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(200), nullable=True, default=None)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
     replay_of: Mapped[int | None] = mapped_column(_BIG, nullable=True, default=None)
+# --- templates and texts (migration 0008) ------------------------------------------------
+
+
+class Template(Base):
+    """A message template, validated when created (texts.rules); never changed: a change is
+    a new template."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(32))
+    purpose: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    encoding: Mapped[str] = mapped_column(String(8))
+    max_length: Mapped[int] = mapped_column(Integer)
+    char_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    placeholders: Mapped[list[str]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    policy_version: Mapped[str] = mapped_column(String(64))
+
+
+class SmsInbound(Base):
+    """An inbound text, as far as its decision needs it: the body is kept only while a human
+    must read it (``review``), and erased when they decide."""
+
+    __tablename__ = "sms_inbound"
+    __table_args__ = (
+        # A message delivered twice by the gateway is decided once (API.md).
+        Index("uq_sms_inbound_message_id", "message_id", unique=True),
+        Index("ix_sms_inbound_review", "review_status", "received_at"),
+        Index("ix_sms_inbound_received", "received_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(128))
+    phone: Mapped[str] = mapped_column(String(20), index=True)
+    to_number: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_by: Mapped[str] = mapped_column(String(36))
+    action: Mapped[str] = mapped_column(String(16))  # revoked | review | help | none
+    body: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
+    review_status: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
+    decided_by: Mapped[str | None] = mapped_column(String(36), nullable=True, default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    revocation_id: Mapped[str | None] = mapped_column(String(36), nullable=True, default=None)
+
+
+class SmsReply(Base):
+    """A text answering a patient's own message (the opt-out confirmation, the help text):
+    leased ahead of every call, outside the caps and windows, expiring at ``expires_at``."""
+
+    __tablename__ = "sms_replies"
+    __table_args__ = (
+        # One reply per inbound message; one confirmation per revoked spell of a number
+        # (confirmation_key: the number and the newest consent before the STOP).
+        Index("uq_sms_replies_inbound", "inbound_id", unique=True),
+        Index("uq_sms_replies_confirmation", "confirmation_key", unique=True),
+        Index("ix_sms_replies_status_created", "status", "created_at"),
+        Index("ix_sms_replies_phone", "phone"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(24))  # sms_confirmation | sms_help
+    phone: Mapped[str] = mapped_column(String(20))
+    inbound_id: Mapped[str] = mapped_column(String(36))
+    confirmation_key: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    text: Mapped[str] = mapped_column(String(400))
+    provider_name: Mapped[str] = mapped_column(String(200))
+    callback_number: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(16))  # queued|leased|sent|failed|expired
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_id: Mapped[str | None] = mapped_column(String(36), nullable=True, default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, nullable=True, default=None)
+    dialer_id: Mapped[str | None] = mapped_column(String(128), nullable=True, default=None)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+
 
 def metadata() -> MetaData:
     """Every table (migrations, tests)."""

@@ -7,16 +7,18 @@ import uuid
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from config.errors import Invalid, NotFound
 from config.policy import Window
-from config.reasons import Code
+from config.reasons import Code, reason
 from consent import phones
 from core.keys import Identity
-from core.models import Call, Campaign
+from core.models import Call, Campaign, Template
 from core.runtime import Runtime
 from dialer.schemas import CampaignIn, CampaignOut, WindowIn
 from purpose_rules import rules as purpose_rules
+from texts import rules as text_rules
 
 CALL_STATUSES = ("queued", "leased", "completed", "refused", "withdrawn", "expired")
 
@@ -39,6 +41,7 @@ def _out(c: Campaign, counts: dict[str, int] | None = None) -> CampaignOut:
         calling_window=WindowIn(start=w.start, end=w.end) if w else None,
         max_attempts=c.max_attempts,
         script_id=c.script_id,
+        template_id=c.template_id,
         created_at=c.created_at,
         created_by=c.created_by,
         policy_version=c.policy_version,
@@ -85,6 +88,7 @@ def create_campaign(rt: Runtime, who: Identity, data: CampaignIn) -> CampaignOut
                 {"field": "calling_window", "policy": {"start": base.start, "end": base.end}},
             )
     with rt.write(who) as uow:
+        _check_template(uow.session, data)
         row = Campaign(
             id=str(uuid.uuid4()),
             name=data.name,
@@ -96,6 +100,7 @@ def create_campaign(rt: Runtime, who: Identity, data: CampaignIn) -> CampaignOut
             window_end=window.end if window else None,
             max_attempts=data.max_attempts,
             script_id=data.script_id,
+            template_id=data.template_id,
             created_by=who.key_id,
             created_at=uow.now,
             policy_version=rt.policy_version,
@@ -103,8 +108,33 @@ def create_campaign(rt: Runtime, who: Identity, data: CampaignIn) -> CampaignOut
         uow.session.add(row)
         uow.audit("campaign.created", f"campaign:{row.id}", {
             "purpose": row.purpose, "channel": row.channel, "max_attempts": row.max_attempts,
+            "template_id": row.template_id,
         })
     return _out(row, dict.fromkeys(CALL_STATUSES, 0))
+
+
+def _check_template(s: Session, data: CampaignIn) -> None:
+    """API.md "Templates and texts": a campaign on the ``sms`` channel names a template of
+    its channel and purpose; its provider name is GSM-7 and at most 30 characters, so the
+    template's worst case holds. A voice campaign may name a template of its own channel
+    and purpose."""
+    if data.channel == "sms":
+        problem = text_rules.provider_name_problem(data.provider_name)
+        if problem is not None:
+            raise Invalid("VALIDATION_ERROR", problem,
+                          [{"field": "body.provider_name", "message": problem}])
+        if data.template_id is None:
+            r = reason(Code.TEMPLATE_REQUIRED)
+            raise Invalid(r.code.value, r.message, {"field": "template_id", "rule": r.rule})
+    if data.template_id is None:
+        return
+    tpl = s.get(Template, data.template_id)
+    if tpl is None or tpl.channel != data.channel or tpl.purpose != data.purpose:
+        r = reason(Code.TEMPLATE_MISMATCH)
+        what = ("no such template" if tpl is None else
+                f"the template is for channel {tpl.channel} and purpose {tpl.purpose}")
+        raise Invalid(r.code.value, f"{r.message} ({what})",
+                      {"field": "template_id", "rule": r.rule})
 
 
 def get_campaign(rt: Runtime, campaign_id: str) -> CampaignOut:

@@ -51,6 +51,11 @@ class CampaignIn(BaseModel):
     calling_window: WindowIn | None = None
     max_attempts: StrictInt = Field(default=3, ge=1, le=20)
     script_id: str | None = Field(default=None, max_length=128)
+    template_id: str | None = Field(
+        default=None, max_length=36,
+        description="Required on the `sms` channel: a template of the campaign's channel and "
+        "purpose (422 `TEMPLATE_REQUIRED` / `TEMPLATE_MISMATCH`)",
+    )
 
 
 class CampaignOut(BaseModel):
@@ -63,6 +68,7 @@ class CampaignOut(BaseModel):
     calling_window: WindowIn | None
     max_attempts: int
     script_id: str | None
+    template_id: str | None = None
     created_at: datetime
     created_by: str
     policy_version: str
@@ -143,6 +149,11 @@ class LeaseIn(BaseModel):
     dialer_id: str = Field(min_length=1, max_length=128)
     limit: StrictInt = Field(default=10, ge=1, le=100)
     lease_seconds: StrictInt = Field(default=120, ge=15, le=900)
+    channels: list[Channel] | None = Field(
+        default=None, min_length=1, max_length=3,
+        description="Lease only these channels (default: every channel): an SMS gateway "
+        "leases `sms`, a voice dialer the voice channels",
+    )
 
 
 class TaskOut(BaseModel):
@@ -158,6 +169,15 @@ class TaskOut(BaseModel):
     script_id: str | None = None
     max_duration_seconds: int | None
     sms_max_chars: int | None = None
+    kind: Literal["call", "sms_confirmation", "sms_help"] = Field(
+        default="call",
+        description="`call` (a campaign's call or text), or a reply to the patient's own "
+        "text (`sms_confirmation`, `sms_help`): report a reply's outcome at "
+        "`POST /v1/sms/replies/{call_id}/outcome`",
+    )
+    text: str | None = Field(default=None, description="An SMS task's rendered text (one "
+                             "segment); send it exactly")
+    template_id: str | None = None
     disclosures: list[str]
     attempt: int
     max_attempts: int

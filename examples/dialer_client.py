@@ -222,7 +222,9 @@ class DialerLoop:
 
     def lease(self) -> list[dict[str, Any]]:
         body = {"dialer_id": self.cfg.dialer_id, "limit": self.cfg.batch,
-                "lease_seconds": self.cfg.lease_seconds}
+                "lease_seconds": self.cfg.lease_seconds,
+                # Calls only: texts go to the SMS gateway (examples/sms_gateway.py).
+                "channels": ["autodialed_voice", "prerecorded_voice"]}
         try:
             r, _ = self.api.post("/v1/queue/lease", body, retry_after_send=False)
         except httpx.TransportError as exc:

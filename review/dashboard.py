@@ -38,6 +38,9 @@ from core.models import (
     ReassignedAnswer,
     Refusal,
     Revocation,
+    SmsInbound,
+    SmsReply,
+    Template,
 )
 from core.runtime import Runtime
 from review import audit as audit_view
@@ -398,6 +401,15 @@ def number_story(rt: Runtime, who: Identity, raw_phone: str,
         attempts = list(s.scalars(
             select(Attempt).where(Attempt.phone == phone).order_by(Attempt.at, Attempt.id)))
         names = {r.id: r.name for r in s.execute(select(Campaign.id, Campaign.name))}
+        # Texts (issue 18): what the number texted, the replies, each SMS call's template.
+        inbound = list(s.scalars(select(SmsInbound).where(SmsInbound.phone == phone)
+                                 .order_by(SmsInbound.received_at)))
+        replies = list(s.scalars(select(SmsReply).where(SmsReply.phone == phone)
+                                 .order_by(SmsReply.created_at)))
+        templates = {r.id: (r.name, r.template)
+                     for r in s.execute(select(Campaign.id, Template.name.label("name"),
+                                               Template.id.label("template"))
+                                        .join(Template, Template.id == Campaign.template_id))}
         decisions: list[AuditEntry] = []
         ids = [c.id for c in calls]
         for i in range(0, len(ids), 500):
@@ -431,11 +443,32 @@ def number_story(rt: Runtime, who: Identity, raw_phone: str,
     intake_refused = {r.call_id for r in refusal_rows if r.stage == "intake"}
     for call in calls:
         if call.id not in intake_refused:
+            tpl = templates.get(call.campaign_id)
+            text = (f"; text from template {tpl[0]} ({tpl[1]}): \u201c{call.sms_text}\u201d"
+                    if tpl and call.sms_text else "")
             events.append(Event(
-                call.created_at, "Accepted at intake",
+                call.created_at, "Accepted at intake" + (" (text)" if tpl else ""),
                 f"campaign {names.get(call.campaign_id, call.campaign_id)}; external id "
-                f"{call.external_id}; now {call.status}", ref=f"call {call.id}",
+                f"{call.external_id}; now {call.status}{text}", ref=f"call {call.id}",
                 policy_version=call.policy_version))
+    for m in inbound:
+        what = {"revoked": "STOP: consent revoked", "review": "held for review",
+                "help": "HELP", "none": "no action"}.get(m.action, m.action)
+        decided = (f"; {m.review_status} {m.decided_at:%Y-%m-%d %H:%M} UTC"
+                   if m.decided_at is not None else
+                   "; waiting for a decision" if m.review_status == "pending" else "")
+        events.append(Event(m.received_at, f"Text received: {what}",
+                            f"message {m.message_id}{decided}", ref=f"text {m.id}",
+                            tone="bad" if m.action in ("revoked", "review") else ""))
+    for rp in replies:
+        kind = "Opt-out confirmation" if rp.kind == "sms_confirmation" else "Help text"
+        when = (f"sent {rp.sent_at:%Y-%m-%d %H:%M:%S} UTC" if rp.sent_at is not None
+                else rp.status)
+        events.append(Event(rp.created_at, f"{kind} text ({rp.status})",
+                            f"\u201c{rp.text}\u201d; {when}; expires "
+                            f"{rp.expires_at:%Y-%m-%d %H:%M:%S} UTC", ref=f"reply {rp.id}",
+                            rule="47 CFR 64.1200(a)(12)" if rp.kind == "sms_confirmation"
+                            else "", tone="bad" if rp.status == "expired" else ""))
     for rf in refusal_rows:
         text, rules = _reasons_text(rf.reasons or [])
         events.append(Event(

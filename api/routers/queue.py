@@ -56,8 +56,9 @@ _409: dict[int | str, dict[str, Any]] = {
     summary="Lease up to `limit` calls that are legal to place right now",
 )
 def lease_calls(body: LeaseIn, rt: RuntimeDep, who: DialerKey) -> Response:
-    tasks = queue.lease(rt, who, queue.LeaseRequest(body.dialer_id, body.limit,
-                                                     body.lease_seconds))
+    tasks = queue.lease(rt, who, queue.LeaseRequest(
+        body.dialer_id, body.limit, body.lease_seconds,
+        tuple(body.channels) if body.channels is not None else None))
     metrics.LEASE_POLLS.labels("tasks" if tasks else "empty").inc()
     response = _json(LeaseOut(tasks=[TaskOut(**t) for t in tasks]))
     if not tasks:

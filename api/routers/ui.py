@@ -30,7 +30,9 @@ from review import access, dashboard, exports
 from review import audit as audit_view
 from review import logs as review
 from review import sessions as ui_sessions
+from review import texts as texts_view
 from review.sessions import UiUser
+from texts import service as text_service
 
 STATIC_PATH = "/ui/static"
 LOGIN = "/ui/login"
@@ -390,6 +392,31 @@ def number_lookup(
                      status_code=400)
     story = dashboard.number_story(rt, user.identity, e164, via="ui: number look-up")
     return _page(request, rt, "number.html", user, "numbers", story=story)
+
+
+# --- texts: STOPs and confirmations per day, texts held for review, templates ---------------
+
+
+@router.get("/texts", name="ui_texts")
+def texts_page(request: Request, rt: RuntimeDep, user: User) -> HTMLResponse:
+    return _page(request, rt, "texts.html", user, "texts",
+                 tv=texts_view.texts_view(rt, user.identity), can_decide=True)
+
+
+@router.post("/texts/review", name="ui_texts_review")
+def texts_review(
+    request: Request,
+    rt: RuntimeDep,
+    user: FormUser,
+    inbound_id: Annotated[str, Form(min_length=1, max_length=36)],
+    decision: Annotated[str, Form(pattern="^(revoke|release)$")],
+) -> Response:
+    """A compliance or admin user's decision on a held text (texts.service.decide_review)."""
+    try:
+        text_service.decide_review(rt, user.identity, inbound_id, decision)
+    except DomainError as exc:
+        return _error(request, 404 if exc.kind == "not_found" else 409, exc.message)
+    return RedirectResponse("/ui/texts", status_code=303)
 
 
 # --- the auditor's pages: the audit log, the access report ----------------------------------

@@ -17,6 +17,7 @@ from core.runtime import Runtime
 
 if TYPE_CHECKING:
     from cli.demo.oncall import OnCall
+    from cli.demo.texts import SmsDemo
 from cli.demo.data import BILLING, CAMPAIGNS, CONSENT_MIX, EASTERN, START, DemoOptions, Patient
 from cli.demo.sim import Api, DemoServer, Simulation, expect
 
@@ -32,6 +33,7 @@ class Report:
         self.sim: Simulation | None = None
         self.registry = (0, 0)  # consents imported in bulk, recorded through the API
         self.oncall: OnCall | None = None  # cli.demo.oncall
+        self.sms: SmsDemo | None = None  # cli.demo.texts
 
     def render(self, console: Console, server: DemoServer, keys: dict[str, str],
                db_path: Path, opts: DemoOptions, elapsed: float) -> bool:
@@ -44,6 +46,8 @@ class Report:
         self._identification(console, attempts)
         if self.oncall is not None:
             self.oncall.report(console, self.rt)
+        if self.sms is not None:
+            self.sms.report(console, self.rt)
         self._after(console)
         verified = self._audit(console)
         self._curl(console, server, keys, db_path, opts)

@@ -61,6 +61,7 @@ from cli.demo.data import (
 from cli.demo.oncall import OnCall, with_recording
 from cli.demo.report import Report
 from cli.demo.sim import Api, DemoServer, Simulation, expect
+from cli.demo.texts import SmsDemo
 
 # --- the run -------------------------------------------------------------------------------
 
@@ -233,6 +234,11 @@ def _run(opts: DemoOptions, rt: Runtime, clock: FakeClock, apis: dict[str, Api],
 
         sim = Simulation(opts, rt, clock, apis, patients, campaign_ids, on_list, rng)
         sim.oncall = oncall
+        # Texts (cli.demo.texts): an SMS campaign, a gateway, patients who text back.
+        sms = report.sms = SmsDemo(random.Random(opts.seed * 104729 + 7), manager,
+                                   apis["dialer"], apis["compliance"])
+        sms.setup(sms.rng.sample(patients, max(8, len(patients) // 5)), now, sim.steps)
+        sim.sms = sms
         sim.run(progress)
     report.sim = sim
     return report

@@ -21,6 +21,7 @@ from core.runtime import Runtime
 
 if TYPE_CHECKING:
     from cli.demo.oncall import OnCall
+    from cli.demo.texts import SmsDemo
 from cli.demo.data import (
     AGENT_NAMES,
     AGENT_RESULTS,
@@ -259,7 +260,9 @@ class Dialer:
         if want == 0:
             return 0
         body = {"dialer_id": self.dialer_id, "limit": min(100, want),
-                "lease_seconds": LEASE_SECONDS}
+                "lease_seconds": LEASE_SECONDS,
+                # Texts go to the SMS gateway (cli.demo.texts), calls to the agents.
+                "channels": ["autodialed_voice", "prerecorded_voice"]}
         tasks = expect(self.api.post("/v1/queue/lease", body), 200)["tasks"]
         self.polls += 1
         if not tasks:
@@ -311,6 +314,7 @@ class Simulation:
         self.withdrawn_by_events = 0
         self.manual: Counter[str] = Counter()
         self.oncall: OnCall | None = None  # set by the run (cli.demo.oncall)
+        self.sms: SmsDemo | None = None  # set by the run (cli.demo.texts)
 
     def take_missing_id_demo(self) -> bool:
         if self._missing_done:
@@ -352,6 +356,8 @@ class Simulation:
             self.dialer.lease(t)
             for ev in self.events.get(step, []):
                 self._event(ev)
+            if self.sms is not None:
+                self.withdrawn_by_events += self.sms.step(step, t)
             if any(a.busy() for a in self.agents):
                 for r in range(self.rounds):
                     self.clock.set(t + r * ROUND)

@@ -33,6 +33,7 @@ COLUMNS = (
     "postal_code",
     "state",
     "priority",
+    "appointment_at",  # SMS campaigns: {appointment_date} / {appointment_time} (migration 0008)
 )
 REQUIRED = ("external_id", "phone")
 CHUNK_ROWS = 5000
@@ -70,6 +71,9 @@ class Row:
     # The id the row's call gets if it is stored, made at parse time for a valid row (in the
     # helper process: a tenth of the deciding process's work per row, measured).
     call_id: str | None = None
+    appointment_at: datetime | None = None
+    # An SMS campaign's text, rendered at intake (dialer.intake.service).
+    sms_text: str | None = None
 
 
 
@@ -181,6 +185,7 @@ def parse_chunk_packed(
             None if r.not_before is None else r.not_before.isoformat(),
             None if r.not_after is None else r.not_after.isoformat(),
             r.invalid or None, z, r.call_id,
+            None if r.appointment_at is None else r.appointment_at.isoformat(),
         ))
     return rows, zones
 
@@ -194,8 +199,9 @@ def unpack(packed: Packed, offset: int = 0) -> list[Row]:
             postal_code=postal, priority=prio,
             not_before=None if nb is None else fromiso(nb),
             not_after=None if na is None else fromiso(na),
-            invalid=invalid or [], zones=zones[z], call_id=call_id)
-        for n, ext, ref, phone, state, postal, prio, nb, na, invalid, z, call_id in rows
+            invalid=invalid or [], zones=zones[z], call_id=call_id,
+            appointment_at=None if appt is None else fromiso(appt))
+        for n, ext, ref, phone, state, postal, prio, nb, na, invalid, z, call_id, appt in rows
     ]
 
 
@@ -233,6 +239,7 @@ def _parse(n: int, data: dict[str, Any], default_region: str, regions: tuple[str
         row.phone = e164
     row.not_before = _when(row, "not_before", _text(data.get("not_before")))
     row.not_after = _when(row, "not_after", _text(data.get("not_after")))
+    row.appointment_at = _when(row, "appointment_at", _text(data.get("appointment_at")))
     if row.not_before and row.not_after and row.not_after <= row.not_before:
         row.invalid.append(_bad("not_after", "must be later than not_before"))
     state = _text(data.get("state"))

@@ -49,6 +49,7 @@ from dialer.intake.parse import (
     record_chunks,
 )
 from dialer.intake.results import IntakeResult, RowResult
+from dialer.intake.sms import render_texts
 from dialer.rules.dispatch import consent_terms, reassigned_stale, stale_recheck_at
 from dialer.rules.zones import CandidateZone, candidate_zone_tuple
 from purpose_rules import rules as purpose_rules
@@ -96,6 +97,8 @@ def _decide_chunk(
     list accepted; this chunk's acceptances go to ``added``."""
     s, now, pv = uow.session, uow.now, uow.policy_version
     store.custom_plans(s)
+    if campaign.channel == "sms":
+        render_texts(s, campaign, rows, rt.policy)
     valid = [r for r in rows if not r.invalid]
     ext_ids = sorted({r.external_id for r in valid if r.external_id})
     phone_list = sorted({r.phone for r in valid if r.phone})
@@ -183,7 +186,7 @@ def _decide_chunk(
                 None if next_eligible is None
                 else now_text if next_eligible is now else sqlite_datetime(next_eligible),
                 1 if parked else 0, 0, zone_json, last_reason, None, None, now_text, now_text,
-                uow.key_id, pv,
+                uow.key_id, pv, store.sqlite_dt(r.appointment_at), r.sms_text,
             ))
         else:
             zone_dicts = zone_lists.get(zones)
@@ -201,6 +204,7 @@ def _decide_chunk(
                 "candidate_zones": zone_dicts, "last_reason": last_reason, "lease_id": None,
                 "lease_expires_at": None, "created_at": now, "updated_at": now,
                 "created_by": uow.key_id, "policy_version": pv,
+                "appointment_at": r.appointment_at, "sms_text": r.sms_text,
             })
         if status == "refused":
             uow.emit("call.refused", {

@@ -78,7 +78,7 @@ CALL_COLUMNS = (
     "priority", "not_before", "not_after", "status", "accepted", "next_eligible_at", "parked",
     "attempts",
     "candidate_zones", "last_reason", "lease_id", "lease_expires_at", "created_at",
-    "updated_at", "created_by", "policy_version",
+    "updated_at", "created_by", "policy_version", "appointment_at", "sms_text",
 )
 assert set(CALL_COLUMNS) == {c.name for c in CALLS.columns}, "calls changed: update this"
 _SQLITE_INSERT_CALLS = (

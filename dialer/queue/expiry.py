@@ -11,6 +11,8 @@ from core.uow import UnitOfWork
 from dialer.queue import store
 from dialer.queue.decide import refuse, requeue
 from dialer.queue.store import QueueState, Writes
+from texts import store as text_store
+from texts.service import expire_replies
 
 SYSTEM = "system:jobs"
 EXPIRY = "system:lease-expiry"
@@ -35,8 +37,14 @@ def sweep_expired(rt: Runtime, uow: UnitOfWork) -> int:
 
 def expire_leases(rt: Runtime) -> int:
     """Scheduled job: return expired leases to the queue. Probed first in a read
-    transaction: the write lock only when a lease has expired."""
+    transaction: the write lock only when a lease has expired. Replies to texts not sent
+    within their five minutes expire here too, each logged (texts.service.expire_replies)."""
     total = 0
+    with rt.read(SYSTEM) as uow:
+        replies_due = text_store.any_reply_expired(uow.session, uow.now)
+    if replies_due:
+        with rt.write(SYSTEM) as uow:
+            expire_replies(uow)
     while True:
         with rt.read(SYSTEM) as uow:
             if not store.any_lease_expired(uow.session, uow.now):

@@ -9,12 +9,12 @@ pollers and instances, and the live-lease index forbids two live leases for one 
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from config.ids import new_id
+from config.policy import CHANNELS
 from consent.store import dnc_numbers, facts_for
 from core import metrics
 from core.keys import Identity
@@ -25,6 +25,8 @@ from dialer.queue.decide import apply_not_go, facts
 from dialer.queue.expiry import sweep_expired
 from dialer.queue.store import CampaignView, QCall, QueueState, Writes
 from dialer.rules.dispatch import decide
+from texts import service as text_replies
+from texts import store as text_store
 
 DISCLOSURES_AGENT = ["provider_name", "callback_number", "agent_name"]
 DISCLOSURES_IVR = ["provider_name", "callback_number"]
@@ -36,6 +38,11 @@ class LeaseRequest:
     dialer_id: str
     limit: int = 10
     lease_seconds: int = 120
+    # Only these channels (None: every channel); replies to texts need ``sms``.
+    channels: tuple[str, ...] | None = None
+
+    def takes(self, channel: str) -> bool:
+        return self.channels is None or channel in self.channels
 
 
 @dataclass(eq=False, slots=True)
@@ -56,29 +63,52 @@ def lease_in(rt: Runtime, uow: UnitOfWork, jobs: list[LeaseJob]) -> None:
     for j in jobs:
         j.tasks = []
     sweep_expired(rt, uow.acting(jobs[0].who))
+    # Replies to a patient's own text first (the opt-out confirmation, the help text):
+    # ahead of every call, outside the caps and windows (API.md; 47 CFR 64.1200(a)(12)).
+    # One probe when there is none (the usual case).
+    if any(j.req.takes("sms") for j in jobs) and text_store.any_reply_due(s, now):
+        for j in jobs:
+            if j.req.takes("sms"):
+                j.tasks.extend(text_replies.lease_replies(
+                    uow.acting(j.who), j.req.dialer_id, j.req.limit, j.req.lease_seconds))
+    jobs = [j for j in jobs if len(j.tasks) < j.req.limit]
+    if not jobs:
+        return
+    # Numbers whose text waits for a human get nothing (probed once per pass).
+    holding = text_store.any_held(s)
     store.unpark_due(s, state, now)
     # PostgreSQL skips calls other pollers hold: read more candidates per round there.
     spare = 3 if uow.dialect == "postgresql" else 2
-    takers = deque(jobs)
+    takers = list(jobs)
+    # Leases for some channels only: read only the calls of campaigns on those channels
+    # (the union over the group's requests; each call still goes to a request taking it).
+    wanted: list[str] | None = None
+    if all(j.req.channels is not None for j in jobs):
+        union = {c for j in jobs for c in (j.req.channels or ())}
+        if not union.issuperset(CHANNELS):
+            wanted = store.campaigns_on(s, sorted(union))
     seen: set[str] = set()
     for _round in range(ROUNDS):
         want = sum(j.req.limit - len(j.tasks) for j in takers)
         if want <= 0:
             break
-        ids = [i for i in store.candidate_ids(s, state, now, want * spare + len(seen))
+        ids = [i for i in store.candidate_ids(s, state, now, want * spare + len(seen),
+                                              wanted)
                if i not in seen]
         if not ids:
             break
         seen.update(ids)
         calls = store.lock_candidates(s, ids, now)
         if calls:
-            _lease_batch(rt, uow, calls, takers)
+            _lease_batch(rt, uow, calls, takers, holding)
 
 
-def _lease_batch(rt: Runtime, uow: UnitOfWork, calls: list[QCall], takers: deque[LeaseJob]
-                 ) -> None:
-    """Decide ``calls`` in order; each that may go is leased to ``takers[0]``, which leaves
-    the deque once it has its limit. Stops when none is left."""
+def _lease_batch(rt: Runtime, uow: UnitOfWork, calls: list[QCall], takers: list[LeaseJob],
+                 holding: bool = True) -> None:
+    """Decide ``calls`` in order; each that may go is leased to the first of ``takers``
+    that takes its channel, which leaves the list once it has its limit. Stops when none is
+    left. A call no request takes (another channel), or to a number whose text waits for
+    review (API.md: held, not sent), is left queued as it is."""
     s, now = uow.session, uow.now
     locked = store.lock_numbers_of(s, calls)
     calls = [c for c in calls if c.phone in locked]
@@ -87,17 +117,20 @@ def _lease_batch(rt: Runtime, uow: UnitOfWork, calls: list[QCall], takers: deque
     dnc = dnc_numbers(s, phone_list)
     times = store.attempt_times(s, phone_list, now)
     campaigns = store.campaigns(s, rt.state(QueueState), (c.campaign_id for c in calls))
+    held = text_store.held_numbers(s, phone_list) if holding else set()
     attempt_rows: list[dict[str, Any]] = []
     w = Writes()
     for c in calls:
-        while takers and len(takers[0].tasks) >= takers[0].req.limit:
-            takers.popleft()
+        takers[:] = [j for j in takers if len(j.tasks) < j.req.limit]
         if not takers:
             break
-        job = takers[0]
+        campaign = campaigns[c.campaign_id]
+        taker = next((j for j in takers if j.req.takes(campaign.channel)), None)
+        if taker is None or c.phone in held:
+            continue
+        job = taker
         who, req = job.who, job.req
         acting = uow.acting(who)
-        campaign = campaigns[c.campaign_id]
         d = decide(facts(rt, c, campaign, hist, dnc, times), rt.policy, now)
         if d.outcome != "go":
             apply_not_go(acting, w, c, d)
@@ -169,7 +202,14 @@ def task(rt: Runtime, c: QCall, campaign: CampaignView, lease_id: str, expires: 
         if (prerecorded and spec is not None) else None,
         "sms_max_chars": spec.sms_max_chars
         if (campaign.channel == "sms" and spec is not None) else None,
-        "disclosures": DISCLOSURES_IVR if prerecorded else DISCLOSURES_AGENT,
+        "kind": "call",
+        # An SMS call's text, rendered at intake (dialer.intake.sms): nothing else about
+        # the patient.
+        "text": c.sms_text if campaign.channel == "sms" else None,
+        "template_id": campaign.template_id,
+        # A text states the provider and callback number itself (its template must).
+        "disclosures": DISCLOSURES_IVR if prerecorded or campaign.channel == "sms"
+        else DISCLOSURES_AGENT,
         "attempt": attempt_no,
         "max_attempts": campaign.max_attempts,
     }

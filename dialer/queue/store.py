@@ -55,6 +55,7 @@ from core.groupcommit import GroupCommit
 from core.models import PARKED_SQL, QUEUE_ORDER_SQL, Attempt, Call, Campaign
 from core.numbers import lock_numbers
 from dialer.campaigns import campaign_window
+from texts.store import any_reply_due
 
 HISTORY = timedelta(days=8)  # enough attempts for rolling 7 x 24 h and calendar ISO weeks
 SMALL_ELIGIBLE = 2000  # up to this many eligible calls, sort them (see the lease query)
@@ -88,6 +89,7 @@ class QCall:
     lease_id: str | None
     lease_expires_at: datetime | None
     updated_at: datetime
+    sms_text: str | None  # an SMS call's rendered text (migration 0008)
 
     def apply(self, values: dict[str, Any]) -> None:
         """Mirror an update just queued for this call (later items of a batch see it)."""
@@ -109,6 +111,7 @@ class CampaignView:
     script_id: str | None
     max_attempts: int
     window: Window | None
+    template_id: str | None = None
 
 
 @dataclass
@@ -245,7 +248,7 @@ def campaigns(s: Session, state: QueueState, ids: Iterable[str]) -> dict[str, Ca
         for c in s.scalars(_CAMPAIGNS, {"ids": missing}):
             out[c.id] = cache[c.id] = CampaignView(
                 c.id, c.purpose, c.channel, c.provider_name, c.callback_number, c.script_id,
-                c.max_attempts, campaign_window(c),
+                c.max_attempts, campaign_window(c), c.template_id,
             )
     return out
 
@@ -343,6 +346,17 @@ _SQLITE_FEW, _SQLITE_MANY = (
     )
     for index in ("ix_calls_status_next_eligible", QUEUE_ORDER_INDEX)
 )
+# A lease for some channels only (API.md ``channels``): the same walks, keeping the calls of
+# the campaigns on those channels (a row check per index entry; only such leases pay it).
+_SQLITE_CHANNEL_QUERY = _SQLITE_LEASE_QUERY.replace(
+    " ORDER BY", " AND campaign_id IN :campaigns ORDER BY")
+_SQLITE_FEW_CH, _SQLITE_MANY_CH = (
+    text(_SQLITE_CHANNEL_QUERY.format(index=index)).bindparams(
+        bindparam("now", type_=UTCDateTime()), bindparam("n", type_=Integer()),
+        bindparam("campaigns", expanding=True),
+    )
+    for index in ("ix_calls_status_next_eligible", QUEUE_ORDER_INDEX)
+)
 _UNPARK = (
     "UPDATE calls SET parked = false WHERE id IN ("
     "SELECT id FROM calls {hint}"
@@ -386,9 +400,27 @@ _PG_LEASE_QUERY = (
 )
 
 
-def candidate_ids(s: Session, state: QueueState, now: datetime, n: int) -> list[str]:
-    """Up to ``n`` ids of queued calls eligible now, in queue order (see above)."""
+_PG_CHANNEL_QUERY = _PG_LEASE_QUERY.where(
+    Call.campaign_id.in_(bindparam("campaigns", expanding=True)))
+_CAMPAIGNS_ON = select(Campaign.id).where(Campaign.channel.in_(
+    bindparam("channels", expanding=True)))
+
+
+def campaigns_on(s: Session, channels: Sequence[str]) -> list[str]:
+    """The ids of the campaigns on ``channels`` (a lease for some channels only)."""
+    return list(s.scalars(_CAMPAIGNS_ON, {"channels": sorted(set(channels))}))
+
+
+def candidate_ids(s: Session, state: QueueState, now: datetime, n: int,
+                  campaigns: Sequence[str] | None = None) -> list[str]:
+    """Up to ``n`` ids of queued calls eligible now, in queue order (see above); only those
+    of ``campaigns`` when given."""
+    if campaigns is not None and not campaigns:
+        return []
     if _pg(s):
+        if campaigns is not None:
+            return list(s.scalars(_PG_CHANNEL_QUERY,
+                                  {"now": now, "n": n, "campaigns": list(campaigns)}))
         return list(s.scalars(_PG_LEASE_QUERY, {"now": now, "n": n}))
     query = _SQLITE_FEW
     if has_queue_order_index(s, state):
@@ -398,6 +430,9 @@ def candidate_ids(s: Session, state: QueueState, now: datetime, n: int) -> list[
             state.many_since = clock if many is not None else None
         if state.many_since is not None:
             query = _SQLITE_MANY
+    if campaigns is not None:
+        query = _SQLITE_MANY_CH if query is _SQLITE_MANY else _SQLITE_FEW_CH
+        return list(s.scalars(query, {"now": now, "n": n, "campaigns": list(campaigns)}))
     return list(s.scalars(query, {"now": now, "n": n}))
 
 
@@ -430,10 +465,11 @@ def any_lease_expired(s: Session, now: datetime) -> bool:
 
 
 def nothing_to_do(s: Session, now: datetime) -> bool:
-    """No lease has expired and no queued call is eligible: two index probes (a read
-    transaction will do: a call that becomes eligible meanwhile goes to the next poll)."""
+    """No lease has expired, no queued call is eligible and no reply to a text is due:
+    index probes (a read transaction will do: a call that becomes eligible meanwhile goes
+    to the next poll)."""
     return all(s.execute(q, {"now": now}).first() is None
-               for q in (_LEASE_EXPIRED, _ANY_ELIGIBLE))
+               for q in (_LEASE_EXPIRED, _ANY_ELIGIBLE)) and not any_reply_due(s, now)
 
 
 _PAST_DEADLINE = (

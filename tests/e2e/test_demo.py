@@ -38,6 +38,11 @@ def test_demo_small_run(tmp_path: Path) -> None:
     assert re.search(r"flagged RECORDING_WITHOUT_CONSENT: agent A-\d\d", out), out
     assert re.search(r"flagged IDENTITY_NOT_VERIFIED: agent A-\d\d", out), out
     assert re.search(r"withdrawn NUMBER_REASSIGNED [1-9]", out), out
+    # Texts: a template with a name refused, an SMS campaign sent, STOPs confirmed once each.
+    assert "TEMPLATE_IDENTIFIER" in out
+    assert re.search(r"texts sent [1-9]", out), out
+    m_stop = re.search(r"STOP (\d+) -> confirmations sent (\d+)", out)
+    assert m_stop and int(m_stop.group(1)) > 0 and m_stop.group(1) == m_stop.group(2), out
     assert "curl -s" in out and "/v1/audit/verify" in out
     # The throwaway database is where the output says, and can be reopened.
     m = re.search(r"CALLGATE_DATABASE_URL=sqlite:///(\S+) callgate serve", out)

@@ -278,3 +278,54 @@ def test_0007_adds_the_event_tables_and_goes_back(empty_db_url: str) -> None:
     finally:
         engine.dispose()
     assert current_revision(empty_db_url) == "0006"
+
+
+def test_0008_keeps_campaigns_and_calls_and_holds_one_reply_per_spell(empty_db_url: str
+                                                                       ) -> None:
+    """A database at 0005 with a campaign and a call: after 0008 they are there, with no
+    template and no text; one inbound row per message_id and one confirmation per spell are
+    held by unique indexes."""
+    import pytest
+    from sqlalchemy import exc, text
+
+    upgrade(empty_db_url, "0005")
+    now = "2026-11-24 17:00:00.000000"
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO campaigns (id, name, purpose, channel, provider_name, "
+                "callback_number, max_attempts, created_by, created_at, policy_version) "
+                "VALUES ('camp', 'c', 'appointment_reminder', 'autodialed_voice', 'Mercy', "
+                "'+13145550199', 3, 'k', :now, 'v')"), {"now": now})
+            conn.execute(text(
+                "INSERT INTO calls (id, campaign_id, external_id, phone, priority, status, "
+                "attempts, created_at, updated_at, created_by, policy_version) VALUES "
+                "('call-1', 'camp', 'a', '+13145550100', 5, 'queued', 0, :now, :now, 'k', "
+                "'v')"), {"now": now})
+    finally:
+        engine.dispose()
+    upgrade(empty_db_url)
+    assert current_revision(empty_db_url) == head_revision(empty_db_url)
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT template_id FROM campaigns")).all() == [(None,)]
+            assert conn.execute(text(
+                "SELECT appointment_at, sms_text FROM calls")).all() == [(None, None)]
+        inbound = ("INSERT INTO sms_inbound (id, message_id, phone, received_at, recorded_at, "
+                   "recorded_by, action) VALUES (:id, 'm-1', '+13145550100', :now, :now, 'k', "
+                   "'revoked')")
+        reply = ("INSERT INTO sms_replies (id, kind, phone, inbound_id, confirmation_key, text, "
+                 "provider_name, callback_number, status, received_at, expires_at, created_at, "
+                 "updated_at) VALUES (:id, 'sms_confirmation', '+13145550100', :inb, "
+                 "'+13145550100:-', 't', 'p', 'c', 'queued', :now, :now, :now, :now)")
+        with engine.begin() as conn:
+            conn.execute(text(inbound), {"id": "i-1", "now": now})
+            conn.execute(text(reply), {"id": "r-1", "inb": "i-1", "now": now})
+        for stmt, params in ((inbound, {"id": "i-2", "now": now}),
+                             (reply, {"id": "r-2", "inb": "i-9", "now": now})):
+            with pytest.raises(exc.IntegrityError), engine.begin() as conn:
+                conn.execute(text(stmt), params)
+    finally:
+        engine.dispose()

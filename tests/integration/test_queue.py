@@ -46,6 +46,8 @@ TASK_FIELDS_API = {
     "provider_name", "callback_number", "max_duration_seconds", "disclosures",
     # API.md "Recording and identity verification"
     "recording", "identity_identifiers",
+    # API.md "Templates and texts"
+    "kind", "text", "template_id",
 }
 TASK_FIELDS_EXTRA = {"script_id", "sms_max_chars", "attempt", "max_attempts"}
 
@@ -645,6 +647,7 @@ def test_task_holds_only_what_the_dialer_needs(api: Api) -> None:
                                                       "agent_name"],
         "script_id": "SCRIPT-9", "sms_max_chars": None, "attempt": 1, "max_attempts": 3,
         "recording": "forbidden", "identity_identifiers": 2,
+        "kind": "call", "text": None, "template_id": None,
     }
     for secret in ("MRN-7731", "enc-778", "63110", '"MO"', "patient", "postal", "external"):
         assert secret not in r.text

@@ -82,6 +82,13 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/v1/webhooks/{webhook_id}/test"): {A},
     ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay"): {A},
     ("GET", "/v1/events"): {A},
+    # API.md "Templates and texts"
+    ("POST", "/v1/templates"): {A, M},
+    ("GET", "/v1/templates"): {A, M, C},
+    ("GET", "/v1/templates/{template_id}"): {A, M, C},
+    ("POST", "/v1/sms/inbound"): {A, D},
+    ("POST", "/v1/sms/inbound/{inbound_id}/decision"): {A, C},
+    ("POST", "/v1/sms/replies/{reply_id}/outcome"): {A, D},
 }
 
 SECURITY_HEADERS = {
