@@ -3,7 +3,7 @@
 
 Why it holds under concurrency: see dialer.queue.store. In short, on SQLite the whole
 pass holds the write lock; on PostgreSQL a call is locked SKIP LOCKED before it is decided
-and its number's ledger row before its attempts are counted, so the caps hold across
+and its number's lock before its attempts are counted, so the caps hold across
 pollers and instances, and the live-lease index forbids two live leases for one call.
 """
 

@@ -10,8 +10,8 @@ whatever the number of pollers and API processes.
   The lease and outcome requests of a process that wait for that lock together are served
   in one such transaction, one after the other (core.groupcommit; see _serve).
 * PostgreSQL: candidate calls are locked ``FOR UPDATE SKIP LOCKED`` (two pollers never take
-  the same call), and each number is serialised through its ``number_ledger`` row, locked
-  ``FOR UPDATE`` (``SKIP LOCKED`` while leasing: a number being leased elsewhere is simply
+  the same call), and each number is serialised through its advisory lock (core.numbers;
+  only those free now while leasing: a number being leased elsewhere is simply
   left for the next poll) *before* its attempts are counted, so two processes can never both
   see "2 attempts this week" and both add a third. Revocations lock the number's calls
   ``FOR UPDATE`` and so wait for, then withdraw, any lease committed before them.

@@ -9,7 +9,7 @@ The rules of the house (dialer/queue/service.py has the whole picture):
 * PostgreSQL: what a unit will change is locked as it is read: candidate calls ``FOR UPDATE
   SKIP LOCKED`` (two pollers never take the same call: the second skips it), held calls
   ``FOR UPDATE`` in id order (two batches never wait on each other in a cycle), and each
-  number through its ``number_ledger`` row (core.numbers.lock_numbers) *before* its attempts
+  number through its advisory lock (core.numbers.lock_numbers) *before* its attempts
   are counted.
 * Both: the partial unique index ``uq_attempts_call_live`` allows one live attempt per call,
   whatever the code above does.
@@ -261,8 +261,8 @@ def attempt_times(
     s: Session, phone_list: Iterable[str], now: datetime
 ) -> dict[str, list[datetime]]:
     """Counted attempts of the last 8 days per number (set-based). Safe: on PostgreSQL the
-    caller holds the numbers' ledger rows, and every attempt of a number is inserted by a
-    holder of that row."""
+    caller holds the numbers' locks, and every attempt of a number is inserted by a
+    holder of its lock."""
     wanted = sorted(set(phone_list))
     out: dict[str, list[datetime]] = defaultdict(list)
     if not wanted:
@@ -282,7 +282,7 @@ def attempt_times(
 
 
 def lock_numbers_of(s: Session, calls: Sequence[QCall]) -> set[str]:
-    """PostgreSQL: the ledger rows of these calls' numbers, locked SKIP LOCKED (a number
+    """PostgreSQL: the locks of these calls' numbers, those free now (a number
     being leased or revoked elsewhere is left for the next poll); SQLite: all of them."""
     return lock_numbers(s, [c.phone for c in calls], skip_locked=True)
 
@@ -291,7 +291,7 @@ _PHONES_OF = select(Call.phone).where(Call.id.in_(_IDS))
 
 
 def lock_numbers_of_calls(s: Session, call_ids: Sequence[str]) -> None:
-    """PostgreSQL: an outcome that revokes its number takes the number's ledger row before
+    """PostgreSQL: an outcome that revokes its number takes the number's lock before
     it locks any call, as every revocation does (core.numbers), so that it and a concurrent
     revocation of the number never deadlock."""
     if not call_ids or not _pg(s):
@@ -512,7 +512,7 @@ def lease_attempt(s: Session, lease_id: str, call_id: str) -> tuple[str, list[st
 
 def add_manual_attempt(s: Session, row: dict[str, Any]) -> None:
     """A preflight reservation: a counted attempt with no call. Safe: on PostgreSQL the
-    caller holds the number's ledger row."""
+    caller holds the number's lock."""
     insert_rows(s, ATTEMPTS, [row])
 
 
