@@ -64,12 +64,18 @@ def lease_in(rt: Runtime, uow: UnitOfWork, jobs: list[LeaseJob]) -> None:
         want = sum(j.req.limit - len(j.tasks) for j in takers)
         if want <= 0:
             break
-        ids = [i for i in store.candidate_ids(s, state, now, want * spare + len(seen))
-               if i not in seen]
-        if not ids:
-            break
-        seen.update(ids)
-        calls = store.lock_candidates(s, ids, now)
+        n = want * spare + len(seen)
+        if uow.dialect == "postgresql":  # read and locked in one statement
+            calls = [c for c in store.next_calls(s, now, n) if c.id not in seen]
+            if not calls:
+                break
+            seen.update(c.id for c in calls)
+        else:
+            ids = [i for i in store.candidate_ids(s, state, now, n) if i not in seen]
+            if not ids:
+                break
+            seen.update(ids)
+            calls = store.lock_candidates(s, ids, now)
         if calls:
             _lease_batch(rt, uow, calls, takers)
 

@@ -401,6 +401,30 @@ def candidate_ids(s: Session, state: QueueState, now: datetime, n: int) -> list[
     return list(s.scalars(query, {"now": now, "n": n}))
 
 
+_PG_NEXT_CALLS = (
+    select(*_QCALL_COLUMNS)
+    .where(text(QUEUE_ORDER_SQL), CALLS.c.next_eligible_at <= _NOW)
+    .order_by(CALLS.c.priority.desc(), CALLS.c.created_at, CALLS.c.id)
+    .limit(bindparam("n", type_=Integer()))
+    .with_for_update(skip_locked=True)
+)
+
+
+def next_calls(s: Session, now: datetime, n: int) -> list[QCall]:
+    """PostgreSQL: up to ``n`` queued calls eligible now, in queue order, read and locked in
+    one statement (``FOR UPDATE SKIP LOCKED``: a call another poller holds is passed over,
+    the next one in queue order taken instead). Was two: the ids, then the rows locked by id
+    (candidate_ids + lock_candidates), a round trip more, and the second found most of the
+    first's ids already taken by other pollers. The lock re-checks the WHERE clause on the
+    latest committed version of each row; the status and time are checked here again all
+    the same. A row this transaction already holds (an earlier round) is returned again:
+    the caller leaves out those it has seen."""
+    return [
+        c for c in _qcalls(s, (_PG_NEXT_CALLS, _PG_NEXT_CALLS), {"now": now, "n": n}, True)
+        if c.status == "queued" and c.next_eligible_at is not None and c.next_eligible_at <= now
+    ]
+
+
 def lock_candidates(s: Session, ids: Sequence[str], now: datetime) -> list[QCall]:
     """The candidates still queued and eligible, in the order given; locked SKIP LOCKED on
     PostgreSQL. By primary key only, re-checked here: given the status and time terms in
