@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # new entries per call (a background job keeps it caught up).
     audit_verify_budget: int = Field(default=200_000, ge=1000)
 
+    # Tests only: this instance's clock deliberately this many seconds off the system's (on
+    # PostgreSQL the database's clock still rules: core.dbclock). Never set in production.
+    test_clock_offset_seconds: float = 0.0
+
     @property
     def pseudonym_key_path(self) -> Path:
         if self.audit_pseudonym_key_file is not None:
