@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Session
 
-from core.bulk import one_of, read_conn, sqlite_datetime
+from core.bulk import insert_rows, one_of, read_conn, sqlite_datetime
 from core.models import ACCEPTED_SQL, PENDING_SQL, Call
 
 CALLS = cast(Table, Call.__table__)
@@ -95,4 +95,4 @@ def insert_calls(s: Session, rows: Sequence[Any]) -> None:
     if s.get_bind().dialect.name == "sqlite":
         s.connection().exec_driver_sql(_SQLITE_INSERT_CALLS, list(rows))
     else:
-        s.execute(insert(CALLS), list(rows))
+        insert_rows(s, CALLS, rows)  # PostgreSQL: COPY (core.bulk.copy_rows)
