@@ -36,6 +36,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    any_,
     bindparam,
     func,
     inspect,
@@ -45,6 +46,7 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
@@ -142,6 +144,12 @@ _QCALL_COLUMNS = tuple(
 _NQ = len(_QCALL_COLUMNS)
 _NOW = bindparam("now", type_=UTCDateTime())
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+# PostgreSQL: the whole id list as one array parameter, ``id = ANY(:ids)``: one statement
+# text whatever the list's length, so psycopg prepares it once (an expanding IN is a new
+# statement for every length: parsed and planned each time), and SQLAlchemy renders and
+# binds one parameter instead of one per id. An index scan on the primary key either way
+# (these lists are a batch's calls: tens, never thousands; see core.bulk.one_of).
+_IDS_PG: BindParameter[Any] = bindparam("ids", type_=ARRAY(String()))
 _QUEUED = literal_column("'queued'", String())
 
 
@@ -154,7 +162,10 @@ def _variants(q: Select[Any]) -> tuple[Select[Any], Select[Any]]:
     return q, q.with_for_update(skip_locked=True)
 
 
-_QCALLS_BY_ID = _variants(select(*_QCALL_COLUMNS).where(CALLS.c.id.in_(_IDS)))
+_QCALLS_BY_ID = (
+    select(*_QCALL_COLUMNS).where(CALLS.c.id.in_(_IDS)),
+    select(*_QCALL_COLUMNS).where(CALLS.c.id == any_(_IDS_PG)).with_for_update(skip_locked=True),
+)
 _QCALLS_EXPIRED = _variants(
     select(*_QCALL_COLUMNS).where(CALLS.c.lease_expires_at <= _NOW).limit(SWEEP_LIMIT)
 )
@@ -287,7 +298,7 @@ def lock_numbers_of(s: Session, calls: Sequence[QCall]) -> set[str]:
     return lock_numbers(s, [c.phone for c in calls], skip_locked=True)
 
 
-_PHONES_OF = select(Call.phone).where(Call.id.in_(_IDS))
+_PHONES_OF = select(Call.phone).where(Call.id == any_(_IDS_PG))  # PostgreSQL only
 
 
 def lock_numbers_of_calls(s: Session, call_ids: Sequence[str]) -> None:
@@ -491,7 +502,9 @@ class Held:
 _HELD = select(*_QCALL_COLUMNS, ATTEMPTS.c.id, ATTEMPTS.c.flags).select_from(
     CALLS.outerjoin(ATTEMPTS, ATTEMPTS.c.id == CALLS.c.lease_id)
 ).where(CALLS.c.id.in_(_IDS)).order_by(CALLS.c.id)
-_HELD_PG = _HELD.with_for_update(of=CALLS)
+_HELD_PG = select(*_QCALL_COLUMNS, ATTEMPTS.c.id, ATTEMPTS.c.flags).select_from(
+    CALLS.outerjoin(ATTEMPTS, ATTEMPTS.c.id == CALLS.c.lease_id)
+).where(CALLS.c.id == any_(_IDS_PG)).order_by(CALLS.c.id).with_for_update(of=CALLS)
 _ATTEMPT_FLAGS = select(ATTEMPTS.c.flags).where(ATTEMPTS.c.id == bindparam("id"))
 _LEASE_ATTEMPT = select(ATTEMPTS.c.state, ATTEMPTS.c.flags).where(
     ATTEMPTS.c.id == bindparam("id"), ATTEMPTS.c.call_id == bindparam("call_id"),
