@@ -25,8 +25,8 @@ In-process only: each process has its own queue; processes still take turns at t
 PostgreSQL has no single write lock (row and advisory locks let writers run side by side),
 but a transaction there costs round trips (BEGIN, each statement, COMMIT and its WAL flush)
 whatever it holds: with ``leaders=2`` two transactions run at once, each serving the jobs
-queued when it began (the next leader takes those that came meanwhile). Measured under 32
-pollers: 1,026 -> 1,162 leases/s (docs/performance.md, PostgreSQL). Each job is still one
+queued when it began (the next leader takes those that came meanwhile; docs/performance.md,
+PostgreSQL). Each job is still one
 that any order of the concurrent requests could have produced: the locks that keep two
 transactions' jobs apart are the same whether they serve one job or several.
 """
