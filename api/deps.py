@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from api.errors import ApiError
-from core.keys import Identity, Role, authenticate
+from core.keys import Identity, Role, authenticate, authenticate_async
 from core.runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api key>`")
@@ -42,6 +42,9 @@ async def key_identity(runtime: Runtime, authorization: str | None) -> Identity 
         # SQLite: an indexed read on this thread's own connection, never waiting for a
         # writer (WAL), done here on the event loop; a thread hand-off would cost more.
         identity = authenticate(runtime.db, key)
+    elif runtime.db.has_alookup:
+        # PostgreSQL: on the event loop too, through an async connection of its own.
+        identity = await authenticate_async(runtime.db, key)
     else:
         identity = await run_in_threadpool(authenticate, runtime.db, key)
     return BAD_KEY if identity is None else identity

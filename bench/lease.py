@@ -2,7 +2,7 @@
 
     python bench/lease.py [--calls 1000000] [--numbers 200000] [--pollers 1,8,32]
                           [--db sqlite|postgres] [--seconds 10] [--workers 1]
-                          [--outcomes batch|single|none] [--rate 1000]
+                          [--outcomes batch|single|none] [--rate 1000] [--servers 1]
 
 Builds a fresh database (``core.migrate.upgrade``), bulk-inserts one written consent per
 number and ``--calls`` queued calls over ``--numbers`` numbers (round-robin, so each number
@@ -18,6 +18,10 @@ latency is counted from when it was due (a closed loop at N = 32 measures queuei
 service: by Little's law its latency is N / throughput whatever the server does). Last, one
 client times polls of an empty and of a fully capped queue. The last line printed is JSON;
 ``cap_violations`` is computed from the database at the end.
+
+``--servers K`` starts K ``callgate serve`` processes on the one database (as K instances
+on K machines would be), each with ``--workers``; poller i talks to server i mod K. The
+server CPU figures are the sum over all of them.
 
 Policy: the benchmark runs with its own policy file (written next to the database):
 calling hours 00:00-23:59 and no quiet days, so that it can run at any hour, with the
@@ -50,7 +54,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -234,13 +238,25 @@ def callgate_cmd() -> list[str]:
 
 
 @contextmanager
-def server(url: str, policy_file: Path, workdir: Path, workers: int
+def servers(url: str, policy_file: Path, workdir: Path, workers: int, count: int
+            ) -> Iterator[tuple[list[str], list[int]]]:
+    """``count`` ``callgate serve`` subprocesses on one database; yields their base URLs and
+    process ids."""
+    with ExitStack() as stack:
+        started = [stack.enter_context(server(url, policy_file, workdir, workers, i))
+                   for i in range(count)]
+        yield [b for b, _ in started], [p for _, p in started]
+
+
+@contextmanager
+def server(url: str, policy_file: Path, workdir: Path, workers: int, index: int = 0
            ) -> Iterator[tuple[str, int]]:
     """A ``callgate serve`` subprocess; yields its base URL and process id."""
     port = free_port()
     env = {**os.environ, "CALLGATE_DATABASE_URL": url, "CALLGATE_POLICY_FILE": str(policy_file),
            "CALLGATE_LOG_LEVEL": "WARNING"}
-    out = (workdir / "serve.log").open("wb")
+    log_name = "serve.log" if index == 0 else f"serve-{index}.log"
+    out = (workdir / log_name).open("wb")
     proc = subprocess.Popen(
         [*callgate_cmd(), "serve", "--host", "127.0.0.1", "--port", str(port),
          "--workers", str(workers)],
@@ -252,7 +268,7 @@ def server(url: str, policy_file: Path, workdir: Path, workers: int
         while True:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("callgate serve did not start:\n"
-                                 + (workdir / "serve.log").read_text(errors="replace"))
+                                 + (workdir / log_name).read_text(errors="replace"))
             try:
                 if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
                     break
@@ -292,6 +308,10 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(times.get(p, 0.0) for p in tree)
 
 
+def cpu_of(pids: list[int]) -> float:
+    return sum(tree_cpu_seconds(p) for p in pids)
+
+
 # --- load -----------------------------------------------------------------------------------
 
 
@@ -303,15 +323,17 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run_threads(n: int, seconds: float, body: Callable[[httpx.Client, float, dict[str, Any]],
-                                                        None], base: str, auth: dict[str, str]
-                ) -> tuple[list[dict[str, Any]], float]:
+                                                        None], base: str | list[str],
+                auth: dict[str, str]) -> tuple[list[dict[str, Any]], float]:
+    bases = [base] if isinstance(base, str) else base
     results: list[dict[str, Any]] = [{"lat": [], "leased": 0, "requests": 0, "errors": 0}
                                      for _ in range(n)]
     start = threading.Barrier(n + 1)
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
 
     def worker(i: int) -> None:
-        with httpx.Client(base_url=base, headers=auth, timeout=600, limits=limits) as c:
+        with httpx.Client(base_url=bases[i % len(bases)], headers=auth, timeout=600,
+                          limits=limits) as c:
             start.wait()
             body(c, time.perf_counter() + seconds, results[i])
 
@@ -428,6 +450,8 @@ def main() -> None:
     ap.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--workers", type=int, default=1, help="callgate serve --workers")
+    ap.add_argument("--servers", type=int, default=1,
+                    help="callgate serve processes on the one database (pollers dealt round)")
     ap.add_argument("--pg-url", default=os.environ.get(
         "CALLGATE_TEST_POSTGRES_URL",
         "postgresql+psycopg://callgate:callgate@localhost:5432/callgate_test"),
@@ -470,12 +494,13 @@ def main() -> None:
             auth = {"Authorization": f"Bearer {plaintext}"}
             out: dict[str, Any] = {
                 "db": args.db, "calls": args.calls, "numbers": args.numbers,
-                "server_workers": args.workers,
+                "server_workers": args.workers, "servers": args.servers,
                 "queue_index": queue_store.QUEUE_ORDER_INDEX,
                 "outcomes": OUTCOMES,
                 "results": [],
             }
-            with server(url, policy_file, workdir, args.workers) as (base, pid):
+            with servers(url, policy_file, workdir, args.workers, args.servers) as (bases, pids):
+                base = bases[0]
                 out["empty_poll_p50_ms"] = poll_p50(base, auth)
                 log(f"empty queue: poll p50 {out['empty_poll_p50_ms']} ms")
                 bulk_load(db, url, args.calls, args.numbers, ac, key.id,
@@ -489,17 +514,17 @@ def main() -> None:
                 gc.collect()
                 gc.freeze()
                 for n in pollers:
-                    cpu0, own0 = tree_cpu_seconds(pid), time.process_time()
-                    res, took = run_threads(n, args.seconds, lease_loop, base, auth)
-                    server_cpu = tree_cpu_seconds(pid) - cpu0
+                    cpu0, own0 = cpu_of(pids), time.process_time()
+                    res, took = run_threads(n, args.seconds, lease_loop, bases, auth)
+                    server_cpu = cpu_of(pids) - cpu0
                     client_cpu = time.process_time() - own0
                     lat = [x for r in res for x in r["lat"]]
                     leased = sum(r["leased"] for r in res)
                     reqs = sum(r["requests"] for r in res)
                     errors = sum(r["errors"] for r in res)
-                    cpu0 = tree_cpu_seconds(pid)
-                    fl, fl_took = run_threads(n, min(args.seconds, 5.0), floor_loop, base, auth)
-                    floor_cpu = tree_cpu_seconds(pid) - cpu0
+                    cpu0 = cpu_of(pids)
+                    fl, fl_took = run_threads(n, min(args.seconds, 5.0), floor_loop, bases, auth)
+                    floor_cpu = cpu_of(pids) - cpu0
                     floor = sum(r["requests"] for r in fl) / fl_took
                     row = {
                         "pollers": n,
@@ -531,9 +556,9 @@ def main() -> None:
                 if args.rate > 0 and pollers:
                     n = max(pollers)
                     OPEN_LOOP_INTERVAL = n * LIMIT / args.rate
-                    cpu0, own0 = tree_cpu_seconds(pid), time.process_time()
-                    res, took = run_threads(n, args.seconds, lease_loop, base, auth)
-                    server_cpu = tree_cpu_seconds(pid) - cpu0
+                    cpu0, own0 = cpu_of(pids), time.process_time()
+                    res, took = run_threads(n, args.seconds, lease_loop, bases, auth)
+                    server_cpu = cpu_of(pids) - cpu0
                     client_cpu = time.process_time() - own0
                     OPEN_LOOP_INTERVAL = 0.0
                     lat = [x for r in res for x in r["lat"]]

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     idempotency_hours: float = Field(default=24, ge=24)
     idempotency_stale_seconds: float = Field(default=600, gt=0)
 
+    # Tests only: this instance's clock deliberately this many seconds off the system's (on
+    # PostgreSQL the database's clock still rules: core.dbclock). Never set in production.
+    test_clock_offset_seconds: float = 0.0
+
     @property
     def pseudonym_key_path(self) -> Path:
         if self.audit_pseudonym_key_file is not None:

@@ -8,7 +8,7 @@ file's size), checked, their numbers normalised, and each chunk is one unit of w
 * withdraws the queued and leased calls whose every covering consent the answers now
   invalidate (NUMBER_REASSIGNED: a ``yes`` for a date on or after the consent's date), as a
   revocation withdraws a number's calls (core.numbers.withdraw_calls): with the numbers'
-  ledger rows taken first;
+  locks (core.numbers) taken first;
 * returns to the queue the calls parked for REASSIGNED_CHECK_STALE of the numbers that got a
   ``no`` (the next lease decides them afresh; see dialer.rules.dispatch.STALE_RECHECK);
 * writes one audit entry with the chunk's counts (no number in it).

@@ -1,7 +1,7 @@
 """The Reassigned Numbers Database answers' statements (consent.rnd_service): the answers
 appended, what they change in the queue, and the reads of ``callgate rnd export``.
 
-Safe under concurrency: the import's unit of work takes the ledger rows of the numbers found
+Safe under concurrency: the import's unit of work takes the locks of the numbers found
 reassigned (core.numbers.lock_numbers, PostgreSQL) before it locks their pending calls, as a
 revocation does, so a lease committed before is seen and withdrawn, and a lease after it
 reads the answers. The answers themselves are appended only (a unique index makes a file
@@ -50,7 +50,7 @@ def add_answers(s: Session, rows: Sequence[dict[str, Any]]) -> int:
 
 def pending_calls(s: Session, phone_list: Sequence[str]) -> list[tuple[Call, str, str]]:
     """The numbers' queued and leased calls with their campaign's purpose and channel; on
-    PostgreSQL locked FOR UPDATE (the caller holds the numbers' ledger rows)."""
+    PostgreSQL locked FOR UPDATE (the caller holds the numbers' locks)."""
     dialect = s.get_bind().dialect.name
     q = (
         select(Call, Campaign.purpose, Campaign.channel)

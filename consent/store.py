@@ -3,7 +3,7 @@ in one query each, the list as one parameter), and a number's own records.
 
 Reads only: every write of the registry happens in consent.service's unit of work. Safe
 under concurrency because callers read inside their own transaction (SQLite: the write
-lock; PostgreSQL: after locking the numbers' ledger rows, core.numbers.lock_numbers), so a
+lock; PostgreSQL: after taking the numbers' locks, core.numbers.lock_numbers), so a
 revocation committed before the lock is seen and one committed after waits for it.
 """
 

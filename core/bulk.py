@@ -87,7 +87,10 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
     if not rows:
         return
     if session.get_bind().dialect.name != "sqlite":
-        session.execute(insert(table), list(rows))
+        if len(rows) >= COPY_MIN_ROWS and session.get_bind().dialect.driver == "psycopg":
+            copy_rows(session, table, rows)
+        else:
+            session.execute(insert(table), list(rows))
         return
     names = list(rows[0])
     sql = (f"INSERT INTO {table.name} ({', '.join(names)}) "
@@ -146,6 +149,61 @@ def _driver_values(
             row[i] = fn(row[i])
         values.append(tuple(row))
     return values
+
+
+COPY_MIN_ROWS = 64  # PostgreSQL: from this many rows, insert_rows copies (copy_rows)
+
+
+def copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """PostgreSQL: many rows with the same keys in one ``COPY ... FROM STDIN`` (psycopg 3's
+    ``cursor.copy``, binary), on the session's connection, in its transaction. One
+    statement and one stream instead of an executemany's statement per row: the server
+    parses, plans and executes once. JSON columns are sent as ``Json``, the rest as psycopg
+    dumps them (aware datetimes as ``timestamptz``). A unique or check violation is raised
+    as SQLAlchemy's ``IntegrityError``, as an INSERT's would be."""
+    if not rows:
+        return
+    import psycopg
+    from psycopg.types.json import Json
+    from sqlalchemy.exc import IntegrityError
+
+    names = list(rows[0])
+    json_at = [i for i, n in enumerate(names) if isinstance(table.c[n].type, JSON)]
+    sql = f"COPY {table.name} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)"
+    conn = read_conn(session)  # pending ORM rows first, as an INSERT's autoflush would
+    dbapi = conn.connection.driver_connection
+    assert dbapi is not None
+    types = _copy_types(dbapi, table, names)
+    try:
+        with dbapi.cursor() as cur, cur.copy(sql) as copy:
+            copy.set_types(types)
+            for r in rows:
+                row = [r[n] for n in names]
+                for i in json_at:
+                    if row[i] is not None:
+                        row[i] = Json(row[i])
+                copy.write_row(row)
+    except psycopg.IntegrityError as e:
+        raise IntegrityError(sql, None, e) from e
+
+
+_COPY_TYPES: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+
+
+def _copy_types(dbapi: Any, table: Table, names: Sequence[str]) -> list[int]:
+    """The columns' PostgreSQL type oids (binary COPY needs them), read once per table and
+    set of columns from the catalogue (built-in types: the same oids in every database)."""
+    key = (table.name, tuple(names))
+    types = _COPY_TYPES.get(key)
+    if types is None:
+        with dbapi.cursor() as cur:
+            cur.execute(
+                "SELECT attname, atttypid::int FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (table.name,))
+            by_name = {n: ty for n, ty in cur.fetchall()}
+        types = _COPY_TYPES[key] = [by_name[n] for n in names]
+    return types
 
 
 def read_conn(s: Session) -> Connection:

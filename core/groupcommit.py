@@ -21,8 +21,14 @@ job of it is handed back to its own thread to be served alone (``submit`` return
 one job's failure, whatever it is, is that job's alone, as without grouping.
 
 In-process only: each process has its own queue; processes still take turns at the gate.
-PostgreSQL has no single write lock to share (row locks let writers run side by side), and
-the queue does not group there.
+
+PostgreSQL has no single write lock (row and advisory locks let writers run side by side),
+but a transaction there costs round trips (BEGIN, each statement, COMMIT and its WAL flush)
+whatever it holds: with ``leaders=2`` two transactions run at once, each serving the jobs
+queued when it began (the next leader takes those that came meanwhile; docs/performance.md,
+PostgreSQL). Each job is still one
+that any order of the concurrent requests could have produced: the locks that keep two
+transactions' jobs apart are the same whether they serve one job or several.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class _Slot(Generic[J]):
     job: J
     weight: int
     state: int = _PENDING
+    taken: bool = False  # in a leader's transaction
 
 
 @dataclass(slots=True)
@@ -67,20 +74,23 @@ class GroupCommit(Generic[J]):
 
     ``serve(session, jobs)`` does the jobs' work in the open transaction and leaves each
     job's answer on the job. A transaction takes queued jobs in the order they came until
-    their weights reach ``max_weight`` (always at least one)."""
+    their weights reach ``max_weight`` (always at least one). Up to ``leaders`` transactions
+    run at once (1 on SQLite: its writers take turns anyway)."""
 
     def __init__(
         self,
         db: Database,
         serve: Callable[[Session, list[J]], None],
         max_weight: int = 500,
+        leaders: int = 1,
     ) -> None:
         self._db = db
         self._serve = serve
         self._max_weight = max_weight
+        self._leaders = leaders
         self._cond = threading.Condition(threading.Lock())
         self._pending: deque[_Slot[J]] = deque()
-        self._leading = False
+        self._leading = 0
         self.stats = Stats()
 
     def submit(self, job: J, weight: int = 1) -> bool:
@@ -91,11 +101,11 @@ class GroupCommit(Generic[J]):
             self._pending.append(slot)
         while True:
             with self._cond:
-                while self._leading and slot.state == _PENDING:
+                while slot.state == _PENDING and (slot.taken or self._leading >= self._leaders):
                     self._cond.wait()
                 if slot.state != _PENDING:
                     return slot.state == _DONE
-                self._leading = True
+                self._leading += 1
             self._lead(slot)
 
     def waiting(self) -> int:
@@ -112,32 +122,40 @@ class GroupCommit(Generic[J]):
             with self._db.write() as s:
                 with self._cond:
                     batch = self._take()
-                self._serve(s, [x.job for x in batch])
+                if batch:
+                    self._serve(s, [x.job for x in batch])
             ok = True
         except Exception as e:
             # The type only: a driver's message may quote the statement's values.
             log.warning("a group of %d unit(s) of work failed (%s); each is retried alone",
                         len(batch), type(e).__name__)
         finally:
-            if not ok and not batch:
-                # The lock itself failed: this thread finds out for itself, alone; the
-                # others stay queued for the next leader.
-                with self._cond:
-                    self._pending.remove(own)
-                batch = [own]
             with self._cond:
+                if not ok and not batch and not own.taken:
+                    # The lock itself failed: this thread finds out for itself, alone; the
+                    # others stay queued for the next leader. (Another leader may have
+                    # taken this job meanwhile: then it answers.)
+                    self._pending.remove(own)
+                    batch = [own]
                 for x in batch:
                     x.state = _DONE if ok else _ALONE
-                self._count(len(batch), ok)
-                self._leading = False
+                if batch:
+                    self._count(len(batch), ok)
+                self._leading -= 1
                 self._cond.notify_all()
 
     def _take(self) -> list[_Slot[J]]:
+        """The jobs queued now, in order, up to the weight (none if another leader took
+        them all since this one was chosen)."""
+        if not self._pending:
+            return []
         batch = [self._pending.popleft()]
         weight = batch[0].weight
         while self._pending and weight + self._pending[0].weight <= self._max_weight:
             weight += self._pending[0].weight
             batch.append(self._pending.popleft())
+        for x in batch:
+            x.taken = True
         return batch
 
     def _count(self, n: int, ok: bool) -> None:

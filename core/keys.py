@@ -95,6 +95,18 @@ def revoke_key(
 _BY_HASH = "SELECT id, name, role FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL"
 
 
+_BY_HASH_PG = "SELECT id, name, role FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL"
+
+
+async def authenticate_async(db: Database, plaintext: str) -> Identity | None:
+    """:func:`authenticate` on the event loop, for PostgreSQL through psycopg
+    (``Database.alookup``: the loop's own connection, a prepared statement)."""
+    if not plaintext.startswith(KEY_PREFIX) or len(plaintext) > 200:
+        return None
+    rows = await db.alookup(_BY_HASH_PG, (hash_key(plaintext),))
+    return Identity(rows[0][0], rows[0][1], Role(rows[0][2])) if rows else None
+
+
 def authenticate(db: Database, plaintext: str) -> Identity | None:
     """The key's identity, or None for an unknown or revoked key. Read from the database on
     every call (a revoked key stops working at once, in every process). On a SQLite file,

@@ -217,8 +217,8 @@ class Attempt(Base):
 
 
 class NumberLedger(Base):
-    """One row per phone number, locked ``FOR UPDATE`` on PostgreSQL so that cap checks
-    and attempt inserts for one number never interleave across processes."""
+    """One row per phone number. No longer written: a number's lock is now an advisory
+    lock (core.numbers); the table stays for the instances of before (and migrations)."""
 
     __tablename__ = "number_ledger"
 

@@ -8,13 +8,14 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from config.clock import Clock, SystemClock
 from config.policy import Policy, load_policy
 from config.settings import Settings, get_settings
 from core.db import Database
+from core.dbclock import DatabaseClock, OffsetClock
 from core.keys import Identity
 from core.pseudonyms import Pseudonyms
 from core.uow import UnitOfWork, actor_of
@@ -105,9 +106,18 @@ def build_runtime(
     policy = policy or load_policy(settings.policy_file)
     for warning in policy.warnings():
         log.warning("POLICY WARNING: %s", warning)
-    return Runtime(
-        db=db or Database(settings.database_url),
-        policy=policy,
-        clock=clock or SystemClock(),
-        settings=settings,
-    )
+    db = db or Database(settings.database_url)
+    return Runtime(db=db, policy=policy, clock=clock or system_clock(settings, db),
+                   settings=settings)
+
+
+def system_clock(settings: Settings, db: Database) -> Clock:
+    """The wall clock (skewed by CALLGATE_TEST_CLOCK_OFFSET_SECONDS in tests); on PostgreSQL
+    corrected to the database server's (core.dbclock: the database's clock rules)."""
+    clock: Clock = SystemClock()
+    if settings.test_clock_offset_seconds:
+        log.warning("CLOCK: this instance's own clock is skewed by %.3f s "
+                    "(CALLGATE_TEST_CLOCK_OFFSET_SECONDS, tests only)",
+                    settings.test_clock_offset_seconds)
+        clock = OffsetClock(clock, timedelta(seconds=settings.test_clock_offset_seconds))
+    return clock if db.is_sqlite else DatabaseClock(clock, db)

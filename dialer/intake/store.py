@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Session
 
-from core.bulk import one_of, read_conn, sqlite_datetime
+from core.bulk import insert_rows, one_of, read_conn, sqlite_datetime
 from core.models import ACCEPTED_SQL, PENDING_SQL, Call
 
 CALLS = cast(Table, Call.__table__)
@@ -29,9 +29,16 @@ def custom_plans(s: Session) -> None:
     settle on a generic plan. Planned without the id list's size and with a campaign that
     was nearly empty at the last ANALYZE, the "already pending?" read became a nested loop
     re-reading the list for every call of the campaign: 20 s per chunk, measured. Custom
-    plans cost well under a millisecond here. SET LOCAL ends with the chunk's transaction."""
+    plans cost well under a millisecond here. SET LOCAL ends with the chunk's transaction.
+
+    And no sequential scans: a list's own chunks fill the calls table faster than autovacuum
+    analyses it, and planned with the statistics of a nearly empty table, the "already
+    pending?" read scanned every call (100 ms a chunk at 100,000 rows, growing with each
+    chunk: pg_stat_statements, issue 21). Each read here has its index (the partial unique
+    indexes on calls, the phone indexes of consents, revocations, do-not-call)."""
     if s.get_bind().dialect.name == "postgresql":
-        s.execute(sql_text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        s.execute(sql_text("SET LOCAL plan_cache_mode = force_custom_plan; "
+                           "SET LOCAL enable_seqscan = off"))
 
 
 def existing(
@@ -95,4 +102,4 @@ def insert_calls(s: Session, rows: Sequence[Any]) -> None:
     if s.get_bind().dialect.name == "sqlite":
         s.connection().exec_driver_sql(_SQLITE_INSERT_CALLS, list(rows))
     else:
-        s.execute(insert(CALLS), list(rows))
+        insert_rows(s, CALLS, rows)  # PostgreSQL: COPY (core.bulk.copy_rows)

@@ -3,7 +3,7 @@
 
 Why it holds under concurrency: see dialer.queue.store. In short, on SQLite the whole
 pass holds the write lock; on PostgreSQL a call is locked SKIP LOCKED before it is decided
-and its number's ledger row before its attempts are counted, so the caps hold across
+and its number's lock before its attempts are counted, so the caps hold across
 pollers and instances, and the live-lease index forbids two live leases for one call.
 """
 
@@ -92,13 +92,18 @@ def lease_in(rt: Runtime, uow: UnitOfWork, jobs: list[LeaseJob]) -> None:
         want = sum(j.req.limit - len(j.tasks) for j in takers)
         if want <= 0:
             break
-        ids = [i for i in store.candidate_ids(s, state, now, want * spare + len(seen),
-                                              wanted)
-               if i not in seen]
-        if not ids:
-            break
-        seen.update(ids)
-        calls = store.lock_candidates(s, ids, now)
+        n = want * spare + len(seen)
+        if uow.dialect == "postgresql" and wanted is None:  # read and locked in one statement
+            calls = [c for c in store.next_calls(s, now, n) if c.id not in seen]
+            if not calls:
+                break
+            seen.update(c.id for c in calls)
+        else:  # SQLite, or a lease naming its channels (their campaigns' calls only)
+            ids = [i for i in store.candidate_ids(s, state, now, n, wanted) if i not in seen]
+            if not ids:
+                break
+            seen.update(ids)
+            calls = store.lock_candidates(s, ids, now)
         if calls:
             _lease_batch(rt, uow, calls, takers, holding)
 

@@ -10,8 +10,8 @@ whatever the number of pollers and API processes.
   The lease and outcome requests of a process that wait for that lock together are served
   in one such transaction, one after the other (core.groupcommit; see _serve).
 * PostgreSQL: candidate calls are locked ``FOR UPDATE SKIP LOCKED`` (two pollers never take
-  the same call), and each number is serialised through its ``number_ledger`` row, locked
-  ``FOR UPDATE`` (``SKIP LOCKED`` while leasing: a number being leased elsewhere is simply
+  the same call), and each number is serialised through its advisory lock (core.numbers;
+  only those free now while leasing: a number being leased elsewhere is simply
   left for the next poll) *before* its attempts are counted, so two processes can never both
   see "2 attempts this week" and both add a third. Revocations lock the number's calls
   ``FOR UPDATE`` and so wait for, then withdraw, any lease committed before them.
@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 Job = LeaseJob | OutcomeJob
+# PostgreSQL: group-commit transactions at once per process (core.groupcommit).
+PG_LEADERS = 2
 
 
 def _serve(rt: Runtime, uow: UnitOfWork, jobs: list[Job]) -> None:
@@ -74,19 +76,20 @@ def _unit(rt: Runtime, s: Session, jobs: Sequence[Job]) -> UnitOfWork:
 
 
 def group_commit(rt: Runtime) -> GroupCommit[Job]:
-    """This process's group commit for ``rt`` (SQLite: see _run), made on first use."""
+    """This process's group commit for ``rt`` (see _run), made on first use."""
     state = rt.state(QueueState)
     if state.group is None:
-        state.group = GroupCommit(rt.db, lambda s, jobs: _serve(rt, _unit(rt, s, jobs), jobs))
+        state.group = GroupCommit(rt.db, lambda s, jobs: _serve(rt, _unit(rt, s, jobs), jobs),
+                                  leaders=1 if rt.db.is_sqlite else PG_LEADERS)
     return cast("GroupCommit[Job]", state.group)
 
 
 def _run(rt: Runtime, job: Job) -> None:
-    """Serve one job: on SQLite in a transaction shared with the process's other requests
-    waiting for the write lock (core.groupcommit; weighed by its calls), else (or if that
-    group failed) alone."""
+    """Serve one job in a transaction shared with the process's other requests waiting with
+    it (core.groupcommit; weighed by its calls: on SQLite those waiting for the write lock,
+    on PostgreSQL for one of PG_LEADERS transactions); alone if that group failed."""
     weight = job.req.limit if isinstance(job, LeaseJob) else len(job.items)
-    if rt.db.is_sqlite and group_commit(rt).submit(job, weight):
+    if group_commit(rt).submit(job, weight):
         return
     with rt.write(job.who) as uow:
         _serve(rt, uow, [job])

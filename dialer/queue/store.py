@@ -9,7 +9,7 @@ The rules of the house (dialer/queue/service.py has the whole picture):
 * PostgreSQL: what a unit will change is locked as it is read: candidate calls ``FOR UPDATE
   SKIP LOCKED`` (two pollers never take the same call: the second skips it), held calls
   ``FOR UPDATE`` in id order (two batches never wait on each other in a cycle), and each
-  number through its ``number_ledger`` row (core.numbers.lock_numbers) *before* its attempts
+  number through its advisory lock (core.numbers.lock_numbers) *before* its attempts
   are counted.
 * Both: the partial unique index ``uq_attempts_call_live`` allows one live attempt per call,
   whatever the code above does.
@@ -36,6 +36,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    any_,
     bindparam,
     func,
     inspect,
@@ -45,6 +46,7 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
@@ -145,6 +147,12 @@ _QCALL_COLUMNS = tuple(
 _NQ = len(_QCALL_COLUMNS)
 _NOW = bindparam("now", type_=UTCDateTime())
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+# PostgreSQL: the whole id list as one array parameter, ``id = ANY(:ids)``: one statement
+# text whatever the list's length, so psycopg prepares it once (an expanding IN is a new
+# statement for every length: parsed and planned each time), and SQLAlchemy renders and
+# binds one parameter instead of one per id. An index scan on the primary key either way
+# (these lists are a batch's calls: tens, never thousands; see core.bulk.one_of).
+_IDS_PG: BindParameter[Any] = bindparam("ids", type_=ARRAY(String()))
 _QUEUED = literal_column("'queued'", String())
 
 
@@ -157,7 +165,10 @@ def _variants(q: Select[Any]) -> tuple[Select[Any], Select[Any]]:
     return q, q.with_for_update(skip_locked=True)
 
 
-_QCALLS_BY_ID = _variants(select(*_QCALL_COLUMNS).where(CALLS.c.id.in_(_IDS)))
+_QCALLS_BY_ID = (
+    select(*_QCALL_COLUMNS).where(CALLS.c.id.in_(_IDS)),
+    select(*_QCALL_COLUMNS).where(CALLS.c.id == any_(_IDS_PG)).with_for_update(skip_locked=True),
+)
 _QCALLS_EXPIRED = _variants(
     select(*_QCALL_COLUMNS).where(CALLS.c.lease_expires_at <= _NOW).limit(SWEEP_LIMIT)
 )
@@ -264,8 +275,8 @@ def attempt_times(
     s: Session, phone_list: Iterable[str], now: datetime
 ) -> dict[str, list[datetime]]:
     """Counted attempts of the last 8 days per number (set-based). Safe: on PostgreSQL the
-    caller holds the numbers' ledger rows, and every attempt of a number is inserted by a
-    holder of that row."""
+    caller holds the numbers' locks, and every attempt of a number is inserted by a
+    holder of its lock."""
     wanted = sorted(set(phone_list))
     out: dict[str, list[datetime]] = defaultdict(list)
     if not wanted:
@@ -285,16 +296,16 @@ def attempt_times(
 
 
 def lock_numbers_of(s: Session, calls: Sequence[QCall]) -> set[str]:
-    """PostgreSQL: the ledger rows of these calls' numbers, locked SKIP LOCKED (a number
+    """PostgreSQL: the locks of these calls' numbers, those free now (a number
     being leased or revoked elsewhere is left for the next poll); SQLite: all of them."""
     return lock_numbers(s, [c.phone for c in calls], skip_locked=True)
 
 
-_PHONES_OF = select(Call.phone).where(Call.id.in_(_IDS))
+_PHONES_OF = select(Call.phone).where(Call.id == any_(_IDS_PG))  # PostgreSQL only
 
 
 def lock_numbers_of_calls(s: Session, call_ids: Sequence[str]) -> None:
-    """PostgreSQL: an outcome that revokes its number takes the number's ledger row before
+    """PostgreSQL: an outcome that revokes its number takes the number's lock before
     it locks any call, as every revocation does (core.numbers), so that it and a concurrent
     revocation of the number never deadlock."""
     if not call_ids or not _pg(s):
@@ -436,6 +447,30 @@ def candidate_ids(s: Session, state: QueueState, now: datetime, n: int,
     return list(s.scalars(query, {"now": now, "n": n}))
 
 
+_PG_NEXT_CALLS = (
+    select(*_QCALL_COLUMNS)
+    .where(text(QUEUE_ORDER_SQL), CALLS.c.next_eligible_at <= _NOW)
+    .order_by(CALLS.c.priority.desc(), CALLS.c.created_at, CALLS.c.id)
+    .limit(bindparam("n", type_=Integer()))
+    .with_for_update(skip_locked=True)
+)
+
+
+def next_calls(s: Session, now: datetime, n: int) -> list[QCall]:
+    """PostgreSQL: up to ``n`` queued calls eligible now, in queue order, read and locked in
+    one statement (``FOR UPDATE SKIP LOCKED``: a call another poller holds is passed over,
+    the next one in queue order taken instead). Was two: the ids, then the rows locked by id
+    (candidate_ids + lock_candidates), a round trip more, and the second found most of the
+    first's ids already taken by other pollers. The lock re-checks the WHERE clause on the
+    latest committed version of each row; the status and time are checked here again all
+    the same. A row this transaction already holds (an earlier round) is returned again:
+    the caller leaves out those it has seen."""
+    return [
+        c for c in _qcalls(s, (_PG_NEXT_CALLS, _PG_NEXT_CALLS), {"now": now, "n": n}, True)
+        if c.status == "queued" and c.next_eligible_at is not None and c.next_eligible_at <= now
+    ]
+
+
 def lock_candidates(s: Session, ids: Sequence[str], now: datetime) -> list[QCall]:
     """The candidates still queued and eligible, in the order given; locked SKIP LOCKED on
     PostgreSQL. By primary key only, re-checked here: given the status and time terms in
@@ -503,7 +538,9 @@ class Held:
 _HELD = select(*_QCALL_COLUMNS, ATTEMPTS.c.id, ATTEMPTS.c.flags).select_from(
     CALLS.outerjoin(ATTEMPTS, ATTEMPTS.c.id == CALLS.c.lease_id)
 ).where(CALLS.c.id.in_(_IDS)).order_by(CALLS.c.id)
-_HELD_PG = _HELD.with_for_update(of=CALLS)
+_HELD_PG = select(*_QCALL_COLUMNS, ATTEMPTS.c.id, ATTEMPTS.c.flags).select_from(
+    CALLS.outerjoin(ATTEMPTS, ATTEMPTS.c.id == CALLS.c.lease_id)
+).where(CALLS.c.id == any_(_IDS_PG)).order_by(CALLS.c.id).with_for_update(of=CALLS)
 _ATTEMPT_FLAGS = select(ATTEMPTS.c.flags).where(ATTEMPTS.c.id == bindparam("id"))
 _LEASE_ATTEMPT = select(ATTEMPTS.c.state, ATTEMPTS.c.flags).where(
     ATTEMPTS.c.id == bindparam("id"), ATTEMPTS.c.call_id == bindparam("call_id"),
@@ -548,7 +585,7 @@ def lease_attempt(s: Session, lease_id: str, call_id: str) -> tuple[str, list[st
 
 def add_manual_attempt(s: Session, row: dict[str, Any]) -> None:
     """A preflight reservation: a counted attempt with no call. Safe: on PostgreSQL the
-    caller holds the number's ledger row."""
+    caller holds the number's lock."""
     insert_rows(s, ATTEMPTS, [row])
 
 

@@ -256,7 +256,7 @@ def test_opt_outs_and_revocations_of_one_number_never_deadlock(runtime: Runtime)
     """An opt-out reported on one live lease, a batch opt-out on another, a revocation and
     a do-not-call entry for the same number, all at once, many times: each ends with its
     documented answer (never a database error). On PostgreSQL they all take the number's
-    ledger row first (dialer.withdraw), which is what keeps them out of a lock cycle."""
+    lock first (core.numbers), which is what keeps them out of a lock cycle."""
     from config.policy import _default_policy_bytes, parse_policy
 
     text = _default_policy_bytes().decode().replace("per_day = 1", "per_day = 3")
