@@ -163,12 +163,34 @@ def _reassigned(w: World) -> tuple[str, dict[str, Any], str]:
          "queried_at": T0.isoformat()}]}, "campaign_manager"
 
 
+def _template(w: World) -> tuple[str, dict[str, Any], str]:
+    return "/v1/templates", {"json": {
+        "name": "reminder", "channel": "sms", "purpose": "appointment_reminder",
+        "text": "{provider_name}: appointment {appointment_date}. Questions: "
+                "{callback_number}. Reply STOP to opt out."}}, "campaign_manager"
+
+
+def _webhook(w: World) -> tuple[str, dict[str, Any], str]:
+    # A public address literal: allowed without a DNS look-up; nothing is delivered here.
+    return "/v1/webhooks", {"json": {
+        "url": "https://93.184.216.34/hooks/callgate", "events": ["consent.revoked"],
+        "description": "crm"}}, "admin"
+
+
+def _sms_stop(w: World) -> tuple[str, dict[str, Any], str]:
+    # A STOP revokes and queues one confirmation: a replay must do neither again.
+    return "/v1/sms/inbound", {"json": {
+        "message_id": f"m-{uuid.uuid4().hex[:8]}", "from": w.phone(), "to": CALLBACK,
+        "body": "STOP", "received_at": T0.isoformat()}}, "dialer"
+
+
 CASES: dict[str, Case] = {
     "consent": _consent, "revocation": _revocation, "dnc": _dnc, "campaign": _campaign,
     "calls_json": _calls_json, "calls_csv": _calls_csv, "calls_upload": _calls_upload,
     "outcome": _outcome, "outcome_agent_id_missing": _outcome_missing_agent,
     "outcomes_batch": _outcomes, "release": _release, "check_reserve": _reserve,
-    "reassigned": _reassigned,
+    "reassigned": _reassigned, "template": _template, "webhook": _webhook,
+    "sms_inbound_stop": _sms_stop,
 }
 
 

@@ -528,3 +528,24 @@ def test_a_voice_lease_is_not_starved_by_texts_ahead(api: Api, runtime: Runtime)
     assert task["call_id"] == call_id
     texts_ = lease(api, ["sms"], limit=5)
     assert len(texts_) == 5 and {t["channel"] for t in texts_} == {"sms"}
+
+
+def test_a_stop_is_a_consent_revoked_event_in_its_transaction(api: Api,
+                                                             runtime: Runtime) -> None:
+    """The inbound STOP's revocation is the same revocation as any other: the outbox gets
+    its consent.revoked in the same transaction (issue 20's events), once, even when the
+    gateway sends the STOP twice."""
+    import json
+
+    from sqlalchemy import select
+
+    from core.models import Event
+
+    api.consent(num(1))
+    inbound(api, "stop", "m-1")
+    assert inbound(api, "stop", "m-1")["duplicate"] is True
+    with runtime.db.read() as s:
+        revoked = [json.loads(e.data) for e in s.scalars(
+            select(Event).where(Event.type == "consent.revoked"))]
+    assert len(revoked) == 1
+    assert revoked[0]["phone"] == num(1)
