@@ -19,7 +19,7 @@ from the served document and drives the whole flow with each):
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import FastAPI
 
@@ -27,6 +27,7 @@ from api.idempotency import covered
 from consent.schemas import ReassignedAnswerIn
 from core.runtime import Runtime
 from dialer.schemas import IntakeRowIn
+from webhooks.schemas import DeliveryStatus, EventType
 
 ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
 DESCRIPTIONS = {
@@ -57,6 +58,8 @@ NAMED_ENUMS: dict[str, list[str]] = {
     "Recording": ["allowed", "forbidden"],
     "RefusalStage": ["intake", "dispatch"],
     "ReassignedAnswer": ["yes", "no", "no_data"],
+    "EventType": list(get_args(EventType)),
+    "DeliveryStatus": list(get_args(DeliveryStatus)),
 }
 # Request fields that name a purpose and are refused (422) when the code is not in the
 # catalogue. Requests only: an answer may name a purpose that a later policy dropped, which a

@@ -74,11 +74,13 @@ def sniff_kind(head: bytes) -> str:
 
 def check_json(stream: IO[bytes]) -> None:
     """One streaming pass: the stream is a well-formed JSON array (of anything). Raises
-    FileError otherwise. Bounded memory: events, not values."""
+    FileError otherwise. Bounded memory: events, not values. Numbers are read as
+    :func:`json_rows` reads them (floats), so a number out of a float's range fails here,
+    before anything is stored, not half-way through the import."""
     import ijson
 
     try:
-        events = ijson.basic_parse(stream)
+        events = ijson.basic_parse(stream, use_float=True)
         first = next(events, None)
         if first is None or first[0] != "start_array":
             raise FileError("the body is not a JSON array")

@@ -12,6 +12,7 @@ EventType = Literal[
     "consent.created", "consent.revoked", "dnc.added", "dnc.lifted",
     "call.refused", "call.completed", "call.flagged", "audit.checkpoint",
 ]
+DeliveryStatus = Literal["pending", "delivered", "failed", "cancelled"]
 
 
 class WebhookIn(BaseModel):
@@ -56,7 +57,7 @@ class DeliveryOut(BaseModel):
     event_id: str | None = Field(description="`evt_...`, the `webhook-id` header; null for "
                                  "a test message (its `webhook-id` is `test_<delivery id>`)")
     type: str
-    status: Literal["pending", "delivered", "failed", "cancelled"]
+    status: DeliveryStatus
     attempts: int
     created_at: datetime
     next_attempt_at: datetime | None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +15,7 @@ from webhooks import feed, service
 from webhooks.schemas import (
     DeliveryList,
     DeliveryOut,
+    DeliveryStatus,
     EventPage,
     WebhookCreated,
     WebhookIn,
@@ -66,8 +67,7 @@ def list_webhook_deliveries(
     webhook_id: WebhookId,
     rt: RuntimeDep,
     who: Admin,
-    status: Annotated[Literal["pending", "delivered", "failed", "cancelled"] | None,
-                      Query()] = None,
+    status: Annotated[DeliveryStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=20)] = None,
 ) -> DeliveryList:

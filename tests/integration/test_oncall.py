@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from config.clock import FakeClock
 from consent import rnd_service
@@ -510,6 +510,13 @@ def test_import_refuses_what_is_not_a_file_of_answers(api: Api) -> None:
     r = post("/v1/numbers/reassigned", content=b'[{"phone": "1"}', headers={
         **api.mgr, "content-type": "application/json"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+    # A number out of a float's range, after a good row: 422 and nothing stored (was a 500).
+    body = json.dumps([answer(num(1), CONSENT_DAY, "no")])[:-1] + ', {"phone": 1e999}]'
+    r = post("/v1/numbers/reassigned", content=body.encode(), headers={
+        **api.mgr, "content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+    with api.runtime.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(ReassignedAnswer)) == 0
     r = post("/v1/numbers/reassigned", json={"phone": num(1)}, headers=api.mgr)
     assert r.status_code == 422
     r = post("/v1/numbers/reassigned", content="phone,date,answer\n1,2,3\n",
