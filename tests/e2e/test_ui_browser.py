@@ -434,3 +434,36 @@ def test_api_docs_render_without_a_cdn(site: dict[str, Any], browser: Any) -> No
     # ReDoc's "API docs by Redocly" badge points at its CDN: blocked, as it should be (no
     # request leaves for a CDN); no script, style or worker is refused.
     assert [m for m in _csp_errors(browser) if "Loading the image" not in m] == []
+
+
+HELD_PHONE = "+13145550177"  # texts "please don't text me": held for a human
+
+
+def test_texts_held_for_review_decided_in_the_browser(site: dict[str, Any], browser: Any
+                                                      ) -> None:
+    """Issue 18: a text that reads like an opt-out waits on the texts page, masked; a
+    compliance user revokes from the page (the form's CSRF token), the number lands on
+    do-not-call, and the decision is audited with the user as actor."""
+    base, db, keys = site["main"].url, site["db"], site["keys"]
+    r = httpx.post(f"{base}/v1/sms/inbound", headers={
+        "Authorization": f"Bearer {keys['dialer']}"}, json={
+        "message_id": "browser-held-1", "from": HELD_PHONE, "body": "please don't text me",
+        "received_at": datetime.now(UTC).isoformat()})
+    assert r.status_code == 200 and r.json()["action"] == "review", r.text
+    wait = WebDriverWait(browser, 15)
+    _sign_in(browser, base, keys["compliance"])
+    wait.until(EC.url_to_be(f"{base}/ui/"))
+    browser.get(f"{base}/ui/texts")
+    held = browser.find_element(By.ID, "held")
+    assert "Held for review (1)" in held.text
+    [row] = held.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert "please don't text me" in row.text and "+1314555****" in row.text
+    assert HELD_PHONE not in browser.page_source
+    row.find_element(By.CSS_SELECTOR, "button[value=revoke]").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "held"), "None waiting."))
+    dnc = httpx.get(f"{base}/v1/dnc/{HELD_PHONE}",
+                    headers={"Authorization": f"Bearer {keys['compliance']}"})
+    assert dnc.status_code == 200, dnc.text
+    decided = _audit(db, "sms.review.decided")
+    assert decided and decided[-1].actor == f"key:{site['ids']['compliance']}"
+    assert HELD_PHONE[2:] not in decided[-1].payload
