@@ -1,8 +1,9 @@
 """The one driver-level path for bulk reads and writes, on SQLite and PostgreSQL alike.
 
-``insert_rows`` / ``update_rows`` send many rows in one ``executemany`` (on SQLite straight
-to the driver, each value bound exactly as SQLAlchemy would bind it: tests compare the
-stored bytes); ``one_of`` passes a whole list as one parameter; ``read_conn`` is a session's
+``insert_rows`` / ``update_rows`` send many rows at once: on SQLite one ``executemany``
+straight to the driver, each value bound exactly as SQLAlchemy would bind it (tests compare
+the stored bytes); on PostgreSQL a ``COPY`` for many inserts, and one ``UPDATE ... FROM``
+over array parameters for updates; ``one_of`` passes a whole list as one parameter; ``read_conn`` is a session's
 connection for plain column reads that still see the unit of work's own writes.
 """
 
@@ -19,7 +20,9 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    Text,
     bindparam,
+    cast,
     func,
     insert,
     literal_column,
@@ -100,17 +103,68 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
 
 def update_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """``UPDATE table SET ... WHERE id = :b_id`` for many rows with the same keys (``b_id``
-    and the columns to set), in one ``executemany``; on SQLite straight to the driver, bound
-    as :func:`insert_rows` binds. Elsewhere, Core."""
+    and the columns to set): on SQLite one ``executemany`` straight to the driver, bound as
+    :func:`insert_rows` binds; on PostgreSQL one statement (:func:`_update_from_arrays`).
+    Elsewhere, Core's executemany."""
     if not rows:
         return
-    if session.get_bind().dialect.name != "sqlite":
+    names = [n for n in rows[0] if n != "b_id"]
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        _update_from_arrays(session, table, names, rows)
+        return
+    if dialect != "sqlite":
         session.execute(update(table).where(table.c.id == bindparam("b_id")), list(rows))
         return
-    names = [n for n in rows[0] if n != "b_id"]
     sql = (f"UPDATE {table.name} SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?")
     session.connection().exec_driver_sql(
         sql, _driver_values(table, [*names, "b_id"], rows, {"b_id": "id"}))
+
+
+_ARRAY_UPDATES: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
+def _update_from_arrays(
+    session: Session, table: Table, names: list[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """PostgreSQL: ``UPDATE table SET c = v.c ... FROM (SELECT unnest(:b_id), unnest(:c)
+    ...) v WHERE table.id = v.b_id``, one statement whatever the number of rows, each column
+    one array parameter (one prepared statement per table and set of columns). An
+    executemany is a statement per row: the server starts and ends an executor, and the
+    driver binds a row's parameters, for each.
+
+    Sequential updates of one row with the same columns leave the last row's values; an
+    ``UPDATE ... FROM`` with a row joined twice would apply an arbitrary one, so a repeated
+    id keeps its last row. The rows' locks are not taken in a chosen order: every caller
+    updates rows its transaction already holds (calls locked ``FOR UPDATE``, attempts
+    under their calls' locks) or rows only one holder of an advisory lock writes (the
+    sequencers')."""
+    last: dict[Any, dict[str, Any]] = {}
+    for r in rows:
+        last[r["b_id"]] = r
+    key = (table.name, tuple(names))
+    stmt = _ARRAY_UPDATES.get(key)
+    if stmt is None:
+        v = select(*[_unnested(table, n) for n in ["b_id", *names]]).subquery("v")
+        stmt = _ARRAY_UPDATES[key] = (
+            update(table).where(table.c.id == v.c.b_id).values({n: v.c[n] for n in names}))
+    params: dict[str, list[Any]] = {"b_id": [r["b_id"] for r in last.values()]}
+    for n in names:
+        t = table.c[n].type
+        params[n] = ([None if v is None and t.none_as_null else json.dumps(v)
+                      for v in (r[n] for r in last.values())]
+                     if isinstance(t, JSON) else [r[n] for r in last.values()])
+    session.execute(stmt, params)
+
+
+def _unnested(table: Table, name: str) -> Any:
+    """One column of :func:`_update_from_arrays`'s rows: its array parameter unnested. A
+    JSON column's values travel as text (a Python list inside a list would be read as a
+    second dimension) and are cast back."""
+    t = table.c["id" if name == "b_id" else name].type
+    if isinstance(t, JSON):
+        return cast(func.unnest(bindparam(name, type_=ARRAY(Text))), t).label(name)
+    return func.unnest(bindparam(name, type_=ARRAY(t))).label(name)
 
 
 def _driver_values(
