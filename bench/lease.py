@@ -312,6 +312,23 @@ def cpu_of(pids: list[int]) -> float:
     return sum(tree_cpu_seconds(p) for p in pids)
 
 
+def db_cpu() -> float:
+    """CPU seconds of this machine's PostgreSQL processes (backends, WAL writer,
+    checkpointer...): on one machine, the database's share of each lease. 0 without any."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        comm, _, rest = raw.partition(") ")
+        if comm.endswith("(postgres"):
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 # --- load -----------------------------------------------------------------------------------
 
 
@@ -514,10 +531,11 @@ def main() -> None:
                 gc.collect()
                 gc.freeze()
                 for n in pollers:
-                    cpu0, own0 = cpu_of(pids), time.process_time()
+                    cpu0, own0, dbc0 = cpu_of(pids), time.process_time(), db_cpu()
                     res, took = run_threads(n, args.seconds, lease_loop, bases, auth)
                     server_cpu = cpu_of(pids) - cpu0
                     client_cpu = time.process_time() - own0
+                    database_cpu = db_cpu() - dbc0
                     lat = [x for r in res for x in r["lat"]]
                     leased = sum(r["leased"] for r in res)
                     reqs = sum(r["requests"] for r in res)
@@ -538,6 +556,9 @@ def main() -> None:
                         "server_cpu_ms_per_lease": round(server_cpu * 1000 / max(leased, 1), 2),
                         "server_cpu_ms_per_request": round(server_cpu * 1000 / max(reqs, 1), 2),
                         "client_cpu_ms_per_lease": round(client_cpu * 1000 / max(leased, 1), 2),
+                        "db_cpu_ms_per_lease": round(database_cpu * 1000 / max(leased, 1), 2),
+                        "total_cpu_ms_per_lease": round(
+                            (server_cpu + client_cpu + database_cpu) * 1000 / max(leased, 1), 2),
                         "floor_server_cpu_ms_per_request": round(
                             floor_cpu * 1000 / max(sum(r["requests"] for r in fl), 1), 2),
                         "load_avg": round(os.getloadavg()[0], 2),
@@ -549,7 +570,8 @@ def main() -> None:
                         f"req/s vs floor {row['floor_req_per_s']} req/s "
                         f"(ratio {row['ratio_to_floor']}); server CPU "
                         f"{row['server_cpu_ms_per_lease']} ms per leased call (client "
-                        f"{row['client_cpu_ms_per_lease']} ms), "
+                        f"{row['client_cpu_ms_per_lease']} ms, database "
+                        f"{row['db_cpu_ms_per_lease']} ms), "
                         f"{row['server_cpu_ms_per_request']} ms per request (floor "
                         f"{row['floor_server_cpu_ms_per_request']} ms); load "
                         f"{row['load_avg']}; errors {errors}")

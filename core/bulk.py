@@ -3,8 +3,9 @@
 ``insert_rows`` / ``update_rows`` send many rows at once: on SQLite one ``executemany``
 straight to the driver, each value bound exactly as SQLAlchemy would bind it (tests compare
 the stored bytes); on PostgreSQL a ``COPY`` for many inserts, and one ``UPDATE ... FROM``
-over array parameters for updates; ``one_of`` passes a whole list as one parameter; ``read_conn`` is a session's
-connection for plain column reads that still see the unit of work's own writes.
+over array parameters for updates; ``one_of`` passes a whole list as one parameter;
+``read_conn`` is a session's connection for plain column reads that still see the unit of
+work's own writes.
 """
 
 from __future__ import annotations

@@ -137,6 +137,10 @@ class QueueState:
     # SQLite: the lease and outcome requests waiting for the write lock together, served in
     # one transaction (core.groupcommit), made by dialer.queue.service on first use.
     group: GroupCommit[Any] | None = None
+    # PostgreSQL: the share of the calls read and locked that a lease pass took (a moving
+    # average; the rest were deferred, refused, or their numbers busy elsewhere), which
+    # sizes the next read (dialer.queue.lease.read_size).
+    go_share: float = 0.5
 
 
 # candidate_zones as stored (text on SQLite; PostgreSQL's driver decodes it).

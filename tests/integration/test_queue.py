@@ -497,6 +497,38 @@ def test_lease_order_with_many_eligible(api: Api, runtime: Runtime, with_index: 
     assert [t["call_id"] for t in tasks] == [ids[i] for i in by_prio[:5]]
 
 
+@pytest.mark.parametrize("go_share", [1.0, 0.5, 0.001], ids=["reads-short", "default", "reads-3x"])
+def test_lease_fills_its_limit_when_most_calls_read_are_deferred(
+    api: Api, clock: FakeClock, go_share: float
+) -> None:
+    """PostgreSQL sizes each read by the share of recent reads that were leased
+    (dialer.queue.lease.read_size). A read that turns out short, its calls capped, is followed
+    by more rounds: the lease still fills its limit, with the eligible calls behind the capped
+    ones, and the capped ones are deferred, not leased. The pass's share is remembered."""
+    state = api.runtime.state(QueueState)
+    state.go_share = go_share
+    for i in range(10):
+        api.consent(num(i))
+    # Numbers 0-4: one attempt each now, so the daily cap defers their later calls.
+    first = api.submit(api.campaign(name="first"), *({"phone": num(i)} for i in range(5)))
+    done = api.lease(limit=5)
+    assert {t["call_id"] for t in done} == set(first)
+    assert all(api.outcome(t, "connected").status_code == 200 for t in done)
+    clock.advance(timedelta(minutes=1))
+    state.go_share = go_share
+    capped = [cid for name in ("capped-a", "capped-b") for cid in api.submit(
+        api.campaign(name=name), *({"phone": num(i), "priority": 9} for i in range(5)))]
+    free = api.submit(api.campaign(name="free"),
+                      *({"phone": num(i), "priority": 1} for i in range(5, 10)))
+    tasks = api.lease(limit=5)
+    assert sorted(t["call_id"] for t in tasks) == sorted(free)
+    assert parked(api, capped) == [True] * 10
+    if api.runtime.db.dialect == "postgresql":
+        # The pass's share of reads leased moved the estimate (down from "all of them").
+        assert state.go_share != go_share
+        assert state.go_share < 1.0
+
+
 def parked(api: Api, ids: list[str]) -> list[bool]:
     with api.runtime.db.read() as s:
         got = {i: p for i, p in s.execute(select(Call.id, Call.parked).where(Call.id.in_(ids)))}
