@@ -21,9 +21,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
-    Text,
     bindparam,
-    cast,
     func,
     insert,
     literal_column,
@@ -122,50 +120,60 @@ def update_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
         sql, _driver_values(table, [*names, "b_id"], rows, {"b_id": "id"}))
 
 
-_ARRAY_UPDATES: dict[tuple[str, tuple[str, ...]], Any] = {}
+_ARRAY_UPDATES: dict[tuple[str, tuple[str, ...]], str] = {}
 
 
 def _update_from_arrays(
     session: Session, table: Table, names: list[str], rows: Sequence[dict[str, Any]]
 ) -> None:
-    """PostgreSQL: ``UPDATE table SET c = v.c ... FROM (SELECT unnest(:b_id), unnest(:c)
-    ...) v WHERE table.id = v.b_id``, one statement whatever the number of rows, each column
-    one array parameter (one prepared statement per table and set of columns). An
-    executemany is a statement per row: the server starts and ends an executor, and the
-    driver binds a row's parameters, for each.
+    """PostgreSQL: ``UPDATE table SET c = v.c ... FROM unnest(%b::T[], ...) AS v(b_id, c,
+    ...) WHERE table.id = v.b_id``, one statement whatever the number of rows, each column
+    one array parameter (prepared once per table and set of columns, by psycopg after a few
+    uses). An executemany is a statement per row: the server starts and ends an executor,
+    and the driver binds a row's parameters, for each. The arrays are sent in binary:
+    psycopg's text dumper of a list escapes every element in Python (about 5 times the
+    binary dumper's time, measured: 609 vs 116 us for 35 rows of 10 columns).
 
     Sequential updates of one row with the same columns leave the last row's values; an
     ``UPDATE ... FROM`` with a row joined twice would apply an arbitrary one, so a repeated
     id keeps its last row. The rows' locks are not taken in a chosen order: every caller
     updates rows its transaction already holds (calls locked ``FOR UPDATE``, attempts
     under their calls' locks) or rows only one holder of an advisory lock writes (the
-    sequencers')."""
+    sequencers'). JSON values travel as text (a Python list inside the array would be read
+    as a second dimension) and are cast back."""
     last: dict[Any, dict[str, Any]] = {}
     for r in rows:
         last[r["b_id"]] = r
+    conn = read_conn(session)
+    dialect = conn.dialect
+    cols = ["b_id", *names]
+    types = [table.c["id" if n == "b_id" else n].type for n in cols]
     key = (table.name, tuple(names))
-    stmt = _ARRAY_UPDATES.get(key)
-    if stmt is None:
-        v = select(*[_unnested(table, n) for n in ["b_id", *names]]).subquery("v")
-        stmt = _ARRAY_UPDATES[key] = (
-            update(table).where(table.c.id == v.c.b_id).values({n: v.c[n] for n in names}))
-    params: dict[str, list[Any]] = {"b_id": [r["b_id"] for r in last.values()]}
-    for n in names:
-        t = table.c[n].type
-        params[n] = ([None if v is None and t.none_as_null else json.dumps(v)
-                      for v in (r[n] for r in last.values())]
-                     if isinstance(t, JSON) else [r[n] for r in last.values()])
-    session.execute(stmt, params)
-
-
-def _unnested(table: Table, name: str) -> Any:
-    """One column of :func:`_update_from_arrays`'s rows: its array parameter unnested. A
-    JSON column's values travel as text (a Python list inside a list would be read as a
-    second dimension) and are cast back."""
-    t = table.c["id" if name == "b_id" else name].type
-    if isinstance(t, JSON):
-        return cast(func.unnest(bindparam(name, type_=ARRAY(Text))), t).label(name)
-    return func.unnest(bindparam(name, type_=ARRAY(t))).label(name)
+    sql = _ARRAY_UPDATES.get(key)
+    if sql is None:
+        q = dialect.identifier_preparer.quote
+        sets = ", ".join(f"{q(n)} = v.{q(n)}" + ("::json" if isinstance(t, JSON) else "")
+                         for n, t in zip(cols[1:], types[1:], strict=True))
+        arrays = ", ".join(
+            "%b::text[]" if isinstance(t, JSON) else f"%b::{t.compile(dialect=dialect)}[]"
+            for t in types)
+        sql = _ARRAY_UPDATES[key] = (
+            f"UPDATE {q(table.name)} SET {sets} FROM unnest({arrays}) "
+            f"AS v({', '.join(q(n) for n in cols)}) WHERE {q(table.name)}.id = v.b_id")
+    params: list[list[Any]] = []
+    for n, t in zip(cols, types, strict=True):
+        values = [r[n] for r in last.values()]
+        if isinstance(t, JSON):
+            values = [None if v is None and t.none_as_null else json.dumps(v) for v in values]
+        else:
+            bind = t.bind_processor(dialect)
+            if bind is not None:
+                values = [bind(v) for v in values]
+        params.append(values)
+    dbapi = conn.connection.driver_connection
+    assert dbapi is not None
+    with dbapi.cursor() as cur:
+        cur.execute(sql, params)
 
 
 def _driver_values(

@@ -592,9 +592,11 @@ def test_refusal_rows_written_through_the_driver_match_sqlalchemy(runtime: Runti
 def test_updates_written_through_the_driver_match_sqlalchemy(
     client: TestClient, keys: dict[str, str], runtime: Runtime
 ) -> None:
-    """core.db.update_rows (the queue's executemany updates of calls and attempts) stores,
-    on SQLite, exactly what SQLAlchemy's Core update of the same values stores: datetimes
-    with and without microseconds, JSON, None, integers."""
+    """core.bulk.update_rows (the queue's bulk updates of calls and attempts: an
+    executemany on SQLite, one UPDATE ... FROM binary arrays on PostgreSQL) stores exactly
+    what SQLAlchemy's Core update of the same values stores: datetimes with and without
+    microseconds, JSON, None, integers; a row updated twice in one batch keeps its last
+    values, as sequential updates would."""
     from sqlalchemy import bindparam, text, update
 
     from core.bulk import update_rows
@@ -610,7 +612,11 @@ def test_updates_written_through_the_driver_match_sqlalchemy(
     with runtime.db.write() as s:
         s.execute(update(CALLS).where(CALLS.c.id == bindparam("b_id")),
                   [{"b_id": ids["core"], **values}])
-        update_rows(s, CALLS, [{"b_id": ids["driver"], **values}])
+        update_rows(s, CALLS, [
+            {"b_id": ids["driver"], **values, "status": "queued", "attempts": 7,
+             "last_reason": "DAILY_CAP", "candidate_zones": None},
+            {"b_id": ids["driver"], **values},
+        ])
     cols = ", ".join(values)
     with runtime.db.read() as s:
         got = {r[0]: r[1:] for r in s.execute(text(
