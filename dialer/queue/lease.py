@@ -94,21 +94,22 @@ def lease_in(rt: Runtime, uow: UnitOfWork, jobs: list[LeaseJob]) -> None:
         if uow.dialect == "postgresql" and wanted is None:  # read and locked in one statement
             calls = [c for c in store.next_calls(s, now, read_size(state, want) + len(seen))
                      if c.id not in seen]
-        else:  # SQLite, or a lease naming its channels (their campaigns' calls only)
-            n = want * (3 if uow.dialect == "postgresql" else 2) + len(seen)
-            ids = [i for i in store.candidate_ids(s, state, now, n, wanted) if i not in seen]
-            calls = store.lock_candidates(s, ids, now) if ids else []
-            seen.update(ids)
-            if not ids:
+            if not calls:
                 break
-        if not calls:
-            if uow.dialect == "postgresql" and wanted is None:
-                break
+            seen.update(c.id for c in calls)
+            before = sum(len(j.tasks) for j in jobs)
+            reached = _lease_batch(rt, uow, calls, takers, holding)
+            observe(state, sum(len(j.tasks) for j in jobs) - before, reached)
             continue
-        seen.update(c.id for c in calls)
-        before = sum(len(j.tasks) for j in jobs)
-        reached = _lease_batch(rt, uow, calls, takers, holding)
-        observe(state, sum(len(j.tasks) for j in jobs) - before, reached)
+        # SQLite, or a lease naming its channels (their campaigns' calls only).
+        n = want * (3 if uow.dialect == "postgresql" else 2) + len(seen)
+        ids = [i for i in store.candidate_ids(s, state, now, n, wanted) if i not in seen]
+        if not ids:
+            break
+        seen.update(ids)
+        calls = store.lock_candidates(s, ids, now)
+        if calls:
+            _lease_batch(rt, uow, calls, takers, holding)
 
 
 def read_size(state: QueueState, want: int) -> int:
@@ -135,10 +136,9 @@ def _lease_batch(rt: Runtime, uow: UnitOfWork, calls: list[QCall], takers: list[
     it got to (those to numbers busy elsewhere included, those after the stop not)."""
     s, now = uow.session, uow.now
     locked = store.lock_numbers_of(s, calls)
-    busy = len(calls)
+    read = len(calls)
     calls = [c for c in calls if c.phone in locked]
-    busy -= len(calls)
-    reached = busy
+    reached = read - len(calls)  # the calls to numbers busy elsewhere: got to, not leased
     phone_list = [c.phone for c in calls]
     hist = facts_for(s, phone_list)
     dnc = dnc_numbers(s, phone_list)

@@ -497,6 +497,15 @@ def test_lease_order_with_many_eligible(api: Api, runtime: Runtime, with_index: 
     assert [t["call_id"] for t in tasks] == [ids[i] for i in by_prio[:5]]
 
 
+def attempt_each_now(api: Api, clock: FakeClock, n: int) -> None:
+    """Numbers 0..n-1: one connected call each now (campaign "first"), then a minute on."""
+    first = api.submit(api.campaign(name="first"), *({"phone": num(i)} for i in range(n)))
+    done = api.lease(limit=n)
+    assert {t["call_id"] for t in done} == set(first)
+    assert all(api.outcome(t, "connected").status_code == 200 for t in done)
+    clock.advance(timedelta(minutes=1))
+
+
 @pytest.mark.parametrize("go_share", [1.0, 0.5, 0.001], ids=["reads-short", "default", "reads-3x"])
 def test_lease_fills_its_limit_when_most_calls_read_are_deferred(
     api: Api, clock: FakeClock, go_share: float
@@ -510,11 +519,7 @@ def test_lease_fills_its_limit_when_most_calls_read_are_deferred(
     for i in range(10):
         api.consent(num(i))
     # Numbers 0-4: one attempt each now, so the daily cap defers their later calls.
-    first = api.submit(api.campaign(name="first"), *({"phone": num(i)} for i in range(5)))
-    done = api.lease(limit=5)
-    assert {t["call_id"] for t in done} == set(first)
-    assert all(api.outcome(t, "connected").status_code == 200 for t in done)
-    clock.advance(timedelta(minutes=1))
+    attempt_each_now(api, clock, 5)
     state.go_share = go_share
     capped = [cid for name in ("capped-a", "capped-b") for cid in api.submit(
         api.campaign(name=name), *({"phone": num(i), "priority": 9} for i in range(5)))]
@@ -549,11 +554,7 @@ def test_parked_calls_rejoin_the_queue_order_when_due(
     for i in range(12):
         api.consent(num(i))
     # Numbers 0-5: one attempt each now, so the daily cap defers their other calls by 24 h.
-    first = api.submit(api.campaign(name="first"), *({"phone": num(i)} for i in range(6)))
-    done = api.lease(limit=6)
-    assert {t["call_id"] for t in done} == set(first)
-    assert all(api.outcome(t, "connected").status_code == 200 for t in done)
-    clock.advance(timedelta(minutes=1))
+    attempt_each_now(api, clock, 6)
     prio = [1 + (i * 7) % 10 for i in range(12)]
     a = api.submit(api.campaign(name="a"), *({"phone": num(i), "priority": prio[i]}
                                             for i in range(6)))
