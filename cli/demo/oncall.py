@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from core.runtime import Runtime
 
 class Poster(Protocol):
-    """The demo's HTTP client for one role (cli.demo.sim.Api), as far as used here."""
+    """The demo's HTTP client for one role (cli.demo.client.Api), as far as used here."""
 
     def post(self, path: str, body: Any = None, **kw: Any) -> httpx.Response: ...
 

@@ -18,8 +18,9 @@ from core.runtime import Runtime
 if TYPE_CHECKING:
     from cli.demo.oncall import OnCall
     from cli.demo.texts import SmsDemo
+from cli.demo.client import Api, DemoServer, expect
 from cli.demo.data import BILLING, CAMPAIGNS, CONSENT_MIX, EASTERN, START, DemoOptions, Patient
-from cli.demo.sim import Api, DemoServer, Simulation, expect
+from cli.demo.sim import Simulation
 
 # --- the figures ---------------------------------------------------------------------------
 

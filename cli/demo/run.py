@@ -41,6 +41,7 @@ from core.runtime import Runtime
 
 if TYPE_CHECKING:
     from core.keys import Identity
+from cli.demo.client import Api, DemoServer, expect
 from cli.demo.data import (
     BILLING,
     CALLBACK,
@@ -60,7 +61,7 @@ from cli.demo.data import (
 )
 from cli.demo.oncall import OnCall, with_recording
 from cli.demo.report import Report
-from cli.demo.sim import Api, DemoServer, Simulation, expect
+from cli.demo.sim import Simulation
 from cli.demo.texts import SmsDemo
 
 # --- the run -------------------------------------------------------------------------------

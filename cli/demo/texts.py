@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from cli.demo.client import Api, expect
 from cli.demo.data import CALLBACK, PROVIDER, Patient, iso
-from cli.demo.sim import Api, expect
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
