@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -33,7 +35,7 @@ from core.models import Campaign
 from core.runtime import Runtime
 from core.uow import UnitOfWork
 from dialer.campaigns import load_campaign
-from dialer.intake import store
+from dialer.intake import overlap, store
 from dialer.intake.parse import (
     COLUMNS,
     CsvSlice,
@@ -92,9 +94,11 @@ def _decide_chunk(
     rows: list[Row],
     seen: _ListState,
     added: _ListState,
+    decided: Callable[[], None] | None = None,
 ) -> list[RowResult]:
     """Decide one chunk in the unit's transaction. ``seen`` is what earlier chunks of the
-    list accepted; this chunk's acceptances go to ``added``."""
+    list accepted; this chunk's acceptances go to ``added``. ``decided()`` is called once
+    they are all there, before the chunk's writes (dialer.intake.overlap)."""
     s, now, pv = uow.session, uow.now, uow.policy_version
     store.custom_plans(s)
     if campaign.channel == "sms":
@@ -224,6 +228,8 @@ def _decide_chunk(
             added.phones[r.phone] = call_id
         results.append(RowResult(r.row, r.external_id, status, call_id, why))
         digest.update(f"{r.row}|{call_id}|{status}|{' '.join(w.code for w in why)}\n".encode())
+    if decided is not None:
+        decided()
     store.insert_calls(s, call_rows)
     refusals.write(s, refusal_rows)
     counts = {"queued": 0, "refused": 0, "invalid": 0, "duplicate": 0}
@@ -264,6 +270,7 @@ def submit(
     regions = tuple(rt.policy.allowed_regions)
 
     def run_chunk(chunk: list[Row]) -> None:
+        """One chunk, alone: decided again (up to three times) if it lost a race."""
         for attempt in range(3):
             # What this chunk accepts joins ``seen`` only once its transaction commits.
             added = _ListState()
@@ -282,11 +289,56 @@ def submit(
                 if attempt == 2:
                     raise
 
-    for chunk in _parsed(records, rt.policy.default_region, regions, parallel, columns, total,
-                         slices):
-        if chunk:  # a CSV slice of blank lines only has no rows
+    chunks = (c for c in _parsed(records, rt.policy.default_region, regions, parallel,
+                                 columns, total, slices)
+              if c)  # a CSV slice of blank lines only has no rows
+    if rt.db.dialect == "postgresql":
+        # Two chunks at once: the next one decided while this one is written.
+        redo = _overlapped(rt, who, campaign, now, dry_run, chunks, seen, results, progress)
+        for chunk in redo:
             run_chunk(chunk)
+    for chunk in chunks:
+        run_chunk(chunk)
     return IntakeResult(results, dry_run, list(ignored_columns))
+
+
+@dataclass
+class _Chunk:
+    rows: list[Row]
+    added: _ListState = field(default_factory=_ListState)
+
+
+def _overlapped(
+    rt: Runtime, who: Identity, campaign: Campaign, now: datetime, dry_run: bool,
+    chunks: Iterator[list[Row]], seen: _ListState, results: list[RowResult],
+    progress: Callable[[int], None] | None,
+) -> list[list[Row]]:
+    """The list's chunks two at a time (dialer.intake.overlap). ``seen`` ends as what the
+    committed chunks accepted; returns the chunks left to do one at a time after a chunk
+    lost a race with a concurrent submission (IntegrityError), in order."""
+    deciding = _ListState()  # committed chunks' acceptances and those in flight
+
+    def unit(chunk: _Chunk, decided: Callable[[], None],
+             before: Future[Any] | None) -> list[RowResult]:
+        with rt.write(who, rollback=dry_run, now=now) as uow:
+            out = _decide_chunk(rt, uow, campaign, chunk.rows, deciding, chunk.added, decided)
+            overlap.wait_for(before)  # commit after the chunk before; roll back if it failed
+        return out
+
+    def on_decided(chunk: _Chunk) -> None:
+        deciding.external_ids.update(chunk.added.external_ids)
+        deciding.phones.update(chunk.added.phones)
+
+    def on_committed(chunk: _Chunk, out: list[RowResult]) -> None:
+        seen.external_ids.update(chunk.added.external_ids)
+        seen.phones.update(chunk.added.phones)
+        results.extend(out)
+        if progress:
+            progress(len(chunk.rows))
+
+    left = overlap.overlapped((_Chunk(c) for c in chunks), unit, on_decided, on_committed,
+                              IntegrityError)
+    return [c.rows for c in left]
 
 
 def _parsed(

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import String, Table, TextClause, bindparam, select
 from sqlalchemy import text as sql_text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from core.bulk import insert_rows, one_of, read_conn, sqlite_datetime
@@ -49,6 +50,14 @@ def existing(
     dialect = s.get_bind().dialect.name
     ext: dict[str, str] = {}
     pend: dict[str, str] = {}
+    if dialect == "postgresql":
+        if ext_ids:
+            ext.update((e, i) for e, i in read_conn(s).execute(
+                _PG_ACCEPTED, {"c": campaign_id, "l": ext_ids}))
+        if phone_list:
+            pend.update((p, i) for p, i in read_conn(s).execute(
+                _PG_PENDING, {"c": campaign_id, "l": phone_list}))
+        return ext, pend
     if ext_ids:
         ext.update(
             (e, i) for e, i in read_conn(s).execute(
@@ -73,6 +82,25 @@ def existing(
             )
         )
     return ext, pend
+
+
+def _probe_each(column: str, where: str) -> TextClause:
+    """PostgreSQL: for each value of the list, one probe of the campaign's partial unique
+    index (``LIMIT 1`` keeps the planner from turning the probes into a join). As a join
+    it was planned with the statistics of a calls table the list itself was filling
+    faster than autovacuum analysed it: a bitmap scan of every pending call of the
+    campaign, 65 ms a chunk at 84,000 calls and growing, 550 ms for one chunk (measured,
+    issue 21); probes take 10-15 ms for 3,600 numbers whatever the campaign's size."""
+    return sql_text(
+        f"SELECT c.{column}, c.id FROM unnest(:l) AS v(x) CROSS JOIN LATERAL ("
+        f"SELECT calls.{column}, calls.id FROM calls WHERE calls.campaign_id = :c "
+        f"AND calls.{column} = v.x AND calls.{where} LIMIT 1) AS c"
+    ).bindparams(bindparam("l", type_=ARRAY(String)), bindparam("c", type_=String))
+
+
+# The partial indexes' predicates as literal text: only then can a planner match them.
+_PG_ACCEPTED = _probe_each("external_id", ACCEPTED_SQL)
+_PG_PENDING = _probe_each("phone", PENDING_SQL)
 
 
 def sqlite_dt(value: datetime | None) -> str | None:

@@ -354,12 +354,76 @@ def test_resubmitting_the_same_list_queues_nothing_twice(
         assert s.scalar(select(func.count()).select_from(Call)) == 5
 
 
+# --- a list in many chunks ---------------------------------------------------------------
+
+
+def decided_entries(rt: Runtime) -> int:
+    with rt.db.read() as s:
+        return s.scalar(select(func.count()).select_from(AuditEntry)
+                        .where(AuditEntry.kind == "intake.decided")) or 0
+
+
+def _answers_by_row(result: intake_results.IntakeResult) -> list[tuple[Any, ...]]:
+    """Each row's status and codes, a duplicate naming the *row* of the call it names."""
+    row_of = {r.call_id: r.row for r in result.results if r.status in ("queued", "refused")}
+    return [(r.row, r.external_id, r.status, [w.code.value for w in r.reasons],
+             row_of.get(r.call_id) if r.status == "duplicate" else None)
+            for r in result.results]
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_list_in_many_chunks_answers_as_in_one(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, client: TestClient, keys: H,
+    dry_run: bool,
+) -> None:
+    """On PostgreSQL the chunks of a list overlap (the next decided while one is written,
+    dialer.intake.overlap): duplicates across chunks, input order, progress and what is
+    stored are as if the list were one chunk."""
+    consented = [num(i) for i in range(30)]
+    bulk_consents(runtime, consented)
+    rows = [row(f"m{i}", num(i)) for i in range(40)]  # 30 to queue, 10 without consent
+    rows += [row(f"m{40 + i}", num(2 + i)) for i in range(10)]  # numbers of rows 3-12
+    rows += [row(f"m{20 + i}", num(60 + i)) for i in range(5)]  # external ids of rows 21-25
+    rows += [row("bad1", "12345"), row("bad2", num(70), priority="eleven")]
+    rows += [row(f"m{80 + i}", num(80 + i)) for i in range(3)]  # no consent
+    body = to_csv(rows).encode()
+    who = identity(runtime, Role.campaign_manager)
+    answers = {}
+    for chunk_rows in (5000, 7):
+        monkeypatch.setattr(intake_parse, "CHUNK_ROWS", chunk_rows)
+        cid = new_campaign(client, keys)
+        seen: list[int] = []
+        before = decided_entries(runtime)
+        res = intake.submit_body(runtime, who, cid, body, "csv", dry_run=dry_run,
+                                 progress=seen.append)
+        assert sum(seen) == len(rows)
+        assert seen == ([len(rows)] if chunk_rows == 5000 else
+                        [7] * (len(rows) // 7) + [len(rows) % 7])
+        answers[chunk_rows] = _answers_by_row(res)
+        assert [a[0] for a in answers[chunk_rows]] == list(range(1, len(rows) + 1))
+        with runtime.db.read() as s:
+            stored = s.scalar(select(func.count()).select_from(Call)
+                              .where(Call.campaign_id == cid))
+        decided = decided_entries(runtime) - before
+        assert stored == (0 if dry_run else 30 + 13), stored
+        assert decided == (0 if dry_run else (1 if chunk_rows == 5000 else len(seen)))
+    assert answers[7] == answers[5000]
+    statuses = [a[2] for a in answers[7]]
+    assert statuses.count("queued") == 30 and statuses.count("duplicate") == 15
+    assert answers[7][45][4] == 8  # row 46 repeats row 8's number (an earlier chunk)
+
+
 # --- the duplicate race ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("chunk_rows", [5000, 97])
 def test_two_identical_lists_racing_queue_each_row_once(
-    client: TestClient, keys: H, runtime: Runtime
+    client: TestClient, keys: H, runtime: Runtime, monkeypatch: pytest.MonkeyPatch,
+    chunk_rows: int,
 ) -> None:
+    """With 97-row chunks each list is 21 chunks, overlapped on PostgreSQL: a chunk that
+    loses the race rolls back the one decided after it, and both are decided again."""
+    monkeypatch.setattr(intake_parse, "CHUNK_ROWS", chunk_rows)
     cid = new_campaign(client, keys)
     n = 2000
     phones = [f"+1{[212, 312, 415, 713, 808][i % 5]}{200 + i // 100}{i:04d}" for i in range(n)]
