@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, func, insert, select, text
 
 from config.policy import parse_policy
 from config.reasons import Code
@@ -26,6 +26,7 @@ from core.runtime import Runtime
 from dialer.intake import parse as intake_parse
 from dialer.intake import results as intake_results
 from dialer.intake import service as intake
+from dialer.intake import store as intake_store
 from tests.conftest import T0
 from tests.helpers import campaign_body, consent_body, days, identity
 
@@ -411,6 +412,36 @@ def test_a_list_in_many_chunks_answers_as_in_one(
     statuses = [a[2] for a in answers[7]]
     assert statuses.count("queued") == 30 and statuses.count("duplicate") == 15
     assert answers[7][45][4] == 8  # row 46 repeats row 8's number (an earlier chunk)
+
+
+def test_pending_probe_reads_by_number_on_a_table_never_analysed(runtime: Runtime) -> None:
+    """PostgreSQL plans the "already pending?" read before autovacuum has analysed the calls
+    a big list is adding. With the campaign inside the probe, on such a table it probed
+    the campaign index and read every call of the campaign for each number (345 ms for
+    2,000 numbers against 1,000 calls, measured); the probe goes by number instead."""
+    if runtime.db.dialect != "postgresql":
+        pytest.skip("PostgreSQL's planner")
+    camp = str(uuid.uuid4())
+    with runtime.db.write(rollback=True) as s:
+        # A temporary copy of calls with its indexes: never analysed (autovacuum skips
+        # temporary tables), 1,000 pending calls of one campaign.
+        s.execute(text("CREATE TEMP TABLE calls_probe (LIKE calls INCLUDING ALL) "
+                       "ON COMMIT DROP"))
+        s.execute(text(
+            "INSERT INTO calls_probe (id, campaign_id, external_id, phone, priority, status,"
+            " attempts, created_at, updated_at, created_by, policy_version) "
+            "SELECT gen_random_uuid()::text, :c, 'e' || g, '+1314555' || lpad(g::text, 4, '0'),"
+            " 0, 'queued', 0, now(), now(), 'test', 'p' FROM generate_series(1, 1000) g"),
+            {"c": camp})
+        s.execute(text("SET LOCAL enable_seqscan = off"))  # as intake's reads run
+        numbers = [f"+1919555{i:04d}" for i in range(2000)] + ["+13145550007"]
+        probe = intake_store.pending_probe("calls_probe")
+        plan = "\n".join(s.scalars(text(f"EXPLAIN {probe.text}"),
+                                    {"l": numbers, "c": camp}))
+        found = list(s.execute(probe, {"l": numbers, "c": camp}))
+        other = list(s.execute(probe, {"l": numbers, "c": str(uuid.uuid4())}))
+    assert "phone_idx" in plan and "campaign_id_idx" not in plan, plan
+    assert [p for p, _ in found] == ["+13145550007"] and other == []
 
 
 # --- the duplicate race ------------------------------------------------------------------
