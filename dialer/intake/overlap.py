@@ -69,7 +69,10 @@ def overlapped(
             try:
                 result = fut.result()
             except retry_on:
-                left = [chunk] + [c for c, f in flight if _ended(f)]
+                left = [chunk]
+                for c, f in flight:
+                    _ended(f)
+                    left.append(c)
                 flight.clear()
                 return left
             except BaseException:
@@ -103,11 +106,10 @@ def _run(unit: Unit[C, R], chunk: C, ready: threading.Event, before: Future[Any]
         ready.set()  # a unit that failed before deciding must not leave the caller waiting
 
 
-def _ended(fut: Future[Any]) -> bool:
+def _ended(fut: Future[Any]) -> None:
     """Wait for a unit to end, whatever its outcome (a later unit of a failed one rolls
     back with EarlierFailed)."""
     try:
         fut.result()
     except BaseException:  # its failure is the earlier one's, reported by the caller
         pass
-    return True

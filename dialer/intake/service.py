@@ -85,6 +85,11 @@ class _ListState:
     external_ids: dict[str, str] = field(default_factory=dict)
     phones: dict[str, str] = field(default_factory=dict)
 
+    def take(self, other: _ListState) -> None:
+        """Add what ``other`` (a chunk's acceptances) accepted."""
+        self.external_ids.update(other.external_ids)
+        self.phones.update(other.phones)
+
 
 
 def _decide_chunk(
@@ -277,8 +282,7 @@ def submit(
             try:
                 with rt.write(who, rollback=dry_run, now=now) as uow:
                     out = _decide_chunk(rt, uow, campaign, chunk, seen, added)
-                seen.external_ids.update(added.external_ids)
-                seen.phones.update(added.phones)
+                seen.take(added)
                 results.extend(out)
                 if progress:
                     progress(len(chunk))
@@ -326,12 +330,10 @@ def _overlapped(
         return out
 
     def on_decided(chunk: _Chunk) -> None:
-        deciding.external_ids.update(chunk.added.external_ids)
-        deciding.phones.update(chunk.added.phones)
+        deciding.take(chunk.added)
 
     def on_committed(chunk: _Chunk, out: list[RowResult]) -> None:
-        seen.external_ids.update(chunk.added.external_ids)
-        seen.phones.update(chunk.added.phones)
+        seen.take(chunk.added)
         results.extend(out)
         if progress:
             progress(len(chunk.rows))
