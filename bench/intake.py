@@ -310,7 +310,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 # --- main ----------------------------------------------------------------------------------
 
 
-def in_process(url: str, body: bytes, admin_key: str, rows: int, profile: bool) -> float:
+def in_process(url: str, body: bytes, admin_key: str, rows: int, profile: bool,
+               tmp: Path) -> float:
     """The service alone (no HTTP), optionally under pyinstrument; returns rows/s."""
     import gc
 
@@ -321,7 +322,10 @@ def in_process(url: str, body: bytes, admin_key: str, rows: int, profile: bool) 
     from dialer.intake import service as intake
     from dialer.schemas import CampaignIn
 
-    rt = build_runtime(Settings(database_url=url, max_list_rows=rows + 1000))
+    # Its keys and checkpoints in the run's directory, not the current one.
+    rt = build_runtime(Settings(database_url=url, max_list_rows=rows + 1000,
+                                audit_key_file=tmp / "audit.key",
+                                audit_checkpoint_dir=tmp / "checkpoints"))
     gc.collect()
     gc.freeze()  # as api/asgi.py does for the server
     gc.set_threshold(50_000, 20, 100)
@@ -383,7 +387,7 @@ def main() -> None:
             f"{dict(kinds)}; list {dict(mix)}; {len(body) / 1e6:.1f} MB CSV")
 
         if args.profile or args.in_process_only:
-            in_process(target.url, body, admin_key, args.rows, args.profile)
+            in_process(target.url, body, admin_key, args.rows, args.profile, tmp)
             return
         port = free_port()
         proc = start_server(target.url, args.rows, port, tmp)
@@ -429,7 +433,7 @@ def main() -> None:
         log(f"floor        phonenumbers parse+is_valid+format: {floor:,.0f} numbers/s; intake "
             f"runs at {rate / floor:.2f} of it")
         if args.in_process:
-            in_process(target.url, body, admin_key, args.rows, args.profile)
+            in_process(target.url, body, admin_key, args.rows, args.profile, tmp)
         print(json.dumps({
             "rows": args.rows, "seconds": round(seconds, 3), "rows_per_s": round(rate),
             "parse_floor_per_s": round(floor), "ratio_to_floor": round(rate / floor, 3),

@@ -36,7 +36,12 @@ def phone(i: int) -> str:
     return f"+1314{200 + i // 10_000:03d}{i % 10_000:04d}"
 
 
-def build(url: str, numbers: int, calls: int, obtained: datetime) -> None:
+def keys_in(work: Path) -> dict[str, Path]:
+    """The audit keys and checkpoints in the run's directory, not the repository's."""
+    return {"audit_key_file": work / "audit.key", "audit_checkpoint_dir": work / "checkpoints"}
+
+
+def build(url: str, numbers: int, calls: int, obtained: datetime, work: Path) -> None:
     from sqlalchemy import insert
 
     from config.settings import Settings
@@ -49,7 +54,7 @@ def build(url: str, numbers: int, calls: int, obtained: datetime) -> None:
     from dialer.schemas import CampaignIn
 
     upgrade(url)
-    rt = build_runtime(Settings(database_url=url, policy_file=None))
+    rt = build_runtime(Settings(database_url=url, policy_file=None, **keys_in(work)))
     now = rt.clock.now()
     rows = [{"id": str(uuid.uuid4()), "phone": phone(i), "patient_ref": f"MRN-{i}",
              "channels": ["autodialed_voice"], "purposes": ["*"], "method": "written",
@@ -117,11 +122,12 @@ def main() -> None:
         url = base.set(database=pg_name).render_as_string(hide_password=False)
     obtained = datetime(2026, 3, 5, 15, 0, tzinfo=UTC)
     t = time.monotonic()
-    build(url, a.numbers, a.calls, obtained)
+    build(url, a.numbers, a.calls, obtained, work)
     setup_s = time.monotonic() - t
     path = work / f"answers.{a.format}"
     counts = answer_file(path, a.answers, a.numbers, obtained.date().isoformat(), a.format)
-    env = {**os.environ, "CALLGATE_DATABASE_URL": url, "COLUMNS": "120"}
+    env = {**os.environ, "CALLGATE_DATABASE_URL": url, "COLUMNS": "120",
+           **{f"CALLGATE_{k.upper()}": str(v) for k, v in keys_in(work).items()}}
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "cli.main", "rnd", "import", str(path)]
     t = time.monotonic()
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, Text, insert, or_, select, type_coerce
+from sqlalchemy import Select, Text, cast, insert, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from consent.rules import AnswerFact, ConsentFact, RevocationFact, reassigned_terms
@@ -42,11 +42,16 @@ _FACTS_QUERIES: dict[str, tuple[Any, Any, Any]] = {}
 
 def _facts_queries(dialect: str) -> tuple[Any, Any, Any]:
     """:func:`facts_for`'s three statements for this dialect, built once: the JSON lists as
-    stored (text on SQLite; PostgreSQL's driver decodes them), decoded once per distinct list
-    by _frozen rather than once per row; SQLite's datetimes as stored too, for _when."""
+    text (as stored on SQLite; cast on PostgreSQL, whose driver would decode every row's: a
+    tenth of an intake's deciding, issue 21), decoded once per distinct list by _frozen;
+    SQLite's datetimes as stored too, for _when."""
     out = _FACTS_QUERIES.get(dialect)
     if out is None:
         as_text = dialect == "sqlite"
+        channels, purposes = (
+            type_coerce(c, Text) if as_text else cast(c, Text)
+            for c in (Consent.channels, Consent.purposes)
+        )
         obtained, expires, received, recorded = (
             type_coerce(c, Text) if as_text else c
             for c in (Consent.obtained_at, Consent.expires_at, Revocation.received_at,
@@ -57,8 +62,8 @@ def _facts_queries(dialect: str) -> tuple[Any, Any, Any]:
                 Consent.id,
                 Consent.phone,
                 Consent.method,
-                type_coerce(Consent.channels, Text),
-                type_coerce(Consent.purposes, Text),
+                channels,
+                purposes,
                 obtained,
                 expires,
                 Consent.supersedes_id,

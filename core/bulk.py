@@ -28,9 +28,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.types import UserDefinedType
 
 from core.db import UTCDateTime
 
@@ -57,11 +57,57 @@ def one_of_param(dialect: str, col: Any, name: str) -> ColumnElement[bool]:
 
 def one_of_value(dialect: str, values: Iterable[str]) -> Any:
     """The value of :func:`one_of_param`'s parameter for this list."""
-    return list(values) if dialect == "postgresql" else json.dumps(list(values))
+    return TextList(values) if dialect == "postgresql" else json.dumps(list(values))
 
 
 def _list_type(dialect: str) -> Any:
-    return ARRAY(String) if dialect == "postgresql" else String()
+    return TextArray() if dialect == "postgresql" else String()
+
+
+class TextList(list[str]):
+    """PostgreSQL: a list of strings sent as one ``text[]`` parameter in the binary array
+    format. psycopg sends a plain list of strings as array text, quoted and escaped value by
+    value in Python: 1.8 ms for 2,000 numbers against 0.57 ms binary (measured, issue 21),
+    and intake sends six such lists per chunk."""
+
+
+class TextArray(UserDefinedType[list[str]]):
+    """The SQLAlchemy type of a :class:`TextList` parameter (a ``text[]``): values go to
+    the driver as a TextList, untouched (``ARRAY``'s own bind processing would copy them
+    back into a plain list, sent as text)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "TEXT[]"
+
+    def bind_processor(self, dialect: Any) -> Any:
+        return TextList
+
+
+def _register_text_list() -> None:
+    """psycopg dumps a :class:`TextList` with its own binary list dumper (for ``str``
+    items), registered once for every connection made after this module is imported."""
+    import psycopg
+    from psycopg.adapt import Dumper, PyFormat
+    from psycopg.pq import Format
+    from psycopg.types.array import ListBinaryDumper
+
+    class TextListDumper(Dumper):
+        format = Format.BINARY
+
+        def __init__(self, cls: type, context: Any = None) -> None:
+            super().__init__(cls, context)
+            self._list = ListBinaryDumper(list, context).upgrade(["x"], PyFormat.BINARY)
+            self.oid = self._list.oid
+
+        def dump(self, obj: Any) -> Any:
+            return self._list.dump(obj)
+
+    psycopg.adapters.register_dumper(TextList, TextListDumper)
+
+
+_register_text_list()
 
 
 def _in_list(dialect: str, col: Any, param: Any) -> ColumnElement[bool]:
@@ -236,13 +282,29 @@ def copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) ->
     conn = read_conn(session)  # pending ORM rows first, as an INSERT's autoflush would
     dbapi = conn.connection.driver_connection
     assert dbapi is not None
-    types = _copy_types(dbapi, table, names)
+    types = list(_copy_types(dbapi, table, names))
+    # A ``json`` column's binary form is its text: such values go as text, each distinct
+    # value object encoded once (rows share their lists: intake's candidate zones; a JSON
+    # dump per row was a thirteenth of intake's deciding, issue 21). ``jsonb`` differs.
+    # None is SQL NULL, as on SQLite's driver path (SQLAlchemy's insert stores JSON null).
+    as_text = [i for i in json_at if types[i] == _JSON_OID]
+    for i in as_text:
+        types[i] = _TEXT_OID
+    wrap = [i for i in json_at if i not in as_text]
+    memo: dict[int, str] = {}
     try:
         with dbapi.cursor() as cur, cur.copy(sql) as copy:
             copy.set_types(types)
             for r in rows:
                 row = [r[n] for n in names]
-                for i in json_at:
+                for i in as_text:
+                    v = row[i]
+                    if v is not None:
+                        out = memo.get(id(v))  # the rows keep v alive: its id is not reused
+                        if out is None:
+                            out = memo[id(v)] = json.dumps(v)
+                        row[i] = out
+                for i in wrap:
                     if row[i] is not None:
                         row[i] = Json(row[i])
                 copy.write_row(row)
@@ -251,6 +313,7 @@ def copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) ->
 
 
 _COPY_TYPES: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+_JSON_OID, _TEXT_OID = 114, 25  # built-in types: the same oids in every database
 
 
 def _copy_types(dbapi: Any, table: Table, names: Sequence[str]) -> list[int]:

@@ -16,10 +16,9 @@ from typing import Any, cast
 
 from sqlalchemy import String, Table, TextClause, bindparam, select
 from sqlalchemy import text as sql_text
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from core.bulk import insert_rows, one_of, read_conn, sqlite_datetime
+from core.bulk import TextArray, insert_rows, one_of, read_conn, sqlite_datetime
 from core.models import ACCEPTED_SQL, PENDING_SQL, Call
 
 CALLS = cast(Table, Call.__table__)
@@ -95,10 +94,10 @@ def pending_probe(table: str = "calls") -> TextClause:
     from the list's first chunk it walked the whole pending-calls index for each number
     (8.5 s for one chunk). ``table``: a test's copy of calls."""
     return sql_text(
-        f"SELECT c.phone, c.id FROM unnest(CAST(:l AS VARCHAR[])) AS v(x) CROSS JOIN LATERAL ("
+        f"SELECT c.phone, c.id FROM unnest(CAST(:l AS TEXT[])) AS v(x) CROSS JOIN LATERAL ("
         f"SELECT t.phone, t.id, t.campaign_id, t.status FROM {table} AS t WHERE t.phone = v.x "
         f"OFFSET 0) AS c WHERE c.campaign_id = :c AND c.{PENDING_SQL}"
-    ).bindparams(bindparam("l", type_=ARRAY(String)), bindparam("c", type_=String))
+    ).bindparams(bindparam("l", type_=TextArray()), bindparam("c", type_=String))
 
 
 # PostgreSQL: for each external id of the list, one probe of the campaign's partial unique
@@ -107,10 +106,10 @@ def pending_probe(table: str = "calls") -> TextClause:
 # autovacuum analysed it: a scan of the campaign's calls, up to 550 ms a chunk (measured,
 # issue 21). The index's predicate as literal text: only then can a planner match it.
 _PG_ACCEPTED = sql_text(
-    "SELECT c.external_id, c.id FROM unnest(CAST(:l AS VARCHAR[])) AS v(x) CROSS JOIN LATERAL ("
+    "SELECT c.external_id, c.id FROM unnest(CAST(:l AS TEXT[])) AS v(x) CROSS JOIN LATERAL ("
     "SELECT calls.external_id, calls.id FROM calls WHERE calls.campaign_id = :c "
     f"AND calls.external_id = v.x AND calls.{ACCEPTED_SQL} LIMIT 1) AS c"
-).bindparams(bindparam("l", type_=ARRAY(String)), bindparam("c", type_=String))
+).bindparams(bindparam("l", type_=TextArray()), bindparam("c", type_=String))
 _PG_PENDING = pending_probe()
 
 

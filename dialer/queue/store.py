@@ -46,12 +46,18 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
 from config.policy import Window
-from core.bulk import insert_rows, one_of_param, one_of_value, read_conn, update_rows
+from core.bulk import (
+    TextArray,
+    insert_rows,
+    one_of_param,
+    one_of_value,
+    read_conn,
+    update_rows,
+)
 from core.db import UTCDateTime
 from core.groupcommit import GroupCommit
 from core.models import PARKED_SQL, QUEUE_ORDER_SQL, Attempt, Call, Campaign
@@ -156,7 +162,7 @@ _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 # statement for every length: parsed and planned each time), and SQLAlchemy renders and
 # binds one parameter instead of one per id. An index scan on the primary key either way
 # (these lists are a batch's calls: tens, never thousands; see core.bulk.one_of).
-_IDS_PG: BindParameter[Any] = bindparam("ids", type_=ARRAY(String()))
+_IDS_PG: BindParameter[Any] = bindparam("ids", type_=TextArray())
 _QUEUED = literal_column("'queued'", String())
 
 

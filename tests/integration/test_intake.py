@@ -659,6 +659,84 @@ def test_sqlite_driver_level_insert_stores_what_sqlalchemy_would(
     assert "0987-06-05 03:03:02.000001" in raw["q"]
 
 
+def test_rows_copied_store_what_sqlalchemy_would(
+    client: TestClient, keys: H, runtime: Runtime
+) -> None:
+    """PostgreSQL: core.bulk.copy_rows (intake's calls, COPY in binary, a ``json`` column's
+    values sent as their text, each shared value encoded once) stores exactly what
+    SQLAlchemy's Core insert of the same rows stores: JSON lists shared by many rows, lists
+    of their own, quotes, backslashes and non-ASCII text in them; None as SQL NULL, as
+    SQLite's driver path stores it (SQLAlchemy's insert stores JSON ``null``)."""
+    from sqlalchemy import text
+
+    from core.bulk import COPY_MIN_ROWS, copy_rows
+
+    if runtime.db.is_sqlite:
+        pytest.skip("COPY is PostgreSQL's")
+    cid = new_campaign(client, keys)
+    shared = [{"zone": "America/Chicago", "source": "number"}]
+    odd = [{"zone": 'Am\\er"ica/Zürich', "source": "ünïcode ' \\u0000 {,}"}]
+    base = {"campaign_id": cid, "patient_ref": None, "state": None, "postal_code": None,
+            "priority": 5, "not_before": None, "not_after": T0 + timedelta(microseconds=3),
+            "status": "refused", "accepted": False, "next_eligible_at": None, "parked": False,
+            "attempts": 0, "last_reason": "NO_CONSENT", "lease_id": None,
+            "lease_expires_at": None, "created_at": T0, "updated_at": T0,
+            "created_by": "k", "policy_version": "v1", "appointment_at": None,
+            "sms_text": None}
+    zones = [shared, shared, odd, None, [dict(z) for z in shared], []]
+
+    def rows(prefix: str) -> list[dict[str, Any]]:
+        return [{**base, "id": str(uuid.uuid4()), "external_id": f"{prefix}-{i}",
+                 "phone": num(i), "candidate_zones": zones[i % len(zones)]}
+                for i in range(COPY_MIN_ROWS + 6)]
+
+    with runtime.db.write() as s:
+        s.execute(insert(CALLS), rows("sa"))
+        copy_rows(s, CALLS, rows("copy"))
+    with runtime.db.read() as s:
+        got = {r[0]: r[1:] for r in s.execute(text(
+            "SELECT external_id, candidate_zones::text, not_after, status, accepted "
+            "FROM calls WHERE campaign_id = :c"), {"c": cid})}
+    assert len(got) == 2 * (COPY_MIN_ROWS + 6)
+    for i in range(COPY_MIN_ROWS + 6):
+        if zones[i % len(zones)] is not None:
+            assert got[f"copy-{i}"] == got[f"sa-{i}"], i
+    assert got["copy-3"][0] is None and got["sa-3"][0] == "null"
+    assert got["copy-5"][0] == "[]"
+    assert json.loads(got["copy-2"][0]) == odd
+
+
+def test_list_parameters_reach_the_database_as_they_are(runtime: Runtime) -> None:
+    """core.bulk.one_of's list, one parameter (PostgreSQL: a ``text[]`` in psycopg's binary
+    format, not array text quoted in Python), arrives value for value: quotes, commas,
+    braces, backslashes, spaces, non-ASCII, the word NULL, the empty string."""
+    from sqlalchemy import literal_column
+
+    from core.bulk import one_of, one_of_value
+
+    values = ['a"b', "c,d", "{e}", "f\\g", " h ", "Zürich", "NULL", "", "+13145550100"]
+    dialect = "sqlite" if runtime.db.is_sqlite else "postgresql"
+    with runtime.db.read() as s:
+        got = s.execute(select(literal_column("x")).select_from(
+            text("(SELECT 'none' AS x UNION ALL SELECT 'a\"b' UNION ALL SELECT 'NULL' "
+                 "UNION ALL SELECT '' UNION ALL SELECT 'Zürich' UNION ALL SELECT 'f\\g') AS t")
+        ).where(one_of(dialect, literal_column("x"), values))).scalars().all()
+    assert sorted(got) == sorted(['a"b', "NULL", "", "Zürich", "f\\g"])
+    if dialect == "postgresql":
+        import psycopg
+        from psycopg.adapt import PyFormat, Transformer
+        from psycopg.pq import Format
+
+        value = one_of_value(dialect, values)
+        dumper = Transformer(psycopg.adapters).get_dumper(value, PyFormat.AUTO)
+        assert dumper.format == Format.BINARY
+        with runtime.db.read() as s:
+            conn = s.connection().connection.driver_connection
+            assert conn is not None
+            back = conn.execute("SELECT pg_typeof(%s)::text, %s", [value, value]).fetchone()
+        assert back == ("text[]", values)
+
+
 def test_refusal_rows_written_through_the_driver_match_sqlalchemy(runtime: Runtime) -> None:
     """core.db.insert_rows (the refusal log's bulk write) stores, on SQLite, exactly what
     SQLAlchemy's Core insert stores; elsewhere it is that insert."""
