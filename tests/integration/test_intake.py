@@ -414,6 +414,29 @@ def test_a_list_in_many_chunks_answers_as_in_one(
     assert answers[7][45][4] == 8  # row 46 repeats row 8's number (an earlier chunk)
 
 
+def test_postgresql_connections_never_compile_plans(runtime: Runtime) -> None:
+    """PostgreSQL: every connection runs with ``jit = off`` (a chunk's reads, planned on a
+    calls table the list itself was filling, spent 100-290 ms in JIT compilation to run a
+    10 ms probe), and the URL's own ``options`` still apply."""
+    from sqlalchemy import make_url
+
+    from core.db import Database
+
+    if runtime.db.is_sqlite:
+        pytest.skip("PostgreSQL's JIT")
+    with runtime.db.read() as s:
+        assert s.execute(text("SHOW jit")).scalar() == "off"
+    url = make_url(runtime.settings.database_url).update_query_dict(
+        {"options": "-c work_mem=7MB"})
+    db = Database(url.render_as_string(hide_password=False))
+    try:
+        with db.read() as s:
+            assert s.execute(text("SHOW jit")).scalar() == "off"
+            assert s.execute(text("SHOW work_mem")).scalar() == "7MB"
+    finally:
+        db.dispose()
+
+
 def test_pending_probe_reads_by_number_on_a_table_never_analysed(runtime: Runtime) -> None:
     """PostgreSQL plans the "already pending?" read before autovacuum has analysed the calls
     a big list is adding. With the campaign inside the probe, on such a table it probed
