@@ -149,22 +149,29 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         _setup_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    # No JIT compilation: callgate's statements are short, and a plan whose estimate passes
-    # jit_above_cost (a list's chunks read against statistics of a calls table that the list
-    # itself is filling) spent 100-290 ms compiling to run a 10 ms read (auto_explain,
-    # issue 21). The URL's own ``options`` are kept, ours after them.
-    given = make_url(url).query.get("options")
-    connect_args = dict(kwargs.pop("connect_args", None) or {})
-    connect_args["options"] = " ".join(
-        o for o in (connect_args.get("options") or given, "-c jit=off") if isinstance(o, str))
-    kwargs["connect_args"] = connect_args
     if kwargs.get("poolclass") is not NullPool:
         # Every poller's request holds a connection for its whole unit of work: with 10, a
         # served process under 32 pollers spent a fifth of a lease waiting for a checkout.
         # docs/deployment.md: connections per instance.
         kwargs.setdefault("pool_size", PG_POOL_SIZE)
         kwargs.setdefault("max_overflow", PG_POOL_OVERFLOW)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    _setup_postgresql(engine)
+    return engine
+
+
+def _setup_postgresql(engine: Engine) -> None:
+    """No JIT compilation on callgate's connections: its statements are short, and a plan
+    whose estimate passes jit_above_cost (a list's chunks read against statistics of a calls
+    table the list itself is filling) spent 100-290 ms compiling to run a 10 ms read
+    (auto_explain, issue 21). A SET once per new connection, not a startup ``options``
+    parameter: PgBouncer refuses ``-c`` options it does not track."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cur:
+            cur.execute("SET jit = off")
+        dbapi_connection.commit()
 
 
 # SQLite writers wait their turn on a lock of ours before BEGIN IMMEDIATE. A connection that

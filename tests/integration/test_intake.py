@@ -415,17 +415,19 @@ def test_a_list_in_many_chunks_answers_as_in_one(
 
 
 def test_postgresql_connections_never_compile_plans(runtime: Runtime) -> None:
-    """PostgreSQL: every connection runs with ``jit = off`` (a chunk's reads, planned on a
-    calls table the list itself was filling, spent 100-290 ms in JIT compilation to run a
-    10 ms probe), and the URL's own ``options`` still apply."""
+    """PostgreSQL: every connection of the pool runs with ``jit = off`` (a chunk's reads,
+    planned on a calls table the list itself was filling, spent 100-290 ms in JIT
+    compilation to run a 10 ms probe), a connection opened later too, and a URL's own
+    ``options`` still apply."""
     from sqlalchemy import make_url
 
     from core.db import Database
 
     if runtime.db.is_sqlite:
         pytest.skip("PostgreSQL's JIT")
-    with runtime.db.read() as s:
+    with runtime.db.read() as s, runtime.db.read() as s2:  # two connections of the pool
         assert s.execute(text("SHOW jit")).scalar() == "off"
+        assert s2.execute(text("SHOW jit")).scalar() == "off"
     url = make_url(runtime.settings.database_url).update_query_dict(
         {"options": "-c work_mem=7MB"})
     db = Database(url.render_as_string(hide_password=False))
