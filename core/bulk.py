@@ -138,7 +138,7 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
         if len(rows) >= COPY_MIN_ROWS and session.get_bind().dialect.driver == "psycopg":
             copy_rows(session, table, rows)
         else:
-            session.execute(insert(table), list(rows))
+            read_conn(session).execute(insert(table), list(rows))
         return
     names = list(rows[0])
     sql = (f"INSERT INTO {table.name} ({', '.join(names)}) "

@@ -36,7 +36,7 @@ from sqlalchemy import Table, delete, event, exists, func, select, text
 from sqlalchemy.orm import Session
 
 from core.audit import canonical_json, iso
-from core.bulk import insert_rows, update_rows
+from core.bulk import insert_rows, read_conn, update_rows
 from core.db import Database
 from core.models import Event, WebhookDelivery, WebhookSubscription
 
@@ -144,7 +144,10 @@ committed = _Signal()
 
 
 def has_pending(s: Session) -> bool:
-    return s.scalar(select(Event.id).where(Event.seq.is_(None)).limit(1)) is not None
+    return read_conn(s).scalar(_HAS_PENDING) is not None
+
+
+_HAS_PENDING = select(Event.id).where(Event.seq.is_(None)).limit(1)
 
 
 def head(s: Session) -> int:

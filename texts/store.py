@@ -19,6 +19,7 @@ from sqlalchemy import Integer, String, and_, bindparam, literal_column, or_, se
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from core.bulk import read_conn
 from core.db import UTCDateTime
 from core.models import Call, Campaign, Consent, SmsInbound, SmsReply
 
@@ -77,7 +78,7 @@ def held_numbers(s: Session, phone_list: Sequence[str]) -> set[str]:
 
 
 def any_held(s: Session) -> bool:
-    return s.execute(_HELD).first() is not None
+    return read_conn(s).execute(_HELD).first() is not None
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
@@ -115,7 +116,7 @@ _HELD = (select(literal_column("1", Integer())).select_from(SmsInbound)
 
 def any_reply_due(s: Session, now: datetime) -> bool:
     """A reply to lease, or one to expire (either makes a lease poll do work)."""
-    return s.execute(_REPLY_DUE, {"now": now}).first() is not None
+    return read_conn(s).execute(_REPLY_DUE, {"now": now}).first() is not None
 
 
 def any_reply_expired(s: Session, now: datetime) -> bool:

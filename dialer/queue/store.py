@@ -188,7 +188,7 @@ def _qcalls(
     s: Session, q: tuple[Select[Any], Select[Any]], params: dict[str, Any], lock: bool
 ) -> list[QCall]:
     stmt = q[1] if lock and _pg(s) else q[0]
-    return [QCall(*row) for row in s.execute(stmt, params)]
+    return [QCall(*row) for row in read_conn(s).execute(stmt, params)]
 
 
 def calls_by_id(s: Session, ids: Sequence[str], *, lock: bool = False) -> list[QCall]:
@@ -643,7 +643,7 @@ _NEXT_DUE = select(func.min(Call.next_eligible_at)).where(Call.status == _QUEUED
 
 
 def next_due_at(s: Session) -> datetime | None:
-    return cast("datetime | None", s.scalar(_NEXT_DUE))
+    return cast("datetime | None", read_conn(s).scalar(_NEXT_DUE))
 
 
 # The queue's depth by state (GET /metrics): the queued calls due now, those waiting
