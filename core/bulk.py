@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.types import UserDefinedType
 
-from core.db import UTCDateTime
+from core.db import TextList, UTCDateTime
 
 
 def one_of(dialect: str, col: Any, values: Sequence[str]) -> ColumnElement[bool]:
@@ -64,13 +64,6 @@ def _list_type(dialect: str) -> Any:
     return TextArray() if dialect == "postgresql" else String()
 
 
-class TextList(list[str]):
-    """PostgreSQL: a list of strings sent as one ``text[]`` parameter in the binary array
-    format. psycopg sends a plain list of strings as array text, quoted and escaped value by
-    value in Python: 1.8 ms for 2,000 numbers against 0.57 ms binary (measured, issue 21),
-    and intake sends six such lists per chunk."""
-
-
 class TextArray(UserDefinedType[list[str]]):
     """The SQLAlchemy type of a :class:`TextList` parameter (a ``text[]``): values go to
     the driver as a TextList, untouched (``ARRAY``'s own bind processing would copy them
@@ -83,31 +76,6 @@ class TextArray(UserDefinedType[list[str]]):
 
     def bind_processor(self, dialect: Any) -> Any:
         return TextList
-
-
-def _register_text_list() -> None:
-    """psycopg dumps a :class:`TextList` with its own binary list dumper (for ``str``
-    items), registered once for every connection made after this module is imported."""
-    import psycopg
-    from psycopg.adapt import Dumper, PyFormat
-    from psycopg.pq import Format
-    from psycopg.types.array import ListBinaryDumper
-
-    class TextListDumper(Dumper):
-        format = Format.BINARY
-
-        def __init__(self, cls: type, context: Any = None) -> None:
-            super().__init__(cls, context)
-            self._list = ListBinaryDumper(list, context).upgrade(["x"], PyFormat.BINARY)
-            self.oid = self._list.oid
-
-        def dump(self, obj: Any) -> Any:
-            return self._list.dump(obj)
-
-    psycopg.adapters.register_dumper(TextList, TextListDumper)
-
-
-_register_text_list()
 
 
 def _in_list(dialect: str, col: Any, param: Any) -> ColumnElement[bool]:
@@ -273,6 +241,7 @@ def copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) ->
     if not rows:
         return
     import psycopg
+    from psycopg.postgres import types as pg_types
     from psycopg.types.json import Json
     from sqlalchemy.exc import IntegrityError
 
@@ -287,9 +256,10 @@ def copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) ->
     # value object encoded once (rows share their lists: intake's candidate zones; a JSON
     # dump per row was a thirteenth of intake's deciding, issue 21). ``jsonb`` differs.
     # None is SQL NULL, as on SQLite's driver path (SQLAlchemy's insert stores JSON null).
-    as_text = [i for i in json_at if types[i] == _JSON_OID]
+    json_oid, text_oid = pg_types["json"].oid, pg_types["text"].oid
+    as_text = [i for i in json_at if types[i] == json_oid]
     for i in as_text:
-        types[i] = _TEXT_OID
+        types[i] = text_oid
     wrap = [i for i in json_at if i not in as_text]
     memo: dict[int, str] = {}
     try:
@@ -313,7 +283,6 @@ def copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) ->
 
 
 _COPY_TYPES: dict[tuple[str, tuple[str, ...]], list[int]] = {}
-_JSON_OID, _TEXT_OID = 114, 25  # built-in types: the same oids in every database
 
 
 def _copy_types(dbapi: Any, table: Table, names: Sequence[str]) -> list[int]:

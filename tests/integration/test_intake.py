@@ -416,7 +416,7 @@ def test_a_list_in_many_chunks_answers_as_in_one(
 
 def test_postgresql_connections_never_compile_plans(runtime: Runtime) -> None:
     """PostgreSQL: every connection of the pool runs with ``jit = off`` (a chunk's reads,
-    planned on a calls table the list itself was filling, spent 100-290 ms in JIT
+    planned on a calls table the list itself was filling, spent 90-290 ms in JIT
     compilation to run a 10 ms probe), a connection opened later too, and a URL's own
     ``options`` still apply."""
     from sqlalchemy import make_url
@@ -748,16 +748,15 @@ def test_list_parameters_reach_the_database_as_they_are(runtime: Runtime) -> Non
         ).where(one_of(dialect, literal_column("x"), values))).scalars().all()
     assert sorted(got) == sorted(['a"b', "NULL", "", "Zürich", "f\\g"])
     if dialect == "postgresql":
-        import psycopg
         from psycopg.adapt import PyFormat, Transformer
         from psycopg.pq import Format
 
         value = one_of_value(dialect, values)
-        dumper = Transformer(psycopg.adapters).get_dumper(value, PyFormat.AUTO)
-        assert dumper.format == Format.BINARY
         with runtime.db.read() as s:
             conn = s.connection().connection.driver_connection
             assert conn is not None
+            dumper = Transformer(conn).get_dumper(value, PyFormat.AUTO)
+            assert dumper.format == Format.BINARY
             back = conn.execute("SELECT pg_typeof(%s)::text, %s", [value, value]).fetchone()
         assert back == ("text[]", values)
 
